@@ -1,0 +1,172 @@
+"""The worker's own tables.
+
+``Job`` is the queue: one row per task that has not finished yet (queued,
+running, waiting for a retry, or dead). The project broker (``jobs.broker``)
+inserts it on enqueue, claims it, and deletes it when the task succeeds; the
+failure hook (``jobs.failures``) moves it to ``retrying`` or ``dead``. A task
+keeps its id, payload and row across every attempt and every manual retry.
+
+``JobAttempt`` is the history: one row per finished attempt (failed or not),
+never overwritten. ``WorkerHeartbeat`` is the last sign of life per cluster.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Job(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        RETRYING = "retrying", "retrying"
+        DEAD = "dead", "dead"
+
+    # States the broker may hand out (a RUNNING row whose lock expired is a
+    # task whose worker died: at-least-once delivery takes it again).
+    CLAIMABLE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
+    ACTIVE_STATES = CLAIMABLE_STATES
+
+    id = models.BigAutoField(primary_key=True)
+    task_id = models.CharField(max_length=32, unique=True)
+    queue = models.CharField(max_length=100)
+    name = models.CharField(max_length=139, help_text="django-q2 task name")
+    func = models.CharField(max_length=256, help_text="dotted path of the function")
+    job_name = models.CharField(
+        max_length=100, blank=True, default="", help_text="registry name, blank if unregistered"
+    )
+    priority = models.SmallIntegerField(default=0)
+    payload = models.TextField(help_text="signed package, as django-q2 makes it")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    run_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="claimable from this time; for a running task, when its lock expires",
+    )
+    attempt = models.PositiveIntegerField(default=0, help_text="claims so far, never reset")
+    max_attempts = models.PositiveIntegerField(
+        default=0, help_text="the attempt number after which the task is dead"
+    )
+    timeout = models.PositiveIntegerField(null=True, blank=True)
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=255, blank=True, default="")
+
+    # Failure summary of the latest failed attempt (details in JobAttempt).
+    first_failed_at = models.DateTimeField(null=True, blank=True)
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    last_error_type = models.CharField(max_length=255, blank=True, default="")
+    last_error_message = models.TextField(blank=True, default="")
+    error_signature = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="error type and message with ids and numbers removed, for grouping",
+    )
+
+    # Progress reported by a running job (jobs.progress).
+    progress_done = models.BigIntegerField(null=True, blank=True)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_message = models.CharField(max_length=255, blank=True, default="")
+    progress_updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # jobs.broker claim: WHERE queue = %s AND state IN claimable AND
+            # run_at <= now() ORDER BY priority DESC, run_at, id ... SKIP LOCKED.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(state__in=["queued", "retrying", "running"]),
+                name="jobs_job_claim_idx",
+            ),
+            # Failed tasks admin and list_failed_jobs: newest failure first,
+            # optionally by state, function or error signature.
+            models.Index(
+                models.F("last_failed_at").desc(),
+                condition=Q(last_failed_at__isnull=False),
+                name="jobs_job_failed_idx",
+            ),
+            models.Index(
+                "state",
+                models.F("last_failed_at").desc(),
+                condition=Q(last_failed_at__isnull=False),
+                name="jobs_job_failed_state_idx",
+            ),
+            models.Index(
+                "func",
+                models.F("last_failed_at").desc(),
+                condition=Q(last_failed_at__isnull=False),
+                name="jobs_job_failed_func_idx",
+            ),
+            models.Index(
+                "last_error_type",
+                models.F("last_failed_at").desc(),
+                condition=Q(last_failed_at__isnull=False),
+                name="jobs_job_failed_type_idx",
+            ),
+            models.Index(
+                "error_signature",
+                condition=Q(last_failed_at__isnull=False),
+                name="jobs_job_failed_sig_idx",
+            ),
+        ]
+        constraints = [
+            # jobs.registry uniqueness: one active task per unique key.
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(state__in=["queued", "retrying", "running"]),
+                name="jobs_job_unique_active_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_name or self.func} [{self.task_id}]"
+
+
+class JobAttempt(models.Model):
+    """One finished attempt of a task. Kept after retries and after success."""
+
+    id = models.BigAutoField(primary_key=True)
+    task_id = models.CharField(max_length=32)
+    attempt = models.PositiveIntegerField()
+    func = models.CharField(max_length=256)
+    job_name = models.CharField(max_length=100, blank=True, default="")
+    succeeded = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(default=timezone.now)
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    cluster = models.CharField(max_length=100, blank=True, default="")
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Task detail page: every attempt of one task, in order.
+            models.Index(fields=["task_id", "attempt"], name="jobs_attempt_task_idx"),
+            # Retention pruning and /healthz "failed in the last hour".
+            models.Index(fields=["finished_at"], name="jobs_attempt_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.attempt}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last proof of life of one worker cluster (written by the heartbeat job)."""
+
+    cluster = models.CharField(max_length=255, unique=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    task_id = models.CharField(max_length=32, blank=True, default="")
+    last_beat_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.cluster

@@ -1,0 +1,61 @@
+"""One logging pipeline: JSON lines with event, level, timestamp and the request id."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+# Serves one request through the full middleware stack in a fresh process, with
+# LOG_FORMAT=json, and logs from structlog, stdlib and django-q2's logger.
+SCRIPT = """
+import logging, structlog
+from django.test import Client
+structlog.get_logger("tablo.test").info("structlog line", answer=42)
+logging.getLogger("django-q").info("django-q line")
+Client().get("/healthz", HTTP_X_REQUEST_ID="req-123")
+"""
+
+
+def run_with_json_logs() -> list[dict]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "DJANGO_"))},
+        "LOG_FORMAT": "json",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", SCRIPT],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Every line is one JSON object: nothing unformatted, nothing printed twice.
+    return [json.loads(line) for line in lines]
+
+
+def test_json_lines_carry_event_level_timestamp() -> None:
+    records = run_with_json_logs()
+    structlog_line = next(r for r in records if r["event"] == "structlog line")
+    assert structlog_line["level"] == "info"
+    assert structlog_line["answer"] == 42
+    assert structlog_line["timestamp"].endswith("Z")
+    django_q_line = next(r for r in records if r["event"] == "django-q line")
+    assert django_q_line["logger"] == "django-q"
+    assert sum(1 for r in records if r["event"] == "django-q line") == 1
+
+
+def test_request_log_lines_carry_the_request_id() -> None:
+    records = run_with_json_logs()
+    request_lines = [r for r in records if r.get("request_id") == "req-123"]
+    events = {r["event"] for r in request_lines}
+    assert {"request_started", "request_finished"} <= events
+    finished = next(r for r in request_lines if r["event"] == "request_finished")
+    assert finished["code"] == 200
