@@ -8,5 +8,9 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from jobs import failures, runtime
+
         # Each app declares its jobs in its own `tasks` module (jobs.registry.job).
         autodiscover_modules("tasks")
+        runtime.connect_signals()
+        failures.connect_signals()
