@@ -15,11 +15,21 @@ from typing import Any
 
 import structlog
 
+
+def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """runserver passes its socket and a second timestamp as extras; keep the status only."""
+    if event.get("logger") == "django.server":
+        event.pop("request", None)
+        event.pop("server_time", None)
+    return event
+
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.ExtraAdder(),
+    _drop_runserver_noise,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),
 ]
