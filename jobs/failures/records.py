@@ -1,0 +1,102 @@
+"""Writing a failed attempt down: the Job row's new state and one JobAttempt.
+
+Every path that ends an attempt in failure goes through ``record_failure``: the
+failure hook (an exception in the task), the broker (a worker that died holding
+the task, a payload that cannot be read). The update is conditional on the
+attempt number, so a late report about an old attempt never overwrites the
+state of a newer claim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.models import Job, JobAttempt
+
+_VOLATILE = re.compile(
+    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"  # uuids
+    r"|0x[0-9a-f]+"  # addresses
+    r"|[0-9a-f]{32}"  # task ids
+    r"|\d+(?:\.\d+)?",  # numbers
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def error_signature(error_type: str, message: str) -> str:
+    """The error with ids, numbers and quoted values removed: equal for 'the same' error."""
+    first_line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    normalized = _VOLATILE.sub("#", _QUOTED.sub("'…'", first_line))
+    return f"{error_type}: {normalized}"[:255]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    cluster: str = ""
+    host: str = ""
+    pid: int | None = None
+
+
+def record_failure(
+    *,
+    task_id: str,
+    attempt: int,
+    error_type: str,
+    error_message: str,
+    traceback: str = "",
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+    retry_at: datetime | None,
+    worker: WorkerInfo | None = None,
+) -> bool:
+    """Record a failed attempt; ``retry_at=None`` makes the task dead.
+
+    Returns False when the Job row is gone or already belongs to a later attempt
+    (the attempt is still written to the history).
+    """
+    now = finished_at or timezone.now()
+    worker = worker or WorkerInfo()
+    fields = {
+        "last_failed_at": now,
+        "last_error_type": error_type[:255],
+        "last_error_message": error_message,
+        "error_signature": error_signature(error_type, error_message),
+        "claimed_at": None,
+        "claimed_by": "",
+    }
+    if retry_at is None:
+        fields.update(state=Job.State.DEAD, run_at=now)
+    else:
+        fields.update(state=Job.State.RETRYING, run_at=retry_at)
+    with transaction.atomic():
+        job = (
+            Job.objects.filter(task_id=task_id)
+            .only("id", "func", "job_name", "first_failed_at")
+            .first()
+        )
+        updated = 0
+        if job is not None:
+            if job.first_failed_at is None:
+                fields["first_failed_at"] = now
+            updated = Job.objects.filter(id=job.id, attempt=attempt).update(**fields)
+        JobAttempt.objects.create(
+            task_id=task_id,
+            attempt=attempt,
+            func=job.func if job is not None else "",
+            job_name=job.job_name if job is not None else "",
+            succeeded=False,
+            started_at=started_at,
+            finished_at=now,
+            error_type=error_type[:255],
+            error_message=error_message,
+            traceback=traceback,
+            cluster=worker.cluster[:100],
+            host=worker.host[:255],
+            pid=worker.pid,
+        )
+    return updated == 1
