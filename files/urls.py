@@ -1,2 +1,10 @@
+from django.urls import path
+
+from files import views
+
 app_name = "files"
-urlpatterns: list = []
+urlpatterns = [
+    path("upload/<uuid:tablo_id>/", views.file_upload, name="upload"),
+    path("<uuid:file_id>/download/", views.file_download, name="download"),
+    path("<uuid:file_id>/delete/", views.file_delete, name="delete"),
+]

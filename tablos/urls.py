@@ -5,4 +5,6 @@ from tablos import views
 app_name = "tablos"
 urlpatterns = [
     path("", views.tablo_list, name="list"),
+    path("<uuid:tablo_id>/", views.tablo_detail, name="detail"),
+    path("<uuid:tablo_id>/delete/", views.tablo_delete, name="delete"),
 ]

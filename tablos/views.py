@@ -1,11 +1,58 @@
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
-from tablos.models import Tablo
+from files import selectors as file_selectors
+from files.forms import UploadForm
+from tablos import selectors, services
+from tablos.forms import TabloForm
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def tablo_list(request: HttpRequest) -> HttpResponse:
-    tablos = Tablo.objects.filter(owner=request.user).order_by("-created_at")
-    return render(request, "tablos/list.html", {"tablos": tablos})
+    form = TabloForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        tablo = services.tablo_create(owner=request.user, name=form.cleaned_data["name"])
+        messages.success(request, f"Tablo “{tablo.name}” created.")
+        return redirect("tablos:detail", tablo_id=tablo.id)
+    tablos = selectors.tablo_list(user=request.user)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "tablos/list.html", {"tablos": tablos, "form": form}, status=status)
+
+
+@login_required
+@require_http_methods(["GET"])
+def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    files = file_selectors.tablo_files(tablo=tablo)
+    return render(
+        request,
+        "tablos/detail.html",
+        {
+            "tablo": tablo,
+            "files": files,
+            "upload_form": UploadForm(),
+            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tablo_delete(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if request.method == "POST":
+        name = tablo.name
+        services.tablo_delete(tablo=tablo)
+        messages.success(
+            request, f"Tablo “{name}” deleted. Its files are being removed in the background."
+        )
+        return redirect("tablos:list")
+    # GET only asks for confirmation: it never changes anything.
+    return render(request, "tablos/confirm_delete.html", {"tablo": tablo})

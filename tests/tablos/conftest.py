@@ -1,0 +1,1 @@
+from tests.support.web import purge_job  # noqa: F401  (fixture)
