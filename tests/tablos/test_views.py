@@ -1,0 +1,101 @@
+import pytest
+from django.urls import reverse
+
+from files import services as file_services
+from files.models import TabloFile
+from tablos.models import Tablo
+from tests.support.web import make_tablo, make_user, queued_purges, upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ann():
+    return make_user("ann")
+
+
+@pytest.fixture
+def client_ann(client, ann):
+    client.force_login(ann)
+    return client
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_list_shows_only_my_tablos_newest_first(client_ann, ann):
+    make_tablo(ann, "First")
+    make_tablo(ann, "Second")
+    make_tablo(make_user("bob"), "Bob's secret")
+
+    response = client_ann.get(reverse("tablos:list"))
+
+    assert response.status_code == 200
+    assert [t.name for t in response.context["tablos"]] == ["Second", "First"]
+    assert "Bob&#x27;s secret" not in response.content.decode()
+
+
+def test_empty_list_says_so(client_ann):
+    assert "No tablos yet." in client_ann.get(reverse("tablos:list")).content.decode()
+
+
+def test_create_tablo(client_ann, ann):
+    response = client_ann.post(reverse("tablos:list"), {"name": "  Trip  "}, follow=True)
+
+    tablo = Tablo.objects.get()
+    assert (tablo.owner, tablo.name) == (ann, "Trip")
+    assert response.redirect_chain[-1][0] == reverse("tablos:detail", args=[tablo.id])
+    assert messages_of(response) == ["Tablo “Trip” created."]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201])
+def test_create_rejects_bad_names(client_ann, name):
+    response = client_ann.post(reverse("tablos:list"), {"name": name})
+    assert response.status_code == 400
+    assert 'role="alert"' in response.content.decode()
+    assert not Tablo.objects.exists()
+
+
+def test_detail_lists_files_with_human_sizes(local_storage, client_ann, ann):
+    tablo = make_tablo(ann)
+    file_services.file_upload(tablo=tablo, uploaded=upload("big.bin", b"x" * 2048))
+
+    page = client_ann.get(reverse("tablos:detail", args=[tablo.id])).content.decode()
+
+    assert "big.bin" in page
+    assert "2.0\xa0KB" in page
+    assert 'enctype="multipart/form-data"' in page
+
+
+def test_delete_tablo_enqueues_the_purge_after_commit(
+    storage, client_ann, ann, purge_job, django_capture_on_commit_callbacks
+):
+    tablo = make_tablo(ann, "Trip")
+    tablo_file = file_services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = client_ann.post(reverse("tablos:delete", args=[tablo.id]))
+        # Still inside the transaction: the tablo is gone, nothing is queued yet.
+        assert not Tablo.objects.filter(id=tablo.id).exists()
+        assert queued_purges(tablo.id) == 0
+    assert len(callbacks) == 1
+    assert queued_purges(tablo.id) == 1
+
+    assert response.status_code == 302
+    followed = client_ann.get(response["Location"])
+    assert messages_of(followed) == [
+        "Tablo “Trip” deleted. Its files are being removed in the background."
+    ]
+    # The files are the purge job's work, not the request's.
+    assert TabloFile.objects.filter(id=tablo_file.id).exists()
+    assert storage.keys() == {tablo_file.storage_key}
+
+
+def test_get_on_tablo_delete_only_asks(client_ann, ann, purge_job):
+    tablo = make_tablo(ann, "Trip")
+    response = client_ann.get(reverse("tablos:delete", args=[tablo.id]))
+    assert response.status_code == 200
+    assert "Delete “Trip”?" in response.content.decode()
+    assert Tablo.objects.filter(id=tablo.id).exists()
+    assert queued_purges(tablo.id) == 0
