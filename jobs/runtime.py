@@ -18,16 +18,19 @@ own errors instead.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.signals import post_execute_in_worker, pre_execute
+from django_q.signals import post_execute_in_worker, post_spawn, pre_execute
 from django_q.utils import get_func_repr
 
 from jobs import registry
@@ -37,6 +40,30 @@ logger = structlog.stdlib.get_logger("jobs.runtime")
 
 # Keys bound to structlog's contextvars for the duration of one task run.
 CONTEXT_KEYS = ("task_id", "job", "attempt", "cluster", "pid")
+
+
+@dataclass(frozen=True)
+class Run:
+    """The task this process is running, as the runtime stamped it."""
+
+    task_id: str | None
+    attempt: int
+    cluster: str
+    host: str
+    pid: int
+
+
+_current_run: ContextVar[Run | None] = ContextVar("jobs_runtime_current_run", default=None)
+
+
+def current_run() -> Run:
+    """The running task's identity; outside a worker task, this process with no task."""
+    run = _current_run.get()
+    if run is not None:
+        return run
+    identity = worker_identity()
+    return Run(task_id=None, attempt=0, **identity)
+
 
 # Monotonic start of the task running in this process (one task at a time per worker).
 _started_monotonic: float | None = None
@@ -93,6 +120,7 @@ def on_pre_execute(
     task["worker"] = identity
     _started_monotonic = time.monotonic()
     current_task_id.set(str(task.get("id") or "") or None)
+    _current_run.set(Run(task_id=current_task_id.get(), attempt=task["attempt"], **identity))
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
         task_id=task.get("id"),
@@ -122,11 +150,35 @@ def on_post_execute_in_worker(
     finally:
         _started_monotonic = None
         current_task_id.set(None)
+        _current_run.set(None)
         structlog.contextvars.clear_contextvars()
+
+
+def is_cluster_worker() -> bool:
+    """True in a worker forked by a qcluster; False for sync runs in the caller's process."""
+    # django-q2's sync mode calls worker() inline and sends post_spawn too: a
+    # heartbeat enqueued there would run inline and spawn the next one.
+    return not Conf.SYNC and multiprocessing.parent_process() is not None
+
+
+@_never_raise
+def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
+    """A worker process started: ask for a heartbeat now.
+
+    django-q2's scheduler first runs about 30 s after the cluster starts, so
+    the heartbeat schedule alone would leave a fresh worker looking dead. Every
+    worker of the pool asks; on the jobs.Job broker the heartbeat's unique key
+    turns all but the first into no-ops (other brokers run a few extra beats).
+    """
+    if not is_cluster_worker():
+        return
+    task_id = registry.enqueue("jobs.heartbeat", on_commit=False)
+    logger.info("worker started", proc_name=proc_name, heartbeat_task_id=task_id)
 
 
 def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
+    post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")
     post_execute_in_worker.connect(
         on_post_execute_in_worker, dispatch_uid="jobs.runtime.post_execute_in_worker"
