@@ -7,6 +7,7 @@ exist there too.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -75,3 +76,19 @@ def job_table_broker() -> AbstractContextManager[None]:
 def events(caplog: Any, name: str) -> list[dict[str, Any]]:
     """The structlog event dicts logged with event ``name``."""
     return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == name]
+
+
+def log_events(text: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The JSON log lines of a worker log (``LOG_FORMAT=json``), optionally one event only."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if name is None or record.get("event") == name:
+            found.append(record)
+    return found
