@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import pprint
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,8 @@ from jobs.failures.selectors import HEAVY_FIELDS, task_attempts
 from jobs.models import FailedJob, Job
 
 # django-q2's page shows its own result table, without attempts or history.
+# Import its admin first: the unregister must not depend on INSTALLED_APPS order.
+import_module("django_q.admin")
 with contextlib.suppress(admin.sites.NotRegistered):
     admin.site.unregister(Failure)
 
