@@ -19,7 +19,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
-from django_q.models import Failure
+from django_q.admin import ScheduleAdmin
+from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
 from jobs.failures import services
@@ -284,3 +285,19 @@ class FailedJobAdmin(admin.ModelAdmin):
                 **self._action_perms(request),
             ),
         )
+
+
+admin.site.unregister(Schedule)
+
+
+@admin.register(Schedule)
+class RunNowScheduleAdmin(ScheduleAdmin):
+    """django-q2's Scheduled tasks page, plus "Run now"."""
+
+    actions = ("run_now",)
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            services.schedule_run_now(schedule=schedule, user=request.user)
+        self.message_user(request, f"Enqueued {len(queryset)} run(s).", messages.SUCCESS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
@@ -11,6 +13,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
 
 from jobs import registry
 from jobs.failures.selectors import FAILED_STATES
@@ -114,3 +118,38 @@ def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = N
             )
         deleted += len(gone)
     return deleted
+
+
+def _schedule_arguments(schedule: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The schedule's args/kwargs, parsed the way django_q.scheduler does."""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if schedule.kwargs:
+        try:
+            kwargs = dict(ast.literal_eval(schedule.kwargs))
+        except (SyntaxError, ValueError, TypeError):
+            call = ast.parse(f"f({schedule.kwargs})").body[0].value  # type: ignore[attr-defined]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    if schedule.args:
+        parsed = ast.literal_eval(schedule.args)
+        args = parsed if isinstance(parsed, tuple) else (parsed,)
+    return args, kwargs
+
+
+def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None) -> str:
+    """Enqueue one run of ``schedule`` now (its next planned run is unchanged)."""
+    args, kwargs = _schedule_arguments(schedule)
+    q_options = dict(kwargs.pop("q_options", {}) or {})
+    if schedule.hook:
+        q_options["hook"] = schedule.hook
+    q_options.setdefault("group", schedule.name or str(schedule.id))
+    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
+    if user is not None:
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[schedule],
+            action_flag=CHANGE,
+            change_message=f"Run now: enqueued task {task_id}.",
+            single_object=True,
+        )
+    return task_id

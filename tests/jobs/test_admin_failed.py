@@ -266,3 +266,38 @@ def test_posts_need_a_csrf_token(admin_user: User) -> None:
     assert client.post(url("admin:jobs_failedjob_retry", job.id)).status_code == 403
     assert client.post(url("admin:jobs_failedjob_retry_matching")).status_code == 403
     assert Job.objects.get(id=job.id).state == "dead"
+
+
+@pytest.mark.django_db
+def test_schedule_run_now_enqueues_with_the_schedule_arguments(
+    admin_client: Client, admin_user: User
+) -> None:
+    from django_q.brokers import get_broker
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.create(
+        name="nightly", func="tests.support.failures.succeeds", args="5"
+    )
+    broker = get_broker()
+    before = broker.queue_size()
+    response = admin_client.post(
+        url("admin:django_q_schedule_changelist"),
+        {"action": "run_now", "_selected_action": [schedule.id]},
+    )
+    assert response.status_code == 302
+    assert broker.queue_size() == before + 1
+    entry = LogEntry.objects.get(user=admin_user)
+    assert entry.change_message.startswith("Run now: enqueued task ")
+
+
+def test_schedule_arguments_are_parsed_like_the_scheduler() -> None:
+    from django_q.models import Schedule
+
+    from jobs.failures.services import _schedule_arguments
+
+    assert _schedule_arguments(Schedule(args="5", kwargs="")) == ((5,), {})
+    assert _schedule_arguments(Schedule(args="1, 'a'", kwargs="x=2, y='b'")) == (
+        (1, "a"),
+        {"x": 2, "y": "b"},
+    )
+    assert _schedule_arguments(Schedule(args="", kwargs="{'x': 1}")) == ((), {"x": 1})
