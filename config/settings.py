@@ -222,3 +222,9 @@ HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+
+# --- failures (issue 6) ---------------------------------------------------
+# Multiplies the attempt**4 backoff: tests and demos set a tiny value (0.01).
+JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
+# django-q2 names its admin section after this label; ours is "Jobs".
+Q_CLUSTER["label"] = env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)")
