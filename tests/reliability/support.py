@@ -1,0 +1,45 @@
+"""Helpers shared by the reliability tests: run manage.py in a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PROD_SECRET_KEY = "rel-7Vq2kR9zLm4XwTn8bYc3HdJf6Gs1AeUo5iQ0rWvKtZyEhNgPx"
+PROD_ENV = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": PROD_SECRET_KEY,
+    "DJANGO_ALLOWED_HOSTS": "tablo.example.com",
+}
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """The process environment without any project variable, plus ``env``."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "S3_", "DATABASE_URL", "LOG_", "Q_", "QUEUE_"))
+    }
+    return {**base, **env}
+
+
+def run_manage(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def settings_value(expression: str, **env: str) -> str:
+    """Evaluate ``expression`` (``s`` is django.conf.settings) in a fresh process."""
+    code = f"from django.conf import settings as s; print({expression})"
+    result = run_manage("shell", "--no-imports", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
