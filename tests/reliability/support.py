@@ -43,3 +43,28 @@ def settings_value(expression: str, **env: str) -> str:
     result = run_manage("shell", "--no-imports", "-c", code, **env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+ENQUEUE_SCRIPT = (
+    "import sys, json; from django_q.tasks import async_task;"
+    "a = json.loads(sys.argv[-1]);"
+    "[async_task('tests.reliability.jobs.record', k, a['sleep']) for k in a['keys']]"
+)
+
+
+def enqueue_records_in(database_url: str, keys: list[str], *, sleep: float = 0.0) -> None:
+    """Enqueue ``record`` tasks from another process, on the database at ``database_url``."""
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-c", _BOOT + ENQUEUE_SCRIPT, json.dumps({"keys": keys, "sleep": sleep})],
+        cwd=BASE_DIR,
+        env=clean_env(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="config.settings"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+_BOOT = "import django; django.setup();"
