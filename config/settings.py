@@ -30,11 +30,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    # Before django_q: its management commands (qinfo, without secrets) win.
+    "jobs",
     "django_q",
     "django_structlog",
     "tablos",
     "files",
-    "jobs",
 ]
 
 MIDDLEWARE = [
