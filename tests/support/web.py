@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -56,23 +54,3 @@ def queued_purges(tablo_id: uuid.UUID) -> int:
         if row.func() == func and tuple(row.task.get("args", ())) == (str(tablo_id),)
     )
     return jobs + orm
-
-
-def purge_tablo_standin(tablo_id: str) -> None:
-    """Declared as ``files.purge_tablo`` only while files/tasks.py has not landed."""
-    raise AssertionError("the web tests only enqueue the purge; they never run it")
-
-
-@pytest.fixture
-def purge_job() -> Iterator[registry.JobSpec]:
-    """The registered ``files.purge_tablo`` job: the real one (files.tasks) when it
-    exists, otherwise a stand-in registered for the test and removed after."""
-    if PURGE_JOB in {spec.name for spec in registry.all_jobs()}:
-        yield registry.get(PURGE_JOB)
-        return
-    registry.job(PURGE_JOB)(purge_tablo_standin)
-    try:
-        yield registry.get(PURGE_JOB)
-    finally:
-        spec = registry._by_name.pop(PURGE_JOB)
-        registry._by_path.pop(spec.path, None)

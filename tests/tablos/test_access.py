@@ -34,9 +34,7 @@ def urls_for(tablo_id, file_id):
     ]
 
 
-def test_other_users_ids_are_404_everywhere_and_change_nothing(
-    client, bob_data, local_storage, purge_job
-):
+def test_other_users_ids_are_404_everywhere_and_change_nothing(client, bob_data, local_storage):
     tablo, tablo_file = bob_data
     client.force_login(make_user("ann"))
 
@@ -57,7 +55,7 @@ def test_unknown_ids_are_404(client):
         assert getattr(client, method)(url).status_code == 404, (method, url)
 
 
-def test_anonymous_is_sent_to_login(client, bob_data, purge_job):
+def test_anonymous_is_sent_to_login(client, bob_data):
     tablo, tablo_file = bob_data
     pages = [("get", reverse("tablos:list")), ("post", reverse("tablos:list"))]
     for method, url in pages + urls_for(tablo.id, tablo_file.id):
@@ -68,7 +66,7 @@ def test_anonymous_is_sent_to_login(client, bob_data, purge_job):
     assert TabloFile.objects.count() == 1
 
 
-def test_get_requests_change_nothing(client, local_storage, purge_job):
+def test_get_requests_change_nothing(client, local_storage):
     ann = make_user("ann")
     tablo = make_tablo(ann)
     tablo_file = file_services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"a"))

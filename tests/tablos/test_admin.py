@@ -72,7 +72,7 @@ def test_changelists_skip_the_full_count(admin_client, data):
 
 
 def test_admin_tablo_delete_enqueues_the_purge(
-    admin_client, data, purge_job, django_capture_on_commit_callbacks
+    admin_client, data, django_capture_on_commit_callbacks
 ):
     tablo, _, _ = data
     with django_capture_on_commit_callbacks(execute=True):

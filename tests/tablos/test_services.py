@@ -16,7 +16,7 @@ def test_tablo_create_strips_and_validates():
         services.tablo_create(owner=ann, name="   ")
 
 
-def test_tablo_delete_queues_the_purge_once_committed(purge_job):
+def test_tablo_delete_queues_the_purge_once_committed():
     tablo = make_tablo(make_user("ann"))
     tablo_id = tablo.id
 
@@ -26,7 +26,7 @@ def test_tablo_delete_queues_the_purge_once_committed(purge_job):
     assert queued_purges(tablo_id) == 1
 
 
-def test_rolled_back_delete_queues_nothing(purge_job):
+def test_rolled_back_delete_queues_nothing():
     tablo = make_tablo(make_user("ann"))
     tablo_id = tablo.id
 

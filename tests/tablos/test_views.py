@@ -69,7 +69,7 @@ def test_detail_lists_files_with_human_sizes(local_storage, client_ann, ann):
 
 
 def test_delete_tablo_enqueues_the_purge_after_commit(
-    storage, client_ann, ann, purge_job, django_capture_on_commit_callbacks
+    storage, client_ann, ann, django_capture_on_commit_callbacks
 ):
     tablo = make_tablo(ann, "Trip")
     tablo_file = file_services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
@@ -92,7 +92,7 @@ def test_delete_tablo_enqueues_the_purge_after_commit(
     assert storage.keys() == {tablo_file.storage_key}
 
 
-def test_get_on_tablo_delete_only_asks(client_ann, ann, purge_job):
+def test_get_on_tablo_delete_only_asks(client_ann, ann):
     tablo = make_tablo(ann, "Trip")
     response = client_ann.get(reverse("tablos:delete", args=[tablo.id]))
     assert response.status_code == 200

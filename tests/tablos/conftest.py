@@ -1,1 +1,0 @@
-from tests.support.web import purge_job  # noqa: F401  (fixture)
