@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -11,6 +12,8 @@ from files import selectors as file_selectors
 from files.forms import UploadForm
 from tablos import selectors, services
 from tablos.forms import TabloForm
+
+PAGE_SIZE = 50  # rows per page of tablos or files
 
 
 @login_required
@@ -21,22 +24,32 @@ def tablo_list(request: HttpRequest) -> HttpResponse:
         tablo = services.tablo_create(owner=request.user, name=form.cleaned_data["name"])
         messages.success(request, f"Tablo “{tablo.name}” created.")
         return redirect("tablos:detail", tablo_id=tablo.id)
-    tablos = selectors.tablo_list(user=request.user)
+    page = Paginator(selectors.tablo_list(user=request.user), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     status = 400 if request.method == "POST" else 200
-    return render(request, "tablos/list.html", {"tablos": tablos, "form": form}, status=status)
+    return render(
+        request,
+        "tablos/list.html",
+        {"tablos": page.object_list, "page": page, "form": form},
+        status=status,
+    )
 
 
 @login_required
 @require_http_methods(["GET"])
 def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
-    files = file_selectors.tablo_files(tablo=tablo)
+    page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     return render(
         request,
         "tablos/detail.html",
         {
             "tablo": tablo,
-            "files": files,
+            "files": page.object_list,
+            "page": page,
             "upload_form": UploadForm(),
             "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
         },

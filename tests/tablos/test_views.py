@@ -4,6 +4,7 @@ from django.urls import reverse
 from files import services as file_services
 from files.models import TabloFile
 from tablos.models import Tablo
+from tablos.views import PAGE_SIZE
 from tests.support.web import make_tablo, make_user, queued_purges, upload
 
 pytestmark = pytest.mark.django_db
@@ -99,3 +100,34 @@ def test_get_on_tablo_delete_only_asks(client_ann, ann):
     assert "Delete “Trip”?" in response.content.decode()
     assert Tablo.objects.filter(id=tablo.id).exists()
     assert queued_purges(tablo.id) == 0
+
+
+def test_files_are_paginated(client_ann, ann):
+    tablo = make_tablo(ann)
+    TabloFile.objects.bulk_create(
+        TabloFile(
+            tablo_id=tablo.id,
+            storage_key=f"tablos/{tablo.id}/{i}/f{i}.txt",
+            original_name=f"f{i}.txt",
+            content_type="text/plain",
+            size_bytes=1,
+        )
+        for i in range(PAGE_SIZE + 3)
+    )
+    url = reverse("tablos:detail", args=[tablo.id])
+    first = client_ann.get(url)
+    second = client_ann.get(url, {"page": 2})
+    assert len(first.context["files"]) == PAGE_SIZE
+    assert len(second.context["files"]) == 3
+    assert "Page 1 of 2" in first.content.decode()
+    names = {f.original_name for f in first.context["files"]} | {
+        f.original_name for f in second.context["files"]
+    }
+    assert len(names) == PAGE_SIZE + 3
+
+
+def test_tablos_are_paginated(client_ann, ann):
+    Tablo.objects.bulk_create(Tablo(owner=ann, name=f"t{i}") for i in range(PAGE_SIZE + 1))
+    assert len(client_ann.get(reverse("tablos:list")).context["tablos"]) == PAGE_SIZE
+    last = client_ann.get(reverse("tablos:list"), {"page": 2})
+    assert len(last.context["tablos"]) == 1
