@@ -34,9 +34,10 @@ class FileRejected(ValueError):
     """The upload was refused; the message is meant for the user. Nothing was stored."""
 
 
-def size_limit_message(*, name: str, max_bytes: int) -> str:
+def size_limit_message(*, name: str | None, max_bytes: int) -> str:
+    subject = f"“{naming.display_name(name)}”" if name is not None else "The file"
     return (
-        f"“{naming.display_name(name)}” was not uploaded: files may be at most "
+        f"{subject} was not uploaded: files may be at most "
         f"{filesizeformat(max_bytes)}. Nothing was stored."
     )
 

@@ -63,3 +63,20 @@ def install_size_limit(request: HttpRequest, *, max_bytes: int) -> MaxSizeUpload
     handler = MaxSizeUploadHandler(request, max_bytes=max_bytes)
     request.upload_handlers.insert(0, handler)
     return handler
+
+
+# Room for the multipart boundaries, part headers and the CSRF token field.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def request_too_large(request: HttpRequest, *, max_bytes: int) -> bool:
+    """True when the declared body cannot hold a file within the limit.
+
+    Lets the view refuse a multi-gigabyte body before reading it; the
+    streaming handler still guards bodies whose length is not declared.
+    """
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return declared > max_bytes + MULTIPART_OVERHEAD_BYTES

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from files import selectors, services
 from files.forms import UploadForm
-from files.uploads import install_size_limit
+from files.uploads import install_size_limit, request_too_large
 from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 
@@ -27,7 +27,12 @@ log = structlog.get_logger(__name__)
 def file_upload(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     # Ownership first: someone else's tablo is a 404 before a byte is read.
     tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
-    limit = install_size_limit(request, max_bytes=settings.FILE_UPLOAD_MAX_BYTES)
+    max_bytes = settings.FILE_UPLOAD_MAX_BYTES
+    if request_too_large(request, max_bytes=max_bytes):
+        # Declared far over the limit: answer without reading the body at all.
+        messages.error(request, services.size_limit_message(name=None, max_bytes=max_bytes))
+        return redirect("tablos:detail", tablo_id=tablo.id)
+    limit = install_size_limit(request, max_bytes=max_bytes)
     return _file_upload(request, tablo=tablo, limit=limit)
 
 

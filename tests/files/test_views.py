@@ -115,13 +115,29 @@ def test_oversized_upload_is_stopped_while_streaming(storage, client_ann, tablo,
     settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.RecordingUploadHandler"]
     RecordingUploadHandler.received.clear()
 
-    response = post_upload(client_ann, tablo, "big.bin", b"x" * (1024 * 1024))
+    # Within the multipart allowance, so the body is parsed and the handler decides.
+    response = post_upload(client_ann, tablo, "big.bin", b"x" * (150 * 1024))
 
     assert messages_of(response) == [
         "“big.bin” was not uploaded: files may be at most 100.0\xa0KB. Nothing was stored."
     ]
-    # The storing handler saw at most the limit, not the 1 MiB body.
+    # The storing handler saw at most the limit, not the 150 KiB file.
     assert 0 < sum(RecordingUploadHandler.received) <= 100 * 1024
+    assert not TabloFile.objects.exists()
+    assert storage.keys() == set()
+
+
+def test_declared_oversized_body_is_refused_before_reading(storage, client_ann, tablo, settings):
+    settings.FILE_UPLOAD_MAX_BYTES = 100 * 1024
+    settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.RecordingUploadHandler"]
+    RecordingUploadHandler.received.clear()
+
+    response = post_upload(client_ann, tablo, "huge.bin", b"x" * (1024 * 1024))
+
+    assert messages_of(response) == [
+        "The file was not uploaded: files may be at most 100.0\xa0KB. Nothing was stored."
+    ]
+    assert RecordingUploadHandler.received == []
     assert not TabloFile.objects.exists()
     assert storage.keys() == set()
 
