@@ -4,7 +4,7 @@ import structlog
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -57,6 +57,16 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
     except services.FileRejected as exc:
         messages.error(request, str(exc))
         return back
+    except Exception:
+        # Storage or database trouble: file_upload already removed whatever it
+        # stored, so the user can simply try again.
+        log.exception("upload failed", tablo_id=str(tablo.id))
+        messages.error(
+            request,
+            "The file could not be stored because of a server problem. "
+            "Nothing was kept; please try again.",
+        )
+        return back
     messages.success(request, f"“{tablo_file.original_name}” uploaded.")
     return back
 
@@ -65,7 +75,12 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
 @require_http_methods(["GET"])
 def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
     tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
-    return services.file_download_response(tablo_file=tablo_file)
+    try:
+        return services.file_download_response(tablo_file=tablo_file)
+    except FileNotFoundError:
+        # Local storage only (S3 answers 404 at the presigned URL itself).
+        log.warning("file object missing", file_id=str(tablo_file.id))
+        raise Http404("This file is no longer available.") from None
 
 
 @login_required

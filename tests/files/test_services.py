@@ -2,7 +2,7 @@ import urllib.request
 from unittest import mock
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 from django.http import FileResponse, HttpResponseRedirect
 
 from files import services
@@ -122,3 +122,16 @@ def test_s3_download_redirects_to_a_presigned_attachment_url(s3_storage, tablo, 
             "attachment; filename*=utf-8''R%C3%A9sum%C3%A9%202026.pdf"
         )
         assert fetched.headers["Content-Type"] == "application/pdf"
+
+
+def test_real_integrity_error_deletes_the_object(storage, tablo):
+    """A genuine database refusal (duplicate primary key), not a mock."""
+    taken = services.file_upload(tablo=tablo, uploaded=upload("first.txt", b"1"))
+    with (
+        mock.patch("files.services.uuid.uuid4", return_value=taken.id),
+        pytest.raises(IntegrityError),
+    ):
+        services.file_upload(tablo=tablo, uploaded=upload("second.txt", b"2"))
+
+    assert storage.keys() == {taken.storage_key}
+    assert list(TabloFile.objects.values_list("id", flat=True)) == [taken.id]

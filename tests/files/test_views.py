@@ -1,7 +1,9 @@
 import urllib.request
+from unittest import mock
 
 import pytest
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.db import DatabaseError
 from django.test import Client
 from django.urls import reverse
 
@@ -211,4 +213,21 @@ def test_get_on_delete_only_asks(storage, client_ann, tablo):
 def test_files_of_a_deleted_tablo_are_not_served(local_storage, client_ann, tablo):
     tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
     tablo.delete()  # the row stays for the purge job
+    assert client_ann.get(reverse("files:download", args=[tablo_file.id])).status_code == 404
+
+
+def test_row_write_failure_shows_an_error_and_keeps_nothing(storage, client_ann, tablo):
+    with mock.patch.object(TabloFile.objects, "create", side_effect=DatabaseError("boom")):
+        response = post_upload(client_ann, tablo, "a.txt", b"data")
+    assert messages_of(response) == [
+        "The file could not be stored because of a server problem. "
+        "Nothing was kept; please try again."
+    ]
+    assert not TabloFile.objects.exists()
+    assert storage.keys() == set()
+
+
+def test_download_of_a_missing_local_object_is_404(local_storage, client_ann, tablo):
+    tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    local_storage.storage.delete(tablo_file.storage_key)
     assert client_ann.get(reverse("files:download", args=[tablo_file.id])).status_code == 404
