@@ -4,7 +4,6 @@ from files import views
 
 app_name = "files"
 urlpatterns = [
-    path("upload/<uuid:tablo_id>/", views.file_upload, name="upload"),
     path("<uuid:file_id>/download/", views.file_download, name="download"),
     path("<uuid:file_id>/delete/", views.file_delete, name="delete"),
 ]

@@ -32,7 +32,7 @@ def client_ann(client, ann):
 
 def post_upload(client, tablo, name, content, content_type="text/plain"):
     return client.post(
-        reverse("files:upload", args=[tablo.id]),
+        reverse("tablos:upload", args=[tablo.id]),
         {"file": upload(name, content, content_type)},
         follow=True,
     )
@@ -98,7 +98,7 @@ def test_empty_upload_is_rejected_and_stores_nothing(storage, client_ann, tablo)
 
 
 def test_missing_file_is_a_clear_message(client_ann, tablo):
-    response = client_ann.post(reverse("files:upload", args=[tablo.id]), {}, follow=True)
+    response = client_ann.post(reverse("tablos:upload", args=[tablo.id]), {}, follow=True)
     assert messages_of(response) == ["Choose a file to upload."]
 
 
@@ -180,7 +180,7 @@ def test_long_name_is_truncated_keeping_the_extension(storage, client_ann, tablo
 def test_upload_needs_the_csrf_token(local_storage, ann, tablo):
     client = Client(enforce_csrf_checks=True)
     client.force_login(ann)
-    url = reverse("files:upload", args=[tablo.id])
+    url = reverse("tablos:upload", args=[tablo.id])
 
     refused = client.post(url, {"file": upload("a.txt", b"data")})
     assert refused.status_code == 403
@@ -195,7 +195,7 @@ def test_upload_needs_the_csrf_token(local_storage, ann, tablo):
 
 
 def test_upload_by_get_is_refused(client_ann, tablo):
-    assert client_ann.get(reverse("files:upload", args=[tablo.id])).status_code == 405
+    assert client_ann.get(reverse("tablos:upload", args=[tablo.id])).status_code == 405
 
 
 def test_get_on_delete_only_asks(storage, client_ann, tablo):

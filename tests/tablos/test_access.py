@@ -27,7 +27,7 @@ def urls_for(tablo_id, file_id):
         ("get", reverse("tablos:detail", args=[tablo_id])),
         ("get", reverse("tablos:delete", args=[tablo_id])),
         ("post", reverse("tablos:delete", args=[tablo_id])),
-        ("post", reverse("files:upload", args=[tablo_id])),
+        ("post", reverse("tablos:upload", args=[tablo_id])),
         ("get", reverse("files:download", args=[file_id])),
         ("get", reverse("files:delete", args=[file_id])),
         ("post", reverse("files:delete", args=[file_id])),
@@ -39,7 +39,7 @@ def test_other_users_ids_are_404_everywhere_and_change_nothing(client, bob_data,
     client.force_login(make_user("ann"))
 
     for method, url in urls_for(tablo.id, tablo_file.id):
-        data = {"file": upload("x.txt", b"x")} if "upload" in url else {}
+        data = {"file": upload("x.txt", b"x")} if url.endswith("/files/") else {}
         response = getattr(client, method)(url, data)
         assert response.status_code == 404, (method, url)
 

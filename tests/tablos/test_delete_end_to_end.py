@@ -18,8 +18,8 @@ def test_deleted_tablo_files_are_purged_by_the_worker(storage, client, worker_fa
     tablo = make_tablo(ann)
     keep = make_tablo(ann, "Keep")
     for name in ("a.txt", "b.txt"):
-        client.post(reverse("files:upload", args=[tablo.id]), {"file": upload(name, b"bye")})
-    client.post(reverse("files:upload", args=[keep.id]), {"file": upload("c.txt", b"stay")})
+        client.post(reverse("tablos:upload", args=[tablo.id]), {"file": upload(name, b"bye")})
+    client.post(reverse("tablos:upload", args=[keep.id]), {"file": upload("c.txt", b"stay")})
     kept_key = TabloFile.objects.get(tablo_id=keep.id).storage_key
     assert len(storage.keys()) == 3
 
