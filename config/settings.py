@@ -218,6 +218,8 @@ if not QUEUE_REDIS_URL:
     Q_CLUSTER["bulk"] = env.int("Q_BULK", default=10)
 # Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
 JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
+# The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
+JOBS_ACK_BATCH_SECONDS = env.float("JOBS_ACK_BATCH_SECONDS", default=0.02)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)

@@ -29,10 +29,13 @@ is not handed out again but made dead through ``record_failure``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import multiprocessing.util
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +66,8 @@ _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 _SWEEP_INTERVAL = 5.0
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
 _CONNECTION_CHECK_INTERVAL = 10.0
+# An acknowledgement batch is deleted at once when it reaches this size.
+_ACK_BATCH_MAX = 500
 # SQLite has no LISTEN: an idle pusher polls this often (a cheap indexed read).
 _SQLITE_POLL_SECONDS = 0.05
 
@@ -77,6 +82,101 @@ def channel_name(queue: str) -> str:
     if len(name.encode()) > 63:
         name = "jobs_" + hashlib.sha1(queue.encode(), usedforsecurity=False).hexdigest()
     return name
+
+
+def delete_acknowledged(alias: str, ids: list[int]) -> None:
+    """Delete the rows of succeeded tasks in one statement."""
+    db = connections[alias]
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql" and db.get_autocommit():
+            # Losing an acknowledgement in a database crash only means the task runs
+            # again (delivery is at-least-once anyway): skip waiting for the WAL flush.
+            # One simple-protocol round trip: no parameters, the ids are ints.
+            id_list = ",".join(str(int(i)) for i in ids)
+            cursor.execute(
+                "BEGIN; SET LOCAL synchronous_commit TO OFF; "
+                f"DELETE FROM {_TABLE} WHERE id IN ({id_list}); COMMIT"
+            )
+        else:
+            placeholders = ", ".join(["%s"] * len(ids))
+            cursor.execute(f"DELETE FROM {_TABLE} WHERE id IN ({placeholders})", ids)
+
+
+class _AckBuffer:
+    """Acknowledgements of one process, deleted in batches by a background thread.
+
+    django-q2's monitor acknowledges task by task, each a round trip and a commit
+    in its single loop; here ``acknowledge`` only appends the id and a thread
+    deletes what piled up every ``delay`` seconds (or at ``_ACK_BATCH_MAX`` ids),
+    in one statement. A monitor that exits flushes first (multiprocessing
+    finalizer and atexit); one that is killed loses at most ``delay`` seconds of
+    acknowledgements, and those tasks run again when their lock expires.
+    """
+
+    def __init__(self, alias: str, delay: float) -> None:
+        self.alias = alias
+        self.delay = delay
+        self.ids: list[int] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobs-ack-flusher", daemon=True)
+        self.thread.start()
+        multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
+        atexit.register(self.flush)
+
+    def add(self, row_id: int) -> None:
+        with self.lock:
+            self.ids.append(row_id)
+            full = len(self.ids) >= _ACK_BATCH_MAX
+        if full:
+            self.wake.set()
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.ids)
+
+    def flush(self) -> None:
+        with self.lock:
+            ids, self.ids = self.ids, []
+        if not ids:
+            return
+        try:
+            delete_acknowledged(self.alias, ids)
+        except Exception:
+            with self.lock:  # try again with the next batch
+                self.ids[:0] = ids
+            connections[self.alias].close()
+            raise
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("could not delete acknowledged tasks; retrying")
+                time.sleep(1.0)
+
+
+_ack_buffers: dict[tuple[int, str, float], _AckBuffer] = {}
+_ack_buffers_lock = threading.Lock()
+
+
+def _ack_buffer(alias: str, delay: float) -> _AckBuffer:
+    key = (os.getpid(), alias, delay)  # per process: a forked child starts its own thread
+    with _ack_buffers_lock:
+        buffer = _ack_buffers.get(key)
+        if buffer is None:
+            buffer = _ack_buffers[key] = _AckBuffer(alias, delay)
+        return buffer
+
+
+def flush_acknowledgements() -> None:
+    """Delete the rows of every acknowledgement this process still holds."""
+    for (pid, _alias, _delay), buffer in list(_ack_buffers.items()):
+        if pid == os.getpid():
+            buffer.flush()
 
 
 class DatabaseBroker(Broker):
@@ -393,20 +493,14 @@ class DatabaseBroker(Broker):
 
     # -- results ------------------------------------------------------------------
     def acknowledge(self, task_id: AckId) -> None:
-        """The task succeeded: its row is deleted."""
-        self._check_connection()
+        """The task succeeded: its row is deleted (batched, see ``JOBS_ACK_BATCH_SECONDS``)."""
         row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
-        with self.db.cursor() as cursor:
-            if self.is_postgresql and self.db.get_autocommit():
-                # Losing an acknowledgement in a database crash only means the
-                # task runs again (at-least-once anyway): skip the WAL flush wait.
-                # One simple-protocol round trip (no parameters: the id is an int).
-                cursor.execute(
-                    "BEGIN; SET LOCAL synchronous_commit TO OFF; "
-                    f"DELETE FROM {_TABLE} WHERE id = {int(row_id)}; COMMIT"
-                )
-            else:
-                cursor.execute(f"DELETE FROM {_TABLE} WHERE id = %s", [row_id])
+        delay = float(_setting("JOBS_ACK_BATCH_SECONDS", 0))
+        if delay > 0 and self.db.get_autocommit():
+            _ack_buffer(self.connection, delay).add(int(row_id))
+            return
+        self._check_connection()
+        delete_acknowledged(self.connection, [int(row_id)])
 
     def delete(self, task_id: AckId | int) -> None:
         row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
