@@ -223,9 +223,22 @@ class DatabaseBroker(Broker):
         return channel_name(self.queue)
 
     def _lock_settings(self) -> tuple[int, int]:
+        """The default task timeout and the margin of a claim lock.
+
+        A claimed row is locked (``run_at``) until it must have finished: its own
+        timeout (the guard kills it then) plus a margin, plus the time it may wait
+        in the cluster's local queue behind the rows claimed before it in the same
+        batch. With ``workers`` processes taking tasks in order, a task starts at
+        the latest after (sum of the timeouts ahead of it) / workers, so that is
+        added: a bigger ``bulk`` never makes a waiting task look abandoned.
+        """
         default_timeout = int(Conf.TIMEOUT or 0) or int(Conf.RETRY or 60)
         margin = int(_setting("JOBS_LOCK_MARGIN_SECONDS", 60))
         return default_timeout, margin
+
+    @staticmethod
+    def _workers() -> int:
+        return max(int(Conf.WORKERS or 1), 1)
 
     def _claimed_by(self) -> str:
         return f"{Conf.CLUSTER_NAME}@{socket.gethostname()}:{os.getpid()}"[:255]
@@ -300,7 +313,7 @@ class DatabaseBroker(Broker):
         default_timeout, margin = self._lock_settings()
         sql = f"""
             WITH picked AS (
-                SELECT id, state, run_at, claimed_by FROM {_TABLE}
+                SELECT id, state, run_at, claimed_by, priority, timeout FROM {_TABLE}
                 WHERE queue = %(queue)s
                   AND state IN ('queued', 'retrying', 'running')
                   AND run_at <= %(now)s
@@ -309,13 +322,20 @@ class DatabaseBroker(Broker):
                 ORDER BY priority DESC, run_at, id
                 LIMIT %(bulk)s
                 FOR UPDATE SKIP LOCKED
+            ), ahead AS (
+                -- Work queued before each row in this batch (see _lock_seconds).
+                SELECT id, COALESCE(SUM(COALESCE(timeout, %(timeout)s)) OVER (
+                    ORDER BY priority DESC, run_at, id
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS work
+                FROM picked
             )
             UPDATE {_TABLE} AS j
             SET state = 'running', attempt = j.attempt + 1, claimed_at = %(now)s,
                 claimed_by = %(by)s,
-                run_at = %(now)s + make_interval(
-                    secs => COALESCE(j.timeout, %(timeout)s) + %(margin)s)
-            FROM picked WHERE j.id = picked.id
+                run_at = %(now)s + make_interval(secs =>
+                    COALESCE(j.timeout, %(timeout)s) + %(margin)s + ahead.work / %(workers)s)
+            FROM picked JOIN ahead ON ahead.id = picked.id
+            WHERE j.id = picked.id
             RETURNING j.id, j.attempt, j.payload, picked.state, j.priority, picked.run_at,
                       j.task_id, j.func, j.job_name, picked.claimed_by
         """
@@ -326,6 +346,7 @@ class DatabaseBroker(Broker):
             "by": self._claimed_by(),
             "timeout": default_timeout,
             "margin": margin,
+            "workers": float(self._workers()),
         }
         with self.db.cursor() as cursor:
             cursor.execute(sql, params)
@@ -356,8 +377,11 @@ class DatabaseBroker(Broker):
             if not rows:
                 return []
             updates = []
+            work_ahead = 0.0
             for r in rows:
-                lock = now + timedelta(seconds=(r[10] or default_timeout) + margin)
+                timeout = r[10] or default_timeout
+                lock = now + timedelta(seconds=timeout + margin + work_ahead / self._workers())
+                work_ahead += timeout
                 r[1] += 1
                 updates.append(
                     [
