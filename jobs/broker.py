@@ -61,8 +61,8 @@ _INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
 _INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
 _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
-# Expired locks at max_attempts are looked for at most this often while busy
-# (always when idle): keeps the sweep off the hot path.
+# Expired locks at max_attempts are looked for at most this often: keeps the
+# sweep off the path between a NOTIFY and the claim.
 _SWEEP_INTERVAL = 5.0
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
 _CONNECTION_CHECK_INTERVAL = 10.0
@@ -284,12 +284,11 @@ class DatabaseBroker(Broker):
         self._check_connection()
         if self.is_postgresql:
             self._ensure_listener()
+        if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
+            self.sweep_dead()
         tasks = self.claim()
         if tasks:
-            if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
-                self.sweep_dead()
             return tasks
-        self.sweep_dead()
         self.wait(Conf.POLL)
         return self.claim()
 
