@@ -260,7 +260,12 @@ class DatabaseBroker(Broker):
         package = SignedPackage.loads(task)
         job = job_row_from_task(package, queue=self.queue, payload=task)
         db = self.db
-        values = [f.get_db_prep_save(getattr(job, f.attname), db) for f in _INSERT_FIELDS]
+        if self.is_postgresql:
+            # Every Job column is a str, int, aware datetime or None, which psycopg
+            # adapts as is; the fields' get_db_prep_save costs ~0.14 ms per enqueue.
+            values = [getattr(job, f.attname) for f in _INSERT_FIELDS]
+        else:
+            values = [f.get_db_prep_save(getattr(job, f.attname), db) for f in _INSERT_FIELDS]
         insert = (
             f"INSERT INTO {_TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS}) "
             "ON CONFLICT DO NOTHING RETURNING id"
