@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_q.models import Schedule, Task
+from django_q.models import Schedule
 
 from jobs import registry
+from jobs.health import health_report
 from tests.support.runtime import log_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -36,22 +37,26 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
     both_running = time.monotonic()
 
     ids = registry.enqueue_many("tests.echo", [(f"task-{i}",) for i in range(40)])
-    first.wait_until(
-        lambda: Task.objects.filter(id__in=ids).count() == len(ids),
-        timeout=60,
-        what="every task to finish",
-    )
-    first.wait_until(
-        lambda: Task.objects.filter(group="scaleout_probe").exists(),
-        timeout=SCHEDULER_PERIOD + 20,
-        what="the schedule to fire",
-    )
+
+    def finished() -> set[str]:
+        return {e["task_id"] for w in (first, second) for e in log_events(w.log(), "task finished")}
+
+    def ticks() -> list[dict]:
+        return [
+            e
+            for w in (first, second)
+            for e in log_events(w.log(), "inside job")
+            if e.get("value") == "tick"
+        ]
+
+    first.wait_until(lambda: set(ids) <= finished(), timeout=60, what="every task to finish")
+    first.wait_until(lambda: ticks(), timeout=SCHEDULER_PERIOD + 20, what="the schedule to fire")
     # Both sentinels' first scheduler pass is over; the next tick is 10 min away.
     remaining = both_running + SCHEDULER_PERIOD + 6 - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
 
-    assert Task.objects.filter(group="scaleout_probe").count() == 1
+    assert len(ticks()) == 1
     schedule.refresh_from_db()
     assert schedule.next_run > timezone.now()
 
@@ -63,5 +68,11 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
     )
     assert set(runs) == set(ids)
     assert set(runs.values()) == {1}
+    # Each monitor counted its share of the runs (/healthz "finished in the last hour").
+    first.wait_until(
+        lambda: health_report().body["last_hour"]["succeeded"] >= len(ids) + 1,
+        timeout=10,
+        what="every run to be counted",
+    )
     assert first.stop() == 0
     assert second.stop() == 0
