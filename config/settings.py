@@ -217,6 +217,11 @@ if not QUEUE_REDIS_URL:
     # table on every save; the history that matters (failures, attempts) is ours.
     Q_CLUSTER["save_limit"] = env.int("Q_SAVE_LIMIT", default=-1)
     Q_CLUSTER["bulk"] = env.int("Q_BULK", default=10)
+# --- runtime (issue 4): QUEUE_REDIS_URL must really select Redis -------------
+if QUEUE_REDIS_URL:
+    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, before
+    # Redis; schedules and results stay in the database either way.
+    Q_CLUSTER.pop("orm", None)
 # Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
 JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
