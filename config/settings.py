@@ -223,6 +223,11 @@ if not QUEUE_REDIS_URL:
     # A worker process is replaced after this many tasks (leak guard); each
     # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain rate.
     Q_CLUSTER["recycle"] = env.int("Q_RECYCLE", default=5000)
+# --- runtime (issue 4): QUEUE_REDIS_URL must really select Redis -------------
+if QUEUE_REDIS_URL:
+    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, before
+    # Redis; schedules and results stay in the database either way.
+    Q_CLUSTER.pop("orm", None)
 # Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
 JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
 # The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
