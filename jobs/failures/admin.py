@@ -103,7 +103,8 @@ class FailedWithinFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(key, label) for key, (label, _) in self.RANGES.items()] + [
-            ("older", "more than 30 days ago")
+            ("older", "more than 30 days ago"),
+            ("any", "any time"),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
