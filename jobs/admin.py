@@ -24,7 +24,7 @@ from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
 from jobs.failures import services
-from jobs.failures.admin import LIST_FILTERS, CappedPaginator
+from jobs.failures.admin import COUNT_CAP, LIST_FILTERS, SEARCH_COUNT_CAP, CappedPaginator
 from jobs.failures.selectors import HEAVY_FIELDS, search_failed, task_attempts
 from jobs.models import FailedJob, Job
 
@@ -65,7 +65,7 @@ class FailedJobAdmin(admin.ModelAdmin):
     list_display_links = ("task",)
     list_filter = LIST_FILTERS
     search_fields = ("last_error_message",)  # get_search_results does the search
-    search_help_text = "Part of the error message, or an exact task name, function or task id."
+    search_help_text = "Part of the error message, task name or function, or a task id."
     ordering = ("-last_failed_at", "-id")
     sortable_by = ()  # one order, the one the indexes serve
     paginator = CappedPaginator
@@ -79,6 +79,17 @@ class FailedJobAdmin(admin.ModelAdmin):
         return (
             super().get_queryset(request).filter(last_failed_at__isnull=False).defer(*HEAVY_FIELDS)
         )
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedPaginator:
+        cap = SEARCH_COUNT_CAP if request.GET.get("q", "").strip() else COUNT_CAP
+        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str

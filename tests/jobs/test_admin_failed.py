@@ -101,11 +101,16 @@ def test_changelist_never_counts_or_distincts_the_whole_table(admin_client: Clie
 
 @pytest.mark.django_db
 def test_paginator_caps_the_count(admin_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.failures.admin import CappedPaginator
+    import jobs.admin
 
-    monkeypatch.setattr(CappedPaginator, "cap", 3)
+    monkeypatch.setattr(jobs.admin, "COUNT_CAP", 3)
+    monkeypatch.setattr(jobs.admin, "SEARCH_COUNT_CAP", 2)
     failed_rows(5)
     assert "more than 3 failed tasks" in admin_client.get(url(CHANGELIST)).content.decode()
+    searched = admin_client.get(url(CHANGELIST, query="q=boom")).content.decode()
+    assert "more than 2 failed tasks" in searched
+    few = admin_client.get(url(CHANGELIST, query="q=boom+4")).content.decode()
+    assert "1 failed task" in few
 
 
 @pytest.mark.django_db
@@ -163,10 +168,10 @@ def test_search_matches_message_substring_or_exact_name_function_id(admin_client
 
     assert found("disk 100% FULL_") == {disk.id}
     assert found("100_%") == set()  # % and _ are literal, not wildcards
-    assert found("tests.support.failures.custom_policy") == {other.id}
+    assert found("FAILURES.CUSTOM") == {other.id}
     assert found(other.task_id) == {other.id}
     assert found(disk.name) == {disk.id}
-    assert found("support.failures") == set()  # functions match exactly
+    assert found("support.failures") == {disk.id, other.id}
 
 
 @pytest.mark.django_db
