@@ -179,6 +179,9 @@ def _stray_pass_lock() -> Iterator[bool]:
 
 
 def _delete_stray_objects(*, storage: Storage, report: CleanupReport, older_than: datetime) -> None:
+    if not storage_ops.can_list(storage):
+        logger.warning("stray object pass skipped", reason=f"cannot list {type(storage).__name__}")
+        return
     with _stray_pass_lock() as acquired:
         if not acquired:
             logger.info("stray object pass skipped", reason="another run holds it")

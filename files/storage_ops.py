@@ -122,6 +122,10 @@ def _generic_delete(storage: Storage, names: list[str]) -> DeleteResult:
     return result
 
 
+def can_list(storage: Storage) -> bool:
+    return is_s3(storage) or isinstance(storage, FileSystemStorage)
+
+
 def iter_old_objects(*, storage: Storage, prefix: str, older_than: datetime) -> Iterator[list[str]]:
     """Pages (lists) of object names under ``prefix`` last modified before ``older_than``.
 

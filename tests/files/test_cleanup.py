@@ -12,6 +12,8 @@ from django.db import connection
 
 from files import cleanup
 from files.models import TabloFile
+from jobs.context import current_task_id
+from jobs.models import Job
 from tests.support.cleanup import make_tablo, put_file, put_object, refuse
 
 pytestmark = pytest.mark.django_db
@@ -263,3 +265,18 @@ def test_purge_racing_with_orphan_cleanup_on_the_same_rows(storage):
     )
 
     assert_each_orphan_deleted_once(storage, reports, 30, live_rows)
+
+
+def test_progress_is_reported_to_the_running_job(storage):
+    orphans_and_live(storage, orphans=5, live=0)
+    job = Job.objects.create(task_id="a" * 32, queue="q", name="n", func="f", payload="")
+    token = current_task_id.set(job.task_id)
+    try:
+        cleanup.orphan_cleanup(batch_size=2, grace_seconds=3600)
+    finally:
+        current_task_id.reset(token)
+
+    job.refresh_from_db()
+    assert job.progress_done == 5
+    assert job.progress_message == "orphan rows: 5 scanned, 5 deleted"
+    assert job.progress_updated_at is not None
