@@ -207,7 +207,25 @@ Q_CLUSTER = {
 QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
 if QUEUE_REDIS_URL:
     Q_CLUSTER["redis"] = QUEUE_REDIS_URL
+# --- broker (issue 7): the jobs.Job table is the queue (docs/broker.md) ------
+if not QUEUE_REDIS_URL:
+    Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
+    # With LISTEN/NOTIFY an enqueue wakes the pusher at once: `poll` is only the
+    # fallback wait (due retries, a lost notification) and bounds shutdown delay.
+    Q_CLUSTER["poll"] = env.float("Q_POLL", default=1.0)
+    # A Success row per task costs an INSERT, and pruning (save_limit > 0) locks the
+    # table on every save; the history that matters (failures, attempts) is ours.
+    Q_CLUSTER["save_limit"] = env.int("Q_SAVE_LIMIT", default=-1)
+    Q_CLUSTER["bulk"] = env.int("Q_BULK", default=10)
+# Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
+JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+
+# --- failures (issue 6) ---------------------------------------------------
+# Multiplies the attempt**4 backoff: tests and demos set a tiny value (0.01).
+JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
+# django-q2 names its admin section after this label; ours is "Jobs".
+Q_CLUSTER["label"] = env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)")

@@ -170,3 +170,13 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.cluster
+
+
+# --- failures (issue 6): the admin's "Failed tasks" page -------------------
+class FailedJob(Job):
+    """Tasks that failed at least once (jobs.admin shows them; no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed task"
+        verbose_name_plural = "failed tasks"

@@ -10,16 +10,32 @@
 and enqueued by name with JSON-friendly arguments:
 
     registry.enqueue("files.purge_tablo", str(tablo.id))
+    registry.enqueue_many("files.purge_tablo", [(str(a.id),), (str(b.id),)])
+
+When the queue is the ``jobs.Job`` table (``jobs.broker.DatabaseBroker``), the
+registry writes the rows itself: a unique job whose key is already queued or
+running is not inserted again (the partial unique index, ``ON CONFLICT DO
+NOTHING``) and the existing task's id is returned, and a batch is one INSERT.
+With another broker (django-q2's ORM or Redis) tasks go through the broker one
+by one and ``unique`` is not enforced (those brokers have no place to keep a key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-from django_q.tasks import async_task
+from django.db import connections, transaction
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.humanhash import uuid as human_uuid
+from django_q.signals import pre_enqueue
+from django_q.signing import SignedPackage
+
+# Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
+JOB_TABLE_BROKERS = ("jobs.broker.DatabaseBroker",)
 
 
 class UnknownJob(LookupError):
@@ -61,6 +77,13 @@ def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..
     return register
 
 
+def unregister(name: str) -> None:
+    """Forget a job (tests and scaffolding use it; apps never need to)."""
+    spec = _by_name.pop(name, None)
+    if spec is not None:
+        _by_path.pop(spec.path, None)
+
+
 def get(name: str) -> JobSpec:
     try:
         return _by_name[name]
@@ -78,19 +101,123 @@ def all_jobs() -> list[JobSpec]:
     return sorted(_by_name.values(), key=lambda spec: spec.name)
 
 
-def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str | None:
-    """Enqueue the registered job ``name``.
+def uses_job_table() -> bool:
+    """True when the configured broker keeps its queue in the ``jobs.Job`` table."""
+    return Conf.BROKER_CLASS in JOB_TABLE_BROKERS
+
+
+def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task package ``django_q.tasks.async_task`` would build for this job."""
+    human, task_id = human_uuid()
+    task: dict[str, Any] = {"id": task_id, "name": human, "func": spec.path, "args": tuple(args)}
+    if spec.cluster:
+        task["cluster"] = spec.cluster
+    if spec.timeout:
+        task["timeout"] = spec.timeout
+    if Conf.CACHED:
+        task["cached"] = Conf.CACHED
+    if Conf.SYNC:
+        task["sync"] = Conf.SYNC
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = Conf.ACK_FAILURES
+    task["kwargs"] = dict(kwargs)
+    task["started"] = timezone.now()
+    pre_enqueue.send(sender="django_q", task=task)
+    return task
+
+
+def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str:
+    """Enqueue the registered job ``name``; returns the task id.
 
     By default the task is enqueued after the current transaction commits, so
-    the worker never sees data that was rolled back; ``on_commit=False`` puts
-    the queue row inside the caller's transaction instead.
+    the worker never sees data that was rolled back (the returned id is the one
+    the task gets then). ``on_commit=False`` puts the queue row inside the
+    caller's transaction instead: it commits or rolls back with the caller's data.
+    A unique job whose key is already queued or running is not enqueued again:
+    the id of the task already there is returned.
     """
     spec = get(name)
-
-    def push() -> str:
-        return async_task(spec.path, *args, **kwargs)
-
+    task = build_package(spec, args, kwargs)
     if on_commit and not transaction.get_autocommit():
-        transaction.on_commit(push)
-        return None
-    return push()
+        transaction.on_commit(lambda: _push([task], spec=spec))
+        return task["id"]
+    return _push([task], spec=spec)[0]
+
+
+def enqueue_many(
+    name: str, calls: Iterable[Sequence[Any] | dict[str, Any]], *, on_commit: bool = True
+) -> list[str]:
+    """Enqueue the job ``name`` once per item of ``calls``, in one INSERT.
+
+    An item is a sequence of positional arguments, or a dict ``{"args": [...],
+    "kwargs": {...}}``. Returns the task ids in the order of ``calls`` (for a
+    duplicate unique key, the id of the task already queued).
+    """
+    spec = get(name)
+    tasks = []
+    for call in calls:
+        if isinstance(call, dict):
+            args, kwargs = call.get("args", ()), call.get("kwargs", {})
+        else:
+            args, kwargs = call, {}
+        tasks.append(build_package(spec, args, kwargs))
+    if not tasks:
+        return []
+    if on_commit and not transaction.get_autocommit():
+        transaction.on_commit(lambda: _push(tasks, spec=spec))
+        return [task["id"] for task in tasks]
+    return _push(tasks, spec=spec)
+
+
+def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
+    if Conf.SYNC:
+        from django_q.tasks import _sync
+
+        return [_sync(SignedPackage.dumps(task)) for task in tasks]
+    if uses_job_table():
+        # The broker's queue name is its list_key: the job's cluster, else ours.
+        return _insert_rows(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
+    broker = get_broker(spec.cluster)
+    for task in tasks:
+        broker.enqueue(SignedPackage.dumps(task))
+    return [task["id"] for task in tasks]
+
+
+def _insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
+    """Insert ``Job`` rows in one statement; a duplicate of an active unique key is skipped."""
+    from jobs.models import Job
+    from jobs.queue import job_row_from_task
+
+    rows = [
+        job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task)) for task in tasks
+    ]
+    alias = Conf.ORM if isinstance(Conf.ORM, str) else "default"
+    with transaction.atomic(using=alias):
+        # ON CONFLICT DO NOTHING (INSERT OR IGNORE on SQLite): a duplicate unique
+        # key is skipped without aborting the caller's transaction.
+        Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
+        keys = {row.unique_key for row in rows if row.unique_key is not None}
+        active: dict[str, str] = {}
+        if keys:
+            active = dict(
+                Job.objects.using(alias)
+                .filter(unique_key__in=keys, state__in=Job.ACTIVE_STATES)
+                .values_list("unique_key", "task_id")
+            )
+        _notify(alias, queue)
+    return [
+        active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
+    ]
+
+
+def _notify(alias: str, queue: str) -> None:
+    """Wake the PostgreSQL listeners of ``queue`` (sent at commit, like the broker's)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    try:
+        from jobs.broker import channel_name
+    except ImportError:  # the broker module is not there: nobody listens
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [channel_name(queue)])

@@ -1,15 +1,13 @@
-from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from jobs.health import health_report
 
 
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError as exc:
-        return JsonResponse({"database": {"status": "error", "error": str(exc)}}, status=503)
-    return JsonResponse({"database": {"status": "ok"}})
+    """Worker and queue health; 200 when the database answers, 503 when it does not."""
+    report = health_report()
+    return JsonResponse(report.body, status=200 if report.ok else 503)

@@ -1,0 +1,401 @@
+"""Queue benchmark: stock django-q2 (ORM broker, defaults) against this project's broker.
+
+Runs both configurations in the same run, on the same PostgreSQL database, with
+real ``qcluster`` processes (2 workers), and prints every figure and the ratio:
+
+1. ``async_task()`` cost, as from a view (request_started/finished around it)
+2. idle pickup latency: enqueue -> task start, the queue empty each time
+3. drain: N no-op tasks already queued, 2 workers, tasks/s
+4. sustained offered rate for T seconds: completion rate, p50/p99 enqueue -> run
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tablo_bench \\
+        .venv/bin/python benchmarks/queue_bench.py            # full
+    .venv/bin/python benchmarks/queue_bench.py --quick        # small numbers, ~1 min
+
+The database is created if missing, migrated, and emptied between phases: never
+point it at a database whose data you want to keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
+MODES = ("stock", "tablo")
+
+
+# --- helpers ---------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank); inf counts as a task that never ran."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# --- one mode, in its own process (settings are read once per process) -----------------
+class Bench:
+    def __init__(self, *, mode: str, workdir: Path) -> None:
+        import django
+
+        django.setup()
+        self.mode = mode
+        self.workdir = workdir
+
+    def reset(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "TRUNCATE django_q_ormq, django_q_task, jobs_job, jobs_jobattempt RESTART IDENTITY"
+            )
+
+    def remaining(self) -> int:
+        from django_q.models import OrmQ
+
+        from jobs.models import Job
+
+        return OrmQ.objects.count() if self.mode == "stock" else Job.objects.count()
+
+    def cluster(self, name: str) -> Any:
+        from tests.support.cluster import Worker
+
+        env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json")
+        return Worker(self.workdir / f"{self.mode}-{name}.log", env=env)
+
+    # 1. async_task() cost ----------------------------------------------------------------
+    def enqueue_cost(self, samples: int) -> dict[str, float]:
+        from django.core.signals import request_finished, request_started
+        from django_q.tasks import async_task
+
+        from benchmarks.queue_tasks import noop
+
+        self.reset()
+        durations = []
+        for i in range(samples + 20):
+            request_started.send(sender=None)
+            start = time.perf_counter()
+            async_task(noop)
+            elapsed = time.perf_counter() - start
+            request_finished.send(sender=None)
+            if i >= 20:  # warm-up: imports, first connection, statement caches
+                durations.append(elapsed)
+        assert self.remaining() == samples + 20
+        return {
+            "async_task_p50_ms": ms(pct(durations, 50)),
+            "async_task_p99_ms": ms(pct(durations, 99)),
+        }
+
+    # 2. idle pickup latency --------------------------------------------------------------
+    def pickup(self, samples: int) -> dict[str, float]:
+        from django.db import connection
+        from django_q.tasks import async_task
+
+        from benchmarks.queue_tasks import stamp
+
+        self.reset()
+        out = self.workdir / f"{self.mode}-pickup.txt"
+        out.unlink(missing_ok=True)
+        worker = self.cluster("pickup").start()
+        latencies = []
+        try:
+            for i in range(samples + 5):
+                time.sleep(random.uniform(0.02, 0.06))  # idle, and out of phase with polls
+                enqueued = time.time()
+                async_task(stamp, enqueued, str(out))
+                connection.close_if_unusable_or_obsolete()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    lines = out.read_text().splitlines() if out.exists() else []
+                    if len(lines) > i:
+                        break
+                    time.sleep(0.0005)
+                else:
+                    raise RuntimeError(f"task {i} did not run within 10 s")
+                if i >= 5:
+                    a, b = (float(x) for x in lines[i].split())
+                    latencies.append(b - a)
+        finally:
+            worker.kill()  # the figures are taken; a graceful stop is not measured
+        return {
+            "pickup_p50_ms": ms(pct(latencies, 50)),
+            "pickup_p99_ms": ms(pct(latencies, 99)),
+        }
+
+    # 3. drain ------------------------------------------------------------------------------
+    def fill(self, count: int) -> None:
+        """Queue ``count`` no-op tasks with bulk inserts (what async_task would store)."""
+        from django.utils import timezone
+        from django_q.conf import Conf
+        from django_q.humanhash import uuid
+        from django_q.models import OrmQ
+        from django_q.signing import SignedPackage
+
+        from jobs.queue import job_row_from_task
+
+        batch: list[Any] = []
+        for _ in range(count):
+            name, task_id = uuid()
+            task = {
+                "id": task_id,
+                "name": name,
+                "func": "benchmarks.queue_tasks.noop",
+                "args": (),
+                "kwargs": {},
+                "started": timezone.now(),
+            }
+            payload = SignedPackage.dumps(task)
+            if self.mode == "stock":
+                batch.append(OrmQ(key=Conf.CLUSTER_NAME, payload=payload, lock=timezone.now()))
+            else:
+                batch.append(job_row_from_task(task, queue=Conf.CLUSTER_NAME, payload=payload))
+            if len(batch) >= 2000:
+                type(batch[0]).objects.bulk_create(batch)
+                batch = []
+        if batch:
+            type(batch[0]).objects.bulk_create(batch)
+
+    def drain(self, count: int) -> dict[str, float]:
+        self.reset()
+        self.fill(count)
+        worker = self.cluster("drain").start(wait_ready=False)
+        samples: list[tuple[float, int]] = []
+        try:
+            deadline = time.monotonic() + max(300, count / 5)
+            while time.monotonic() < deadline:
+                left = self.remaining()
+                samples.append((time.monotonic(), left))
+                if left == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"drain not finished: {samples[-1][1]} left")
+        finally:
+            worker.kill()  # the figures are taken; a graceful stop is not measured
+        # From the first sample where work had started to the empty queue.
+        started = next(i for i, (_, left) in enumerate(samples) if left < count)
+        t0, left0 = samples[max(0, started - 1)]
+        t1 = samples[-1][0]
+        return {"drain_tasks": count, "drain_tasks_per_s": round(left0 / (t1 - t0), 1)}
+
+    # 4. sustained offered rate -------------------------------------------------------------
+    def sustained(self, *, rate: float, seconds: float, producers: int) -> dict[str, float]:
+        from django.db import connection
+        from django_q.tasks import async_task
+
+        from benchmarks.queue_tasks import stamp
+
+        self.reset()
+        out = self.workdir / f"{self.mode}-sustained.txt"
+        out.unlink(missing_ok=True)
+        worker = self.cluster("sustained").start()
+        offered = [0] * producers
+        start_at = time.time() + 0.5
+
+        def produce(index: int) -> None:
+            interval = producers / rate
+            next_at = start_at + index * interval / producers
+            try:
+                while next_at < start_at + seconds:
+                    delay = next_at - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                    async_task(stamp, time.time(), str(out))
+                    offered[index] += 1
+                    next_at += interval
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            total = sum(offered)
+            grace_end = time.time() + 15
+            while time.time() < grace_end:
+                done = len(out.read_text().splitlines()) if out.exists() else 0
+                if done >= total:
+                    break
+                time.sleep(0.1)
+        finally:
+            worker.kill()  # the figures are taken; a graceful stop is not measured
+        rows = [tuple(map(float, line.split())) for line in out.read_text().splitlines()]
+        in_window = sum(1 for _, started in rows if started <= start_at + seconds)
+        latencies = [b - a for a, b in rows] + [float("inf")] * (total - len(rows))
+        p99 = pct(latencies, 99)
+        return {
+            "sustained_offered_per_s": round(total / seconds, 1),
+            "sustained_completed_per_s": round(in_window / seconds, 1),
+            "sustained_unfinished": total - len(rows),
+            "sustained_p50_ms": ms(pct(latencies, 50)),
+            "sustained_p99_ms": ms(p99) if p99 != float("inf") else "never (>15 s after end)",
+        }
+
+
+def run_mode(args: argparse.Namespace) -> None:
+    bench = Bench(mode=args.mode, workdir=Path(args.workdir))
+    result: dict[str, Any] = {"mode": args.mode}
+    result.update(bench.enqueue_cost(args.enqueue_samples))
+    result.update(bench.pickup(args.pickup_samples))
+    drain = args.stock_drain if args.mode == "stock" else args.drain
+    result.update(bench.drain(drain))
+    result.update(bench.sustained(rate=args.rate, seconds=args.seconds, producers=args.producers))
+    bench.reset()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --- the parent: both modes, one table --------------------------------------------------
+LOWER_IS_BETTER = {
+    "async_task_p50_ms",
+    "async_task_p99_ms",
+    "pickup_p50_ms",
+    "pickup_p99_ms",
+    "sustained_p50_ms",
+    "sustained_p99_ms",
+}
+
+
+def prepare_database(url: str) -> None:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    subprocess.run(
+        [
+            "createdb",
+            "-h",
+            parsed.hostname or "127.0.0.1",
+            "-U",
+            parsed.username or "postgres",
+            "-p",
+            str(parsed.port or 5432),
+            name,
+        ],
+        capture_output=True,
+        check=False,  # exists already: fine
+    )
+    env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.queue_settings")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small numbers (about a minute)")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--enqueue-samples", type=int)
+    parser.add_argument("--pickup-samples", type=int)
+    parser.add_argument("--drain", type=int, help="tasks drained by this project's broker")
+    parser.add_argument(
+        "--stock-drain",
+        type=int,
+        help="tasks drained by stock django-q2 (at ~16 tasks/s, 20,000 take over 20 minutes)",
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="offered tasks/s")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    quick = args.quick
+    defaults = {
+        "enqueue_samples": 200 if quick else 2000,
+        "pickup_samples": 30 if quick else 200,
+        "drain": 2000 if quick else 20000,
+        "stock_drain": 300 if quick else 3000,
+        "seconds": 10.0 if quick else 60.0,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+    if args.mode:  # child process
+        run_mode(args)
+        return
+
+    url = os.environ.get("DATABASE_URL", DEFAULT_DB)
+    if not url.startswith("postgres"):
+        sys.exit("queue_bench needs PostgreSQL: set DATABASE_URL=postgres://...")
+    prepare_database(url)
+    workdir = Path(tempfile.mkdtemp(prefix="queue-bench-"))
+    print(f"logs in {workdir}", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for mode in args.modes.split(","):
+        env = dict(
+            os.environ,
+            DATABASE_URL=url,
+            DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
+            QUEUE_BENCH_MODE=mode,
+            LOG_FORMAT="json",
+        )
+        command = [
+            sys.executable,
+            "benchmarks/queue_bench.py",
+            "--mode",
+            mode,
+            "--workdir",
+            str(workdir),
+        ]
+        for key in (
+            "enqueue_samples",
+            "pickup_samples",
+            "drain",
+            "stock_drain",
+            "rate",
+            "seconds",
+            "producers",
+        ):
+            command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+        print(f"running {mode} ...", flush=True)
+        with (workdir / f"{mode}-bench.log").open("wb") as log:
+            proc = subprocess.run(
+                command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=log, check=False
+            )
+        lines = [x for x in proc.stdout.decode().splitlines() if x.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"{mode} failed (exit {proc.returncode}); see {workdir}/{mode}-bench.log")
+        results[mode] = json.loads(lines[-1][len("RESULT ") :])
+        for key, value in results[mode].items():
+            print(f"  {mode:5} {key:28} {value}", flush=True)
+
+    if set(MODES) <= set(results):
+        print()
+        print(f"{'figure':30} {'stock':>14} {'tablo':>14} {'ratio':>10}")
+        for key, stock in results["stock"].items():
+            if key == "mode":
+                continue
+            tablo = results["tablo"][key]
+            ratio = ""
+            with contextlib.suppress(TypeError, ZeroDivisionError):
+                better = stock / tablo if key in LOWER_IS_BETTER else tablo / stock
+                ratio = f"{better:.1f}x"
+            print(f"{key:30} {stock!s:>14} {tablo!s:>14} {ratio:>10}")
+        print("(ratio: how many times better this project's configuration is)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(BASE_DIR))
+    main()

@@ -1,0 +1,24 @@
+"""Settings for benchmarks/queue_bench.py: the project's, or stock django-q2 defaults.
+
+``QUEUE_BENCH_MODE=stock`` gives the ORM broker with django-q2's defaults
+(``save_limit`` 250, ``poll`` 0.2, ``bulk`` 1) and Django's ``CONN_MAX_AGE=0``;
+``tablo`` (default) is config.settings unchanged. Everything else (apps, signal
+receivers, logging) is the same in both, so the difference is the queue path.
+"""
+
+import os
+
+from config.settings import *  # noqa: F403
+from config.settings import DATABASES, Q_CLUSTER
+
+if os.environ.get("QUEUE_BENCH_MODE", "tablo") == "stock":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    Q_CLUSTER = {
+        "name": Q_CLUSTER["name"],
+        "workers": Q_CLUSTER["workers"],
+        "timeout": Q_CLUSTER["timeout"],
+        "retry": Q_CLUSTER["retry"],
+        "orm": "default",
+        "label": Q_CLUSTER["label"],
+    }

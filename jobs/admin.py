@@ -1,0 +1,303 @@
+"""Admin: "Failed tasks" replaces django-q2's stock page (see docs/failures.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import pprint
+from importlib import import_module
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
+from django_q.admin import ScheduleAdmin
+from django_q.models import Failure, Schedule
+from django_q.signing import SignedPackage
+
+from jobs.failures import services
+from jobs.failures.admin import LIST_FILTERS, CappedPaginator
+from jobs.failures.selectors import HEAVY_FIELDS, task_attempts
+from jobs.models import FailedJob, Job
+
+# django-q2's page shows its own result table, without attempts or history.
+# Import its admin first: the unregister must not depend on INSTALLED_APPS order.
+import_module("django_q.admin")
+with contextlib.suppress(admin.sites.NotRegistered):
+    admin.site.unregister(Failure)
+
+MESSAGE_WIDTH = 80
+GROUPS_SHOWN = 200
+
+
+def decode_payload(payload: str) -> dict[str, Any]:
+    """Arguments pretty-printed, or why the payload cannot be read."""
+    try:
+        task = SignedPackage.loads(payload)
+    except Exception as exc:
+        return {"error": f"Unreadable payload ({type(exc).__name__}: {exc})"}
+    return {
+        "args": pprint.pformat(tuple(task.get("args") or ()), width=100),
+        "kwargs": pprint.pformat(dict(task.get("kwargs") or {}), width=100),
+    }
+
+
+@admin.register(FailedJob)
+class FailedJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "task",
+        "state",
+        "attempts",
+        "error",
+        "first_failed_at",
+        "last_failed_at",
+        "next_retry",
+    )
+    list_display_links = ("task",)
+    list_filter = LIST_FILTERS
+    search_fields = ("name", "func", "last_error_message")
+    search_help_text = "Task name, function or error message (substring)."
+    ordering = ("-last_failed_at", "-id")
+    sortable_by = ()  # one order, the one the indexes serve
+    paginator = CappedPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("retry_selected", "discard_selected")
+    change_list_template = "admin/jobs/failedjob/change_list.html"
+
+    # --- queryset and columns -------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return (
+            super().get_queryset(request).filter(last_failed_at__isnull=False).defer(*HEAVY_FIELDS)
+        )
+
+    @admin.display(description="task")
+    def task(self, obj: Job) -> str:
+        return format_html("{}<br><small>{}</small>", obj.job_name or obj.name, obj.func)
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: Job) -> str:
+        return f"{obj.attempt} of {obj.max_attempts}"
+
+    @admin.display(description="last error")
+    def error(self, obj: Job) -> str:
+        message = Truncator((obj.last_error_message or "").strip().split("\n")[0]).chars(
+            MESSAGE_WIDTH
+        )
+        return format_html("<code>{}</code> {}", obj.last_error_type.rsplit(".", 1)[-1], message)
+
+    @admin.display(description="next retry")
+    def next_retry(self, obj: Job) -> Any:
+        return obj.run_at if obj.state == Job.State.RETRYING else "—"
+
+    # --- permissions: read-only rows, actions through the services -----------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # discard goes through the service (and the log)
+        return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[object_id]))
+
+    # --- actions on selected rows ---------------------------------------------
+    @admin.action(description="Retry selected tasks", permissions=["change"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        count = services.retry_failed(queryset=queryset, user=request.user)
+        self.message_user(request, f"Retried {count} task(s).", messages.SUCCESS)
+
+    @admin.action(description="Discard selected tasks", permissions=["delete"])
+    def discard_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        count = services.discard_failed(queryset=queryset, user=request.user)
+        self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
+
+    # --- extra pages ------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("groups/", wrap(self.groups_view), name="jobs_failedjob_groups"),
+            path(
+                "retry-matching/",
+                wrap(self.retry_matching_view),
+                name="jobs_failedjob_retry_matching",
+            ),
+            path(
+                "discard-matching/",
+                wrap(self.discard_matching_view),
+                name="jobs_failedjob_discard_matching",
+            ),
+            path("<path:object_id>/retry/", wrap(self.retry_one_view), name="jobs_failedjob_retry"),
+            path(
+                "<path:object_id>/discard/",
+                wrap(self.discard_one_view),
+                name="jobs_failedjob_discard",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _filtered(self, request: HttpRequest) -> QuerySet[Job]:
+        """The changelist's queryset for the filters and search in the query string."""
+        return self.get_changelist_instance(request).get_queryset(request)
+
+    def _filter_query(self, request: HttpRequest) -> str:
+        return urlencode(sorted((k, v) for k, v in request.GET.items() if k not in ("p", "o")))
+
+    def _context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.opts, **extra}
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        query = self._filter_query(request)
+        return super().changelist_view(
+            request,
+            {**(extra_context or {}), "filter_query": query, **(self._action_perms(request))},
+        )
+
+    def _action_perms(self, request: HttpRequest) -> dict[str, bool]:
+        return {
+            "can_retry": self.has_change_permission(request),
+            "can_discard": self.has_delete_permission(request),
+        }
+
+    def groups_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        groups = list(
+            self._filtered(request)
+            .order_by()
+            .values("error_signature")
+            .annotate(count=Count("id"), last_failed_at=Max("last_failed_at"))
+            .order_by("-count", "error_signature")[:GROUPS_SHOWN]
+        )
+        base = self._filter_query(request)
+        for group in groups:
+            group["query"] = "&".join(
+                part for part in (base, urlencode({"signature": group["error_signature"]})) if part
+            )
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/groups.html",
+            self._context(
+                request,
+                title="Failed tasks by error",
+                groups=groups,
+                filter_query=base,
+                shown=GROUPS_SHOWN,
+                **self._action_perms(request),
+            ),
+        )
+
+    def _matching_view(self, request: HttpRequest, *, verb: str) -> HttpResponse:
+        allowed = (
+            self.has_change_permission(request)
+            if verb == "retry"
+            else self.has_delete_permission(request)
+        )
+        if not allowed:
+            raise PermissionDenied
+        queryset = self._filtered(request).filter(state__in=(Job.State.RETRYING, Job.State.DEAD))
+        query = self._filter_query(request)
+        if request.method == "POST":
+            action = services.retry_failed if verb == "retry" else services.discard_failed
+            count = action(queryset=queryset, user=request.user)
+            past = "Retried" if verb == "retry" else "Discarded"
+            self.message_user(request, f"{past} {count} task(s).", messages.SUCCESS)
+            url = reverse("admin:jobs_failedjob_changelist")
+            return HttpResponseRedirect(f"{url}?{query}" if query else url)
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/confirm_matching.html",
+            self._context(
+                request,
+                title=f"{verb.capitalize()} all matching failed tasks?",
+                verb=verb,
+                count=queryset.count(),
+                filters=sorted(request.GET.items()),
+                filter_query=query,
+            ),
+        )
+
+    def retry_matching_view(self, request: HttpRequest) -> HttpResponse:
+        return self._matching_view(request, verb="retry")
+
+    def discard_matching_view(self, request: HttpRequest) -> HttpResponse:
+        return self._matching_view(request, verb="discard")
+
+    def _one(self, request: HttpRequest, object_id: str) -> Job:
+        return get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+
+    def retry_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._retry_one)(request, object_id)
+
+    def _retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._one(request, object_id)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        count = services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user)
+        if count:
+            self.message_user(request, "Queued to run now.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Not retried: the task is {job.state}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[job.id]))
+
+    def discard_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._discard_one)(request, object_id)
+
+    def _discard_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._one(request, object_id)
+        if not self.has_delete_permission(request, job):
+            raise PermissionDenied
+        if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+            self.message_user(request, "Discarded.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
+        self.message_user(request, f"Not discarded: the task is {job.state}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[job.id]))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """The task's detail: arguments and every attempt with its traceback."""
+        job = get_object_or_404(
+            Job.objects.filter(last_failed_at__isnull=False), pk=unquote(object_id)
+        )
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/detail.html",
+            self._context(
+                request,
+                title=str(job),
+                job=job,
+                original=job,
+                payload=decode_payload(job.payload),
+                attempts=list(task_attempts(task_id=job.task_id)),
+                retryable=job.state in (Job.State.RETRYING, Job.State.DEAD),
+                **self._action_perms(request),
+            ),
+        )
+
+
+admin.site.unregister(Schedule)
+
+
+@admin.register(Schedule)
+class RunNowScheduleAdmin(ScheduleAdmin):
+    """django-q2's Scheduled tasks page, plus "Run now"."""
+
+    actions = ("run_now",)
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            services.schedule_run_now(schedule=schedule, user=request.user)
+        self.message_user(request, f"Enqueued {len(queryset)} run(s).", messages.SUCCESS)

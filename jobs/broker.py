@@ -1,0 +1,473 @@
+"""The queue broker: django-q2 reads and writes tasks through the ``jobs.Job`` table.
+
+``DatabaseBroker`` is ``Q_CLUSTER["broker_class"]`` on PostgreSQL and SQLite
+(unless ``QUEUE_REDIS_URL`` is set). django-q2 calls it from several processes:
+
+* ``enqueue`` in whatever process calls ``async_task`` (a view, the scheduler in
+  the sentinel, a job). It runs on that caller's connection and transaction: a
+  rolled-back transaction leaves no task behind. On PostgreSQL the same
+  statement sends ``pg_notify`` (delivered at commit, dropped on rollback).
+* ``dequeue`` in the cluster's pusher. It claims up to ``bulk`` ready rows in one
+  statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; inside an ``IMMEDIATE``
+  transaction, i.e. SQLite's single write lock, on SQLite) and marks them
+  running with a lock time. When nothing is ready it blocks on ``LISTEN`` (a
+  dedicated autocommit psycopg connection) for up to ``Q_CLUSTER["poll"]``
+  seconds, so an enqueue wakes it within milliseconds and the timeout is only
+  the fallback (retries that become due, a lost notification).
+* ``acknowledge`` in the monitor (the task succeeded): the row is deleted.
+* ``fail`` in the pusher (the payload cannot be read): the row becomes dead.
+
+Delivery is at least once: a running row whose lock (``run_at``) passed belongs
+to a worker that died, and is claimed again with ``attempt + 1`` (the lost
+attempt is written to ``JobAttempt`` as ``WorkerLost``). At ``max_attempts`` it
+is not handed out again but made dead through ``record_failure``.
+"""
+
+# SQL text here is built only from model metadata (table and column names), never
+# from input; every value is a parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F
+from django.utils import timezone
+from django_q.brokers import Broker
+from django_q.conf import Conf, logger
+from django_q.signing import SignedPackage
+
+from jobs.failures.records import WorkerInfo, record_failure
+from jobs.models import Job, JobAttempt
+from jobs.queue import job_row_from_task
+
+AckId = tuple[int, int]  # (Job.id, attempt)
+
+_TABLE = Job._meta.db_table
+_CLAIMABLE = ("queued", "retrying", "running")
+_INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
+_INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
+_INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
+
+# Expired locks at max_attempts are looked for at most this often while busy
+# (always when idle): keeps the sweep off the hot path.
+_SWEEP_INTERVAL = 5.0
+# The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
+_CONNECTION_CHECK_INTERVAL = 10.0
+# SQLite has no LISTEN: an idle pusher polls this often (a cheap indexed read).
+_SQLITE_POLL_SECONDS = 0.05
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def channel_name(queue: str) -> str:
+    """The NOTIFY channel of a queue (an identifier: at most 63 bytes)."""
+    name = f"jobs_{queue}"
+    if len(name.encode()) > 63:
+        name = "jobs_" + hashlib.sha1(queue.encode(), usedforsecurity=False).hexdigest()
+    return name
+
+
+class DatabaseBroker(Broker):
+    """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
+
+    def __init__(self, list_key: str | None = None) -> None:
+        # Built on every async_task(): nothing here may touch the database.
+        super().__init__(list_key=list_key)
+        self._listener: Any = None
+        self._listener_pid: int | None = None
+        self._last_sweep = 0.0
+        self._last_connection_check = time.monotonic()
+
+    def __getstate__(self) -> tuple[str, Any]:
+        return self.list_key, self._info
+
+    def __setstate__(self, state: tuple[str, Any]) -> None:
+        super().__setstate__(state)
+        self._listener = None
+        self._listener_pid = None
+        self._last_sweep = 0.0
+        self._last_connection_check = time.monotonic()
+
+    # -- plumbing -----------------------------------------------------------------
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> str:
+        """The database alias (django-q2 stores it as ``self.connection``)."""
+        return Conf.ORM if isinstance(Conf.ORM, str) else DEFAULT_DB_ALIAS
+
+    @property
+    def db(self) -> BaseDatabaseWrapper:
+        return connections[self.connection]
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.db.vendor == "postgresql"
+
+    @property
+    def queue(self) -> str:
+        return self.list_key or Conf.CLUSTER_NAME
+
+    @property
+    def channel(self) -> str:
+        return channel_name(self.queue)
+
+    def _lock_settings(self) -> tuple[int, int]:
+        default_timeout = int(Conf.TIMEOUT or 0) or int(Conf.RETRY or 60)
+        margin = int(_setting("JOBS_LOCK_MARGIN_SECONDS", 60))
+        return default_timeout, margin
+
+    def _claimed_by(self) -> str:
+        return f"{Conf.CLUSTER_NAME}@{socket.gethostname()}:{os.getpid()}"[:255]
+
+    def _check_connection(self) -> None:
+        """In long-lived processes, honour CONN_MAX_AGE and drop broken connections."""
+        now = time.monotonic()
+        if self.db.in_atomic_block:
+            return
+        if self.db.errors_occurred or now - self._last_connection_check > (
+            _CONNECTION_CHECK_INTERVAL
+        ):
+            self._last_connection_check = now
+            self.db.close_if_unusable_or_obsolete()
+
+    # -- enqueue ------------------------------------------------------------------
+    def enqueue(self, task: str) -> int | None:
+        """Insert the task; returns the row id, or None for a duplicate unique task."""
+        package = SignedPackage.loads(task)
+        job = job_row_from_task(package, queue=self.queue, payload=task)
+        db = self.db
+        values = [f.get_db_prep_save(getattr(job, f.attname), db) for f in _INSERT_FIELDS]
+        insert = (
+            f"INSERT INTO {_TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS}) "
+            "ON CONFLICT DO NOTHING RETURNING id"
+        )
+        with db.cursor() as cursor:
+            if self.is_postgresql:
+                # One round trip: the notification is sent only if a row was
+                # inserted, and only when the caller's transaction commits.
+                cursor.execute(
+                    f"WITH ins AS ({insert}) SELECT id, pg_notify(%s, '') FROM ins",
+                    [*values, self.channel],
+                )
+            else:
+                cursor.execute(insert, values)
+            row = cursor.fetchone()
+        return row[0] if row else None
+
+    # -- dequeue ------------------------------------------------------------------
+    def dequeue(self) -> list[tuple[AckId, str]] | None:
+        """Claim up to ``bulk`` ready tasks; when none are ready, wait for a NOTIFY."""
+        self._check_connection()
+        if self.is_postgresql:
+            self._ensure_listener()
+        tasks = self.claim()
+        if tasks:
+            if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
+                self.sweep_dead()
+            return tasks
+        self.sweep_dead()
+        self.wait(Conf.POLL)
+        return self.claim()
+
+    def claim(self, *, bulk: int | None = None) -> list[tuple[AckId, str]]:
+        """Claim up to ``bulk`` ready rows now (no waiting)."""
+        bulk = bulk or int(Conf.BULK or 1)
+        now = timezone.now()
+        if self.is_postgresql:
+            rows = self._claim_postgresql(now=now, bulk=bulk)
+        else:
+            rows = self._claim_sqlite(now=now, bulk=bulk)
+        # rows: (id, attempt, payload, previous state, priority, previous run_at, task_id,
+        # func, job_name, claimed_by before this claim)
+        rows.sort(key=lambda r: (-r[4], r[5], r[0]))
+        lost = [r for r in rows if r[3] == Job.State.RUNNING]
+        if lost:
+            self._record_lost_attempts(lost, now=now)
+        return [((r[0], r[1]), r[2]) for r in rows]
+
+    def _claim_postgresql(self, *, now: datetime, bulk: int) -> list[tuple]:
+        default_timeout, margin = self._lock_settings()
+        sql = f"""
+            WITH picked AS (
+                SELECT id, state, run_at, claimed_by FROM {_TABLE}
+                WHERE queue = %(queue)s
+                  AND state IN ('queued', 'retrying', 'running')
+                  AND run_at <= %(now)s
+                  AND NOT (state = 'running' AND max_attempts > 0
+                           AND attempt >= max_attempts)
+                ORDER BY priority DESC, run_at, id
+                LIMIT %(bulk)s
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {_TABLE} AS j
+            SET state = 'running', attempt = j.attempt + 1, claimed_at = %(now)s,
+                claimed_by = %(by)s,
+                run_at = %(now)s + make_interval(
+                    secs => COALESCE(j.timeout, %(timeout)s) + %(margin)s)
+            FROM picked WHERE j.id = picked.id
+            RETURNING j.id, j.attempt, j.payload, picked.state, j.priority, picked.run_at,
+                      j.task_id, j.func, j.job_name, picked.claimed_by
+        """
+        params = {
+            "queue": self.queue,
+            "now": now,
+            "bulk": bulk,
+            "by": self._claimed_by(),
+            "timeout": default_timeout,
+            "margin": margin,
+        }
+        with self.db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [list(r) for r in cursor.fetchall()]
+
+    def _claim_sqlite(self, *, now: datetime, bulk: int) -> list[tuple]:
+        # settings use transaction_mode IMMEDIATE: BEGIN takes SQLite's write lock,
+        # so the read and the update below are one serialized step across processes.
+        default_timeout, margin = self._lock_settings()
+        db = self.db
+        by = self._claimed_by()
+        with transaction.atomic(using=self.connection), db.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT id, attempt, payload, state, priority, run_at, task_id, func,
+                       job_name, claimed_by, timeout
+                FROM {_TABLE}
+                WHERE queue = %s AND state IN ('queued', 'retrying', 'running')
+                  AND run_at <= %s
+                  AND NOT (state = 'running' AND max_attempts > 0
+                           AND attempt >= max_attempts)
+                ORDER BY priority DESC, run_at, id
+                LIMIT %s
+                """,
+                [self.queue, db.ops.adapt_datetimefield_value(now), bulk],
+            )
+            rows = [list(r) for r in cursor.fetchall()]
+            if not rows:
+                return []
+            updates = []
+            for r in rows:
+                lock = now + timedelta(seconds=(r[10] or default_timeout) + margin)
+                r[1] += 1
+                updates.append(
+                    [
+                        r[1],
+                        db.ops.adapt_datetimefield_value(now),
+                        by,
+                        db.ops.adapt_datetimefield_value(lock),
+                        r[0],
+                    ]
+                )
+            cursor.executemany(
+                f"UPDATE {_TABLE} SET state = 'running', attempt = %s, claimed_at = %s, "
+                "claimed_by = %s, run_at = %s WHERE id = %s",
+                updates,
+            )
+        return [r[:10] for r in rows]
+
+    def _record_lost_attempts(self, rows: list[list], *, now: datetime) -> None:
+        """History for redelivered rows: the previous attempt's worker never reported."""
+        JobAttempt.objects.using(self.connection).bulk_create(
+            [
+                JobAttempt(
+                    task_id=r[6],
+                    attempt=r[1] - 1,
+                    func=r[7],
+                    job_name=r[8],
+                    succeeded=False,
+                    finished_at=now,
+                    error_type="WorkerLost",
+                    error_message=(
+                        f"the worker ({r[9] or 'unknown'}) running attempt {r[1] - 1} stopped "
+                        "without reporting before its lock expired; the task was handed out again"
+                    ),
+                )
+                for r in rows
+            ]
+        )
+        logger.warning("redelivered %d task(s) whose worker was lost", len(rows))
+
+    def sweep_dead(self, *, limit: int = 100) -> int:
+        """Make dead the running rows whose lock expired at ``max_attempts``."""
+        self._last_sweep = time.monotonic()
+        now = timezone.now()
+        with transaction.atomic(using=self.connection):
+            # Row locks (PostgreSQL) or the write lock (SQLite, IMMEDIATE) keep two
+            # pushers from writing the same lost attempt twice.
+            rows = list(
+                Job.objects.using(self.connection)
+                .select_for_update(skip_locked=True)
+                .filter(
+                    queue=self.queue,
+                    state=Job.State.RUNNING,
+                    run_at__lte=now,
+                    max_attempts__gt=0,
+                    attempt__gte=F("max_attempts"),
+                )
+                .order_by("id")
+                .only("id", "task_id", "attempt", "claimed_by", "claimed_at")[:limit]
+            )
+            for job in rows:
+                record_failure(
+                    task_id=job.task_id,
+                    attempt=job.attempt,
+                    error_type="WorkerLost",
+                    error_message=(
+                        f"the worker ({job.claimed_by or 'unknown'}) running attempt "
+                        f"{job.attempt} stopped without reporting before its lock expired; "
+                        f"attempt {job.attempt} was the last allowed"
+                    ),
+                    started_at=job.claimed_at,
+                    finished_at=now,
+                    retry_at=None,
+                    worker=WorkerInfo(cluster=Conf.CLUSTER_NAME),
+                )
+        if rows:
+            logger.warning("%d task(s) dead: worker lost at their last attempt", len(rows))
+        return len(rows)
+
+    # -- waiting ------------------------------------------------------------------
+    def _ensure_listener(self) -> Any:
+        """A dedicated autocommit connection LISTENing on this queue's channel.
+
+        Opened lazily in the process that dequeues (the pusher is forked from the
+        sentinel: a connection inherited across fork must not be shared).
+        """
+        if (
+            self._listener is not None
+            and self._listener_pid == os.getpid()
+            and not self._listener.closed
+        ):
+            return self._listener
+        import psycopg
+        from psycopg import sql
+
+        params = dict(self.db.get_connection_params())
+        for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
+            params.pop(key, None)
+        conn = psycopg.connect(**params, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        self._listener = conn
+        self._listener_pid = os.getpid()
+        return conn
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a task may be ready (a NOTIFY), at most ``timeout`` seconds."""
+        timeout = max(float(timeout or 0), 0.0)
+        if not self.is_postgresql:
+            time.sleep(min(timeout, _SQLITE_POLL_SECONDS))
+            return False
+        try:
+            conn = self._ensure_listener()
+            woke = False
+            for _notify in conn.notifies(timeout=timeout, stop_after=1):
+                woke = True
+            if woke:
+                # Drain what arrived together so the next idle wait really waits.
+                for _notify in conn.notifies(timeout=0.0):
+                    pass
+            return woke
+        except Exception:
+            # A broken listener only costs latency: poll until it is reopened.
+            logger.exception("LISTEN connection failed; reopening")
+            self.close_listener()
+            time.sleep(min(timeout, 1.0))
+            return False
+
+    def close_listener(self) -> None:
+        if self._listener is not None and self._listener_pid == os.getpid():
+            with contextlib.suppress(Exception):  # closing a broken connection
+                self._listener.close()
+        self._listener = None
+        self._listener_pid = None
+
+    # -- results ------------------------------------------------------------------
+    def acknowledge(self, task_id: AckId) -> None:
+        """The task succeeded: its row is deleted."""
+        self._check_connection()
+        row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
+        with self.db.cursor() as cursor:
+            if self.is_postgresql and self.db.get_autocommit():
+                # Losing an acknowledgement in a database crash only means the
+                # task runs again (at-least-once anyway): skip the WAL flush wait.
+                # One simple-protocol round trip (no parameters: the id is an int).
+                cursor.execute(
+                    "BEGIN; SET LOCAL synchronous_commit TO OFF; "
+                    f"DELETE FROM {_TABLE} WHERE id = {int(row_id)}; COMMIT"
+                )
+            else:
+                cursor.execute(f"DELETE FROM {_TABLE} WHERE id = %s", [row_id])
+
+    def delete(self, task_id: AckId | int) -> None:
+        row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
+        Job.objects.using(self.connection).filter(id=row_id).delete()
+
+    def fail(self, task_id: AckId) -> None:
+        """The payload cannot be read (bad signature, unpicklable): dead, never dropped."""
+        row_id, attempt = task_id if isinstance(task_id, (tuple, list)) else (task_id, None)
+        job = Job.objects.using(self.connection).filter(id=row_id).only("task_id", "attempt")
+        job = job.first()
+        if job is None:
+            return
+        record_failure(
+            task_id=job.task_id,
+            attempt=attempt if attempt is not None else job.attempt,
+            error_type="UnreadablePayload",
+            error_message=(
+                "the queued payload could not be decoded (bad signature or unpicklable "
+                "data): was SECRET_KEY or the cluster name changed since it was enqueued, "
+                "or was the row edited? The task was not run."
+            ),
+            retry_at=None,
+            worker=WorkerInfo(cluster=Conf.CLUSTER_NAME),
+        )
+
+    # -- inspection -----------------------------------------------------------------
+    def queue_size(self) -> int:
+        """Tasks waiting to run: queued, retrying, and running rows whose lock expired."""
+        now = timezone.now()
+        qs = Job.objects.using(self.connection).filter(queue=self.queue)
+        waiting = qs.filter(state__in=[Job.State.QUEUED, Job.State.RETRYING]).count()
+        expired = qs.filter(state=Job.State.RUNNING, run_at__lte=now).count()
+        return waiting + expired
+
+    def lock_size(self) -> int:
+        """Tasks claimed by a worker and not acknowledged yet (lock still valid)."""
+        return (
+            Job.objects.using(self.connection)
+            .filter(queue=self.queue, state=Job.State.RUNNING, run_at__gt=timezone.now())
+            .count()
+        )
+
+    def purge_queue(self) -> int:
+        """Delete the tasks waiting in this queue (not running ones, not dead ones)."""
+        deleted, _ = (
+            Job.objects.using(self.connection)
+            .filter(queue=self.queue, state__in=[Job.State.QUEUED, Job.State.RETRYING])
+            .delete()
+        )
+        return deleted
+
+    def delete_queue(self) -> int:
+        return self.purge_queue()
+
+    def ping(self) -> bool:
+        with self.db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+
+    def info(self) -> str:
+        if not self._info:
+            how = "LISTEN/NOTIFY" if self.is_postgresql else "polling"
+            self._info = f"DatabaseBroker {self.db.vendor} ({how}) [{self.connection}]"
+        return self._info

@@ -1,0 +1,207 @@
+"""The project-wide failure hook, on django-q2's ``post_execute`` (monitor process).
+
+django-q2 hands the monitor the finished task dict. On failure its ``result``
+is ``f"{exception} : {traceback.format_exc()}"``; the exception's type is only
+in the traceback's last block, so it is recovered from there. The hook decides
+retry or dead, writes it down (``records.record_failure``) and logs one
+``task failed`` event. django-q2 sends signals with ``send``, not
+``send_robust``: an exception here would kill the monitor, so none escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pydoc
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_q.utils import get_func_repr
+
+from jobs import backoff, registry
+from jobs.failures.errors import DoNotRetry
+from jobs.failures.records import WorkerInfo, record_failure
+from jobs.models import Job, JobAttempt
+
+logger = structlog.get_logger("jobs.failures")
+
+TRACEBACK_HEAD = "Traceback (most recent call last):"
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:$|$)")
+DO_NOT_RETRY_PATH = f"{DoNotRetry.__module__}.{DoNotRetry.__qualname__}"
+
+
+@dataclass(frozen=True)
+class ParsedError:
+    error_type: str
+    message: str
+    traceback: str
+
+
+def parse_result(result: Any) -> ParsedError:
+    """Split django-q2's ``"message : traceback"`` into type, message and traceback."""
+    text = result if isinstance(result, str) else repr(result)
+    head = text.find(f" : {TRACEBACK_HEAD}")
+    if head == -1:
+        if text.startswith(TRACEBACK_HEAD):
+            message, tb = "", text
+        else:
+            return ParsedError(error_type="UnknownError", message=text, traceback="")
+    else:
+        message, tb = text[:head], text[head + 3 :]
+    return ParsedError(
+        error_type=_exception_type(tb) or "UnknownError", message=message, traceback=tb
+    )
+
+
+def _exception_type(tb: str) -> str:
+    """The raised exception's type: the first unindented line after the last frame."""
+    lines = tb.rstrip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line[:1].isspace()), default=0)
+    for line in lines[last_frame + 1 :]:
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return match.group(1)
+    for line in reversed(lines):  # unusual layout: any line shaped like "pkg.Type: ..."
+        match = _EXCEPTION_LINE.match(line)
+        if match and line != TRACEBACK_HEAD:
+            return match.group(1)
+    return ""
+
+
+def is_do_not_retry(error_type: str) -> bool:
+    """``DoNotRetry`` or a subclass of it (types outside builtins are printed dotted)."""
+    if error_type in (DO_NOT_RETRY_PATH, "DoNotRetry"):
+        return True
+    if "." not in error_type:
+        return False
+    try:
+        cls = import_string(error_type)
+    except Exception:  # a type we cannot import is not ours
+        return False
+    return isinstance(cls, type) and issubclass(cls, DoNotRetry)
+
+
+def is_missing_function(task: dict[str, Any], parsed: ParsedError) -> bool:
+    """django-q2's worker raises this when ``task["func"]`` cannot be located."""
+    return parsed.error_type == "ValueError" and parsed.message == (
+        f"Function {task.get('func')} is not defined"
+    )
+
+
+def spec_for(func: str) -> registry.JobSpec | None:
+    """The registry spec; imports the function's module first if this process has not."""
+    spec = registry.for_func(func)
+    if spec is None and func:
+        try:
+            pydoc.locate(func)  # registers the module's @job declarations
+        except Exception:  # the function may be gone: no spec then
+            return None
+        spec = registry.for_func(func)
+    return spec
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
+    """Record one failed attempt; return the fields of the ``task failed`` event."""
+    now = timezone.now()
+    task_id = str(task.get("id") or "")
+    func = get_func_repr(task.get("func")) if task.get("func") is not None else ""
+    parsed = parse_result(task.get("result"))
+    job = (
+        Job.objects.filter(task_id=task_id)
+        .only("id", "attempt", "max_attempts", "job_name", "func")
+        .first()
+    )
+    spec = spec_for(func)
+    attempt = int(task.get("attempt") or 0) or (job.attempt if job is not None else 0) or 1
+    if job is not None:
+        max_attempts = job.max_attempts
+    else:
+        max_attempts = (spec.max_attempts if spec else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
+    if job is None:
+        give_up = "no queue row"  # another broker, or sync mode: nothing of ours to retry
+    elif is_do_not_retry(parsed.error_type):
+        give_up = "do not retry"
+    elif is_missing_function(task, parsed):
+        give_up = "function not found"
+    elif attempt >= max_attempts:
+        give_up = "max attempts reached"
+    else:
+        give_up = ""
+    finished_at = _as_datetime(task.get("stopped")) or now
+    # From the end of the attempt: a monitor that lags does not stretch the delay.
+    retry_at = backoff.retry_at(attempt, spec=spec, now=finished_at) if not give_up else None
+    worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
+    current = record_failure(
+        task_id=task_id,
+        attempt=attempt,
+        error_type=parsed.error_type,
+        error_message=parsed.message,
+        traceback=parsed.traceback,
+        started_at=_as_datetime(task.get("started_at")) or _as_datetime(task.get("started")),
+        finished_at=finished_at,
+        retry_at=retry_at,
+        worker=WorkerInfo(
+            cluster=str(worker.get("cluster") or ""),
+            host=str(worker.get("host") or ""),
+            pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
+        ),
+    )
+    return {
+        "task_id": task_id,
+        "task_name": task.get("name"),
+        "job": spec.name if spec is not None else (job.job_name if job is not None else ""),
+        "func": func,
+        "attempt": attempt,
+        "max_attempts": max_attempts,
+        "will_retry": retry_at is not None and current,
+        "retry_at": retry_at.isoformat() if retry_at is not None else None,
+        "gave_up": give_up or None,
+        "stale": not current and job is not None,
+        "error_type": parsed.error_type,
+        "error_message": parsed.message,
+        "traceback": parsed.traceback,
+    }
+
+
+def record_success_after_failure(task: dict[str, Any]) -> None:
+    """A retried task finally succeeded: close its history with a succeeded attempt."""
+    worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
+    func = get_func_repr(task.get("func")) if task.get("func") is not None else ""
+    spec = registry.for_func(func)
+    JobAttempt.objects.create(
+        task_id=str(task.get("id") or ""),
+        attempt=int(task["attempt"]),
+        func=func[:256],
+        job_name=spec.name if spec is not None else "",
+        succeeded=True,
+        started_at=_as_datetime(task.get("started_at")) or _as_datetime(task.get("started")),
+        finished_at=_as_datetime(task.get("stopped")) or timezone.now(),
+        cluster=str(worker.get("cluster") or "")[:100],
+        host=str(worker.get("host") or "")[:255],
+        pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
+    )
+
+
+def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
+    """django-q2 ``post_execute`` receiver. Never raises."""
+    if not task or (task.get("success") and (task.get("attempt") or 0) <= 1):
+        return
+    try:
+        if task.get("success"):
+            record_success_after_failure(task)
+            return
+        fields = handle_failure(task)
+        logger.error("task failed", **fields)
+    except Exception:
+        # Even logging may fail (a broken handler): the monitor must live on.
+        with contextlib.suppress(Exception):
+            logger.exception("failure hook error", task_id=task.get("id"))

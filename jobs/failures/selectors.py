@@ -1,0 +1,45 @@
+"""Reads over failed tasks: the admin page, the commands and the services share them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from jobs.models import Job, JobAttempt
+
+FAILED_STATES = (Job.State.RETRYING, Job.State.DEAD)
+# Columns the lists never show: the signed payload can be large.
+HEAVY_FIELDS = ("payload",)
+
+
+def failed_jobs(
+    *,
+    state: str | None = None,
+    func: str | None = None,
+    error: str | None = None,
+    error_type: str | None = None,
+    since: datetime | None = None,
+) -> QuerySet[Job]:
+    """Tasks with at least one failure, newest failure first.
+
+    ``last_failed_at IS NOT NULL`` matches the partial indexes in jobs.models,
+    so each filter walks an index in the order the list shows.
+    """
+    qs = Job.objects.filter(last_failed_at__isnull=False)
+    if state:
+        qs = qs.filter(state=state)
+    if func:
+        qs = qs.filter(func=func)
+    if error_type:
+        qs = qs.filter(last_error_type=error_type)
+    if since is not None:
+        qs = qs.filter(last_failed_at__gte=since)
+    if error:
+        qs = qs.filter(last_error_message__icontains=error)
+    return qs.defer(*HEAVY_FIELDS).order_by("-last_failed_at", "-id")
+
+
+def task_attempts(*, task_id: str) -> QuerySet[JobAttempt]:
+    """Every recorded attempt of one task, in order."""
+    return JobAttempt.objects.filter(task_id=task_id).order_by("attempt", "id")

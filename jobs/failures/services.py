@@ -1,0 +1,155 @@
+"""Operator actions on failed tasks: retry and discard, written to the admin log."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+from jobs import registry
+from jobs.failures.selectors import FAILED_STATES
+from jobs.models import Job
+
+BATCH = 1000
+
+
+def _budget(func: str) -> int:
+    spec = registry.for_func(func)
+    return (spec.max_attempts if spec is not None else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
+
+
+def _log(*, user: AbstractBaseUser | None, jobs: list[Job], flag: int, message: str) -> None:
+    if user is None or not jobs:
+        return
+    from jobs.models import FailedJob  # the admin page's model: its log entries link there
+
+    content_type = ContentType.objects.get_for_model(FailedJob, for_concrete_model=False)
+    LogEntry.objects.bulk_create(
+        [
+            LogEntry(
+                user_id=user.pk,
+                content_type=content_type,
+                object_id=str(job.pk),
+                object_repr=str(job)[:200],
+                action_flag=flag,
+                change_message=message,
+            )
+            for job in jobs
+        ]
+    )
+
+
+def _in_batches(queryset: QuerySet[Job]) -> Iterable[list[Job]]:
+    """Failed (retrying or dead) rows of ``queryset``, a batch at a time, by id."""
+    base = (
+        queryset.filter(state__in=FAILED_STATES)
+        .order_by("id")
+        .only("id", "task_id", "func", "job_name", "attempt")
+    )
+    last_id = 0
+    while True:
+        batch = list(base.filter(id__gt=last_id)[:BATCH])
+        if not batch:
+            return
+        yield batch
+        last_id = batch[-1].id
+
+
+def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
+    """Queue the failed tasks of ``queryset`` to run now; return how many.
+
+    The task keeps its id, attempt counter and history; it gets a fresh budget
+    (``max_attempts = attempt + the job's max attempts``). Running or queued
+    rows are left alone: a retry never makes a task run twice.
+    """
+    now = timezone.now()
+    changed = 0
+    for batch in _in_batches(queryset):
+        by_budget: dict[int, list[int]] = {}
+        for job in batch:
+            by_budget.setdefault(_budget(job.func), []).append(job.id)
+        with transaction.atomic():
+            done: list[int] = []
+            for budget, ids in by_budget.items():
+                rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
+                done += list(rows.values_list("id", flat=True))
+                rows.update(
+                    state=Job.State.QUEUED,
+                    run_at=now,
+                    max_attempts=F("attempt") + budget,
+                    claimed_at=None,
+                    claimed_by="",
+                )
+            done_set = set(done)
+            _log(
+                user=user,
+                jobs=[job for job in batch if job.id in done_set],
+                flag=CHANGE,
+                message="Retried: queued to run now with a fresh attempt budget.",
+            )
+        changed += len(done)
+    return changed
+
+
+def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
+    """Delete the failed tasks of ``queryset`` (their attempt history stays until pruned)."""
+    deleted = 0
+    for batch in _in_batches(queryset):
+        with transaction.atomic():
+            ids = [job.id for job in batch]
+            rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
+            gone = set(rows.values_list("id", flat=True))
+            rows.filter(id__in=gone).delete()
+            _log(
+                user=user,
+                jobs=[job for job in batch if job.id in gone],
+                flag=DELETION,
+                message="Discarded.",
+            )
+        deleted += len(gone)
+    return deleted
+
+
+def _schedule_arguments(schedule: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The schedule's args/kwargs, parsed the way django_q.scheduler does."""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if schedule.kwargs:
+        try:
+            kwargs = dict(ast.literal_eval(schedule.kwargs))
+        except (SyntaxError, ValueError, TypeError):
+            call = ast.parse(f"f({schedule.kwargs})").body[0].value  # type: ignore[attr-defined]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    if schedule.args:
+        parsed = ast.literal_eval(schedule.args)
+        args = parsed if isinstance(parsed, tuple) else (parsed,)
+    return args, kwargs
+
+
+def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None) -> str:
+    """Enqueue one run of ``schedule`` now (its next planned run is unchanged)."""
+    args, kwargs = _schedule_arguments(schedule)
+    q_options = dict(kwargs.pop("q_options", {}) or {})
+    if schedule.hook:
+        q_options["hook"] = schedule.hook
+    q_options.setdefault("group", schedule.name or str(schedule.id))
+    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
+    if user is not None:
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[schedule],
+            action_flag=CHANGE,
+            change_message=f"Run now: enqueued task {task_id}.",
+            single_object=True,
+        )
+    return task_id

@@ -1,0 +1,226 @@
+"""Worker health: heartbeats (written by the ``jobs.heartbeat`` job) and the /healthz report.
+
+The report is a handful of indexed queries (no COUNT over history tables
+without a time bound, no payloads read): it is safe to poll every few seconds
+and it reveals no task arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Count, Min
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.models import Task
+
+from jobs import registry
+from jobs.models import Job, JobAttempt, WorkerHeartbeat
+
+# At most this many running jobs are listed with their progress.
+RUNNING_LIMIT = 50
+# A cluster is stale when its last beat is older than this many intervals.
+STALE_AFTER_INTERVALS = 3
+
+
+def heartbeat_interval_seconds() -> int:
+    """The heartbeat period as the schedule runs it (django-q2 schedules in whole minutes)."""
+    seconds = int(getattr(settings, "HEARTBEAT_INTERVAL_SECONDS", 60))
+    return max(1, math.ceil(seconds / 60)) * 60
+
+
+def heartbeat_record(
+    *, cluster: str, host: str, pid: int | None, task_id: str | None
+) -> WorkerHeartbeat:
+    """Upsert the cluster's last heartbeat (one row per cluster)."""
+    now = timezone.now()
+    beat, created = WorkerHeartbeat.objects.get_or_create(
+        cluster=cluster[:255],
+        defaults={
+            "host": host[:255],
+            "pid": pid,
+            "task_id": task_id or "",
+            "last_beat_at": now,
+            "started_at": now,
+        },
+    )
+    if not created:
+        beat.host, beat.pid, beat.task_id, beat.last_beat_at = host[:255], pid, task_id or "", now
+        beat.save(update_fields=["host", "pid", "task_id", "last_beat_at"])
+    return beat
+
+
+def _age(now: datetime, then: datetime | None) -> float | None:
+    return None if then is None else round((now - then).total_seconds(), 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def cluster_status(*, age_seconds: float | None, interval_seconds: int) -> str:
+    if age_seconds is None:
+        return "never"
+    if age_seconds > STALE_AFTER_INTERVALS * interval_seconds:
+        return "stale"
+    return "ok"
+
+
+def known_cluster_names() -> list[str]:
+    """The clusters this site is configured to run (they are expected to beat)."""
+    names = {Conf.CLUSTER_NAME}
+    alt = getattr(Conf, "ALT_CLUSTERS", None) or {}
+    names.update(alt.keys())
+    return sorted(n for n in names if n)
+
+
+def clusters_report(*, now: datetime) -> list[dict[str, Any]]:
+    interval = heartbeat_interval_seconds()
+    beats = {
+        beat["cluster"]: beat
+        for beat in WorkerHeartbeat.objects.values("cluster", "host", "pid", "last_beat_at")
+    }
+    report = []
+    for name in sorted(set(beats) | set(known_cluster_names())):
+        beat = beats.get(name)
+        age = _age(now, beat["last_beat_at"]) if beat else None
+        report.append(
+            {
+                "name": name,
+                "status": cluster_status(age_seconds=age, interval_seconds=interval),
+                "last_heartbeat_at": _iso(beat["last_beat_at"]) if beat else None,
+                "age_seconds": age,
+                "host": beat["host"] if beat else None,
+                "pid": beat["pid"] if beat else None,
+            }
+        )
+    return report
+
+
+def queue_report(*, now: datetime) -> dict[str, Any]:
+    queued = Job.objects.filter(state=Job.State.QUEUED).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    retrying = Job.objects.filter(state=Job.State.RETRYING).count()
+    report: dict[str, Any] = {
+        "queued": queued["count"],
+        "oldest_queued_age_seconds": _age(now, queued["oldest"]),
+        "retrying": retrying,
+    }
+    if not registry.uses_job_table():
+        # django-q2's ORM or Redis broker: its own queue, size only.
+        try:
+            report["queued"] = get_broker().queue_size()
+        except Exception:  # a broker down is reported, not raised
+            report["queued"] = None
+        report["oldest_queued_age_seconds"] = None
+        report["broker"] = Conf.BROKER_CLASS or ("redis" if Conf.REDIS else "orm")
+    return report
+
+
+def last_hour_report(*, now: datetime) -> dict[str, Any]:
+    since = now - timedelta(hours=1)
+    # Every finished run has a django-q2 Task row; failed attempts are in JobAttempt
+    # (indexed on finished_at), including the ones a retry later overwrote in Task.
+    finished = Task.objects.filter(stopped__gte=since).count()
+    failed = JobAttempt.objects.filter(finished_at__gte=since, succeeded=False).count()
+    return {"finished": finished, "failed": failed}
+
+
+def dead_report(*, now: datetime) -> dict[str, Any]:
+    dead = Job.objects.filter(state=Job.State.DEAD, last_failed_at__isnull=False).aggregate(
+        count=Count("id"), oldest=Min("last_failed_at")
+    )
+    return {"count": dead["count"], "oldest_age_seconds": _age(now, dead["oldest"])}
+
+
+def running_report(*, now: datetime) -> list[dict[str, Any]]:
+    rows = (
+        Job.objects.filter(state=Job.State.RUNNING)
+        .order_by("claimed_at", "id")
+        .values(
+            "task_id",
+            "job_name",
+            "func",
+            "attempt",
+            "claimed_at",
+            "claimed_by",
+            "progress_done",
+            "progress_total",
+            "progress_message",
+            "progress_updated_at",
+        )[:RUNNING_LIMIT]
+    )
+    return [
+        {
+            "task_id": row["task_id"],
+            "job": row["job_name"] or row["func"],
+            "attempt": row["attempt"],
+            "running_seconds": _age(now, row["claimed_at"]),
+            "worker": row["claimed_by"],
+            "progress": None
+            if row["progress_done"] is None
+            else {
+                "done": row["progress_done"],
+                "total": row["progress_total"],
+                "message": row["progress_message"],
+                "updated_at": _iso(row["progress_updated_at"]),
+            },
+        }
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    ok: bool  # the database answers: HTTP 200, else 503
+    body: dict[str, Any]
+
+
+def health_report() -> HealthReport:
+    now = timezone.now()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        # The error class only: a message can carry the host or user name.
+        return HealthReport(
+            ok=False,
+            body={
+                "status": "error",
+                "checked_at": now.isoformat(),
+                "database": {"status": "error", "error": type(exc).__name__},
+            },
+        )
+    # The database answers: 200 from here on. A section whose query fails (tables
+    # not migrated yet, a lock timeout) reports its error class instead of figures.
+    sections: dict[str, Any] = {}
+    failed = False
+    for name, build in (
+        ("clusters", clusters_report),
+        ("queue", queue_report),
+        ("last_hour", last_hour_report),
+        ("dead", dead_report),
+        ("running", running_report),
+    ):
+        try:
+            sections[name] = build(now=now)
+        except DatabaseError as exc:
+            failed = True
+            sections[name] = {"error": type(exc).__name__}
+    clusters = sections["clusters"]
+    healthy = not failed and all(c["status"] == "ok" for c in clusters)
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "checked_at": now.isoformat(),
+        "database": {"status": "ok", "vendor": connection.vendor},
+        **sections,
+    }
+    return HealthReport(ok=True, body=body)

@@ -1,0 +1,372 @@
+"""jobs.broker.DatabaseBroker on the test database (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.signing import SignedPackage
+from django_q.tasks import async_task
+
+from jobs.broker import DatabaseBroker, channel_name
+from jobs.models import Job, JobAttempt
+from tests.support import broker as tasks
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> DatabaseBroker:
+    monkeypatch.setattr(Conf, "BULK", 10)
+    monkeypatch.setattr(Conf, "POLL", 0.05)
+    b = DatabaseBroker(list_key="broker-test")
+    yield b
+    b.close_listener()
+
+
+def enqueue(broker: DatabaseBroker, *args: object, func=tasks.noop, **kwargs: object) -> Job:
+    task_id = async_task(func, *args, broker=broker, **kwargs)
+    return Job.objects.get(task_id=task_id)
+
+
+def payload_id(payload: str) -> str:
+    return SignedPackage.loads(payload)["id"]
+
+
+def test_settings_make_it_the_broker() -> None:
+    assert isinstance(get_broker(), DatabaseBroker)
+    assert Conf.SAVE_LIMIT == -1
+
+
+@pytest.mark.django_db
+def test_enqueue_writes_a_queued_row_with_the_signed_payload(broker: DatabaseBroker) -> None:
+    job = enqueue(broker, "a", key=1)
+
+    assert job.state == Job.State.QUEUED
+    assert job.queue == "broker-test"
+    assert job.func == "tests.support.broker.noop"
+    assert job.attempt == 0
+    package = SignedPackage.loads(job.payload)
+    assert package["args"] == ("a",)
+    assert package["kwargs"] == {"key": 1}
+
+
+@pytest.mark.django_db
+def test_enqueue_inside_a_rolled_back_transaction_leaves_no_row(broker: DatabaseBroker) -> None:
+    class Rollback(Exception):
+        pass
+
+    def view() -> None:
+        with transaction.atomic():
+            async_task(tasks.noop, broker=broker)
+            assert Job.objects.count() == 1
+            raise Rollback
+
+    with pytest.raises(Rollback):
+        view()
+
+    assert Job.objects.count() == 0
+    assert broker.claim() == []
+
+
+@pytest.mark.django_db
+def test_claim_order_is_priority_then_fifo(broker: DatabaseBroker) -> None:
+    low_first = enqueue(broker, "low-1")
+    high = enqueue(broker, "high")
+    low_second = enqueue(broker, "low-2")
+    urgent = enqueue(broker, "urgent")
+    Job.objects.filter(id=high.id).update(priority=5)
+    Job.objects.filter(id=urgent.id).update(priority=9)
+
+    first = broker.claim(bulk=3)
+    second = broker.claim(bulk=3)
+
+    assert [ack[0] for ack, _ in first] == [urgent.id, high.id, low_first.id]
+    assert [ack[0] for ack, _ in second] == [low_second.id]
+    assert payload_id(first[0][1]) == urgent.task_id
+
+
+@pytest.mark.django_db
+def test_claim_marks_running_with_a_lock_from_the_task_timeout(
+    broker: DatabaseBroker, settings
+) -> None:
+    settings.JOBS_LOCK_MARGIN_SECONDS = 7
+    short = enqueue(broker, timeout=30)
+    default = enqueue(broker)
+    before = timezone.now()
+
+    claimed = broker.claim()
+
+    assert [ack for ack, _ in claimed] == [(short.id, 1), (default.id, 1)]
+    short.refresh_from_db()
+    default.refresh_from_db()
+    assert short.state == default.state == Job.State.RUNNING
+    assert short.claimed_at >= before
+    assert short.claimed_by.startswith(Conf.CLUSTER_NAME)
+    lock = short.run_at - short.claimed_at
+    assert lock == timedelta(seconds=30 + 7)
+    assert default.run_at - default.claimed_at == timedelta(seconds=Conf.TIMEOUT + 7)
+    # A running row with a valid lock is not handed out again.
+    assert broker.claim() == []
+    assert broker.lock_size() == 2
+    assert broker.queue_size() == 0
+
+
+@pytest.mark.django_db
+def test_future_retries_are_not_claimed_until_due(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    Job.objects.filter(id=job.id).update(
+        state=Job.State.RETRYING, attempt=1, run_at=timezone.now() + timedelta(hours=1)
+    )
+    assert broker.claim() == []
+    assert broker.queue_size() == 1
+
+    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
+    assert [ack for ack, _ in broker.claim()] == [(job.id, 2)]
+
+
+@pytest.mark.django_db
+def test_expired_lock_is_redelivered_with_the_next_attempt(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    [(ack, _)] = broker.claim()
+    assert ack == (job.id, 1)
+    # The worker holding attempt 1 died: its lock passes.
+    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
+    assert broker.queue_size() == 1
+
+    [(ack, payload)] = broker.claim()
+
+    assert ack == (job.id, 2)
+    assert payload_id(payload) == job.task_id
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+    assert job.attempt == 2
+    lost = JobAttempt.objects.get(task_id=job.task_id)
+    assert lost.attempt == 1
+    assert lost.error_type == "WorkerLost"
+    assert not lost.succeeded
+
+
+@pytest.mark.django_db
+def test_expired_lock_at_max_attempts_makes_the_task_dead(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    Job.objects.filter(id=job.id).update(max_attempts=2)
+    broker.claim()
+    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
+    broker.claim()  # attempt 2, the last one
+    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
+
+    assert broker.claim() == []
+    assert broker.sweep_dead() == 1
+
+    job.refresh_from_db()
+    assert job.state == Job.State.DEAD
+    assert job.attempt == 2
+    assert job.last_error_type == "WorkerLost"
+    assert "attempt 2 was the last allowed" in job.last_error_message
+    attempts = list(
+        JobAttempt.objects.filter(task_id=job.task_id)
+        .order_by("attempt")
+        .values_list("attempt", "error_type")
+    )
+    assert attempts == [(1, "WorkerLost"), (2, "WorkerLost")]
+    # Dead rows are never handed out, and a second sweep writes nothing.
+    assert broker.claim() == []
+    assert broker.sweep_dead() == 0
+    assert broker.queue_size() == 0
+
+
+@pytest.mark.django_db
+def test_dequeue_sweeps_dead_rows_when_idle(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    Job.objects.filter(id=job.id).update(
+        state=Job.State.RUNNING,
+        attempt=3,
+        max_attempts=3,
+        run_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    assert broker.dequeue() == []
+
+    assert Job.objects.get(id=job.id).state == Job.State.DEAD
+
+
+@pytest.mark.django_db
+def test_acknowledge_deletes_the_row(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    other = enqueue(broker)
+    [(ack, _), _] = broker.claim()
+
+    broker.acknowledge(ack)
+
+    assert not Job.objects.filter(id=job.id).exists()
+    assert Job.objects.filter(id=other.id).exists()
+
+
+@pytest.mark.django_db
+def test_fail_makes_the_task_dead_with_a_clear_error(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    Job.objects.filter(id=job.id).update(payload="not-a-signed-package")
+    [(ack, payload)] = broker.claim()
+    with pytest.raises(Exception):  # noqa: B017,PT011 - what the pusher catches
+        SignedPackage.loads(payload)
+
+    broker.fail(ack)
+
+    job.refresh_from_db()
+    assert job.state == Job.State.DEAD
+    assert job.last_error_type == "UnreadablePayload"
+    assert "SECRET_KEY" in job.last_error_message
+    attempt = JobAttempt.objects.get(task_id=job.task_id)
+    assert (attempt.attempt, attempt.error_type) == (1, "UnreadablePayload")
+    assert broker.claim() == []
+
+
+@pytest.mark.django_db
+def test_duplicate_active_unique_task_is_a_no_op(broker: DatabaseBroker) -> None:
+    with transaction.atomic():
+        async_task(tasks.unique_task, "k1", broker=broker)
+        async_task(tasks.unique_task, "k1", broker=broker)
+        async_task(tasks.unique_task, "k2", broker=broker)
+        # The caller's transaction is still usable after the duplicate.
+        assert Job.objects.filter(queue="broker-test").count() == 2
+
+    assert sorted(Job.objects.values_list("unique_key", flat=True)) == [
+        "broker-test:k1",
+        "broker-test:k2",
+    ]
+    # Once the task finished (row deleted), the key can be enqueued again.
+    [(ack, _), _] = broker.claim()
+    broker.acknowledge(ack)
+    async_task(tasks.unique_task, "k1", broker=broker)
+    assert Job.objects.filter(unique_key="broker-test:k1").count() == 1
+
+
+@pytest.mark.django_db
+def test_purge_queue_removes_waiting_tasks_only(broker: DatabaseBroker) -> None:
+    enqueue(broker)
+    running = enqueue(broker)
+    broker.claim(bulk=1)
+    Job.objects.filter(id=running.id).update(priority=-1)  # not the claimed one
+    enqueue(broker)
+
+    assert broker.queue_size() == 2
+    assert broker.purge_queue() == 2
+    assert list(Job.objects.values_list("state", flat=True)) == [Job.State.RUNNING]
+
+
+@pytest.mark.django_db
+def test_ping_and_info(broker: DatabaseBroker) -> None:
+    assert broker.ping() is True
+    assert connection.vendor in broker.info()
+
+
+def test_channel_name_fits_an_identifier() -> None:
+    assert channel_name("tablo") == "jobs_tablo"
+    assert len(channel_name("q" * 200)) <= 63
+
+
+def test_broker_pickles_without_its_connections(broker: DatabaseBroker) -> None:
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(broker))  # noqa: S301 - our own object
+    assert copy.list_key == "broker-test"
+    assert copy._listener is None
+
+
+def _claim_all(results: list, errors: list, barrier: threading.Barrier) -> None:
+    b = DatabaseBroker(list_key="broker-test")
+    try:
+        barrier.wait()
+        while True:
+            claimed = b.claim(bulk=7)
+            if not claimed:
+                # Another claimer may hold rows it skipped: make sure the queue is empty.
+                if not Job.objects.filter(queue="broker-test", state="queued").exists():
+                    break
+                continue
+            results.extend(ack for ack, _ in claimed)
+    except Exception as exc:  # surfaced by the test
+        errors.append(exc)
+    finally:
+        b.close_listener()
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_brokers_never_claim_the_same_row() -> None:
+    b = DatabaseBroker(list_key="broker-test")
+    ids = {enqueue(b, n).id for n in range(150)}
+    results: list = []
+    errors: list = []
+    barrier = threading.Barrier(4)
+    threads = [
+        threading.Thread(target=_claim_all, args=(results, errors, barrier)) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert errors == []
+    claimed_ids = [row_id for row_id, _ in results]
+    assert len(claimed_ids) == len(set(claimed_ids))  # no row handed out twice
+    assert set(claimed_ids) == ids
+    assert Job.objects.exclude(state=Job.State.RUNNING).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_enqueue_wakes_a_waiting_dequeue(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wait is far longer than the join below: only the NOTIFY (PostgreSQL) or
+    # SQLite's short poll can return the task in time.
+    monkeypatch.setattr(Conf, "POLL", 120)
+    waiting = DatabaseBroker(list_key="broker-test")
+    got: list = []
+    listening = threading.Event()
+
+    def consume() -> None:
+        try:
+            if waiting.is_postgresql:
+                waiting._ensure_listener()
+            listening.set()
+            # Like the pusher's loop. On PostgreSQL one call blocks on LISTEN for
+            # up to POLL (120 s) unless the NOTIFY arrives; SQLite polls briefly.
+            deadline = time.monotonic() + 20
+            while not got and time.monotonic() < deadline:
+                got.extend(waiting.dequeue() or [])
+        finally:
+            waiting.close_listener()
+            connection.close()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert listening.wait(30)
+    time.sleep(0.3)  # let it reach the wait (the result is the same if it has not)
+    task_id = async_task(tasks.noop, broker=DatabaseBroker(list_key="broker-test"))
+    thread.join(20)
+
+    assert not thread.is_alive()
+    assert [payload_id(p) for _, p in got] == [task_id]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_cluster_runs_a_task_to_success(worker_factory, tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    worker = worker_factory()
+
+    task_id = async_task(tasks.touch, str(target), "ran")
+
+    worker.wait_until(target.exists, timeout=30, what="the task to run")
+    assert target.read_text() == "ran"
+    worker.wait_until(
+        lambda: not Job.objects.filter(task_id=task_id).exists(),
+        timeout=30,
+        what="the acknowledgement to delete the row",
+    )
+    assert worker.stop() == 0

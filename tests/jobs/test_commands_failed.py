@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from jobs.models import Job, JobAttempt
+from tests.support.failures import failed_rows
+
+NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+
+
+def run(name: str, *args: str) -> str:
+    out = StringIO()
+    call_command(name, *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def two_failures() -> tuple[Job, Job]:
+    [dead] = failed_rows(1, failed_at=NOW - timedelta(hours=3), message="disk full")
+    [retrying] = failed_rows(
+        1,
+        state=Job.State.RETRYING,
+        func="tests.support.failures.custom_policy",
+        error_type="ValueError",
+        message="bad value " + "x" * 80,
+        failed_at=NOW,
+        attempt=1,
+    )
+    Job.objects.filter(id=retrying.id).update(run_at=NOW + timedelta(seconds=7))
+    dead.refresh_from_db()
+    retrying.refresh_from_db()
+    return dead, retrying
+
+
+@pytest.mark.django_db
+def test_list_table_newest_first(two_failures: tuple[Job, Job]) -> None:
+    dead, retrying = two_failures
+    w = max(len(str(dead.id)), len(str(retrying.id)), 2)
+    header = (
+        f"{'ID'.ljust(w)}  NAME{' ' * 17}FUNCTION{' ' * 30}STATE{' ' * 5}ATTEMPTS  "
+        "LAST FAILURE (UTC)   ERROR"
+    )
+    assert run("list_failed_jobs").splitlines() == [
+        header,
+        f"{str(retrying.id).ljust(w)}  tests.custom_policy  tests.support.failures.custom_policy  "
+        f"retrying  1/2       2026-11-24 10:00:00  ValueError: bad value {'x' * 37}…",
+        f"{str(dead.id).ljust(w)}  tests.always_fails   tests.support.failures.always_fails   "
+        "dead      3/3       2026-11-24 07:00:00  RuntimeError: disk full 0",
+    ]
+
+
+@pytest.mark.django_db
+def test_list_json_schema(two_failures: tuple[Job, Job]) -> None:
+    dead, retrying = two_failures
+    data = json.loads(run("list_failed_jobs", "--json"))
+    assert [row["id"] for row in data] == [retrying.id, dead.id]
+    assert data[0] == {
+        "id": retrying.id,
+        "task_id": retrying.task_id,
+        "name": retrying.name,
+        "job": "tests.custom_policy",
+        "func": "tests.support.failures.custom_policy",
+        "state": "retrying",
+        "attempt": 1,
+        "max_attempts": 2,
+        "first_failed_at": "2026-11-24T09:55:00+00:00",
+        "last_failed_at": "2026-11-24T10:00:00+00:00",
+        "next_retry_at": "2026-11-24T10:00:07+00:00",
+        "error_type": "ValueError",
+        "error_message": "bad value " + "x" * 80 + " 0",
+    }
+    assert data[1]["next_retry_at"] is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--state", "dead"], ["dead"]),
+        (["--state", "retrying"], ["retrying"]),
+        (["--func", "tests.always_fails"], ["dead"]),
+        (["--func", "tests.support.failures.custom_policy"], ["retrying"]),
+        (["--error", "DISK"], ["dead"]),
+        (["--error-type", "ValueError"], ["retrying"]),
+        (["--limit", "1"], ["retrying"]),
+        (["--since", "1h"], ["retrying"]),
+        (["--since", "4h"], ["retrying", "dead"]),
+        (["--since", "30m", "--state", "dead"], []),
+    ],
+)
+def test_list_filters(
+    two_failures: tuple[Job, Job], monkeypatch: pytest.MonkeyPatch, args: list, expected: list
+) -> None:
+    monkeypatch.setattr(timezone, "now", lambda: NOW + timedelta(minutes=1))
+    data = json.loads(run("list_failed_jobs", "--json", *args))
+    assert [row["state"] for row in data] == expected
+
+
+@pytest.mark.django_db
+def test_list_empty() -> None:
+    assert run("list_failed_jobs") == "No failed tasks match.\n"
+
+
+@pytest.mark.django_db
+def test_list_ignores_tasks_that_never_failed_or_are_queued_again() -> None:
+    [row] = failed_rows(1)
+    Job.objects.filter(id=row.id).update(state=Job.State.QUEUED)
+    assert json.loads(run("list_failed_jobs", "--json")) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--state", "running"], "--state must be one of: retrying, dead (got 'running')."),
+        (["--since", "yesterday"], "--since 'yesterday' is not a duration"),
+        (["--since", "5w"], "--since '5w' is not a duration"),
+        (["--limit", "0"], "--limit must be at least 1 (got 0)."),
+    ],
+)
+def test_list_bad_input(args: list, message: str) -> None:
+    with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run("list_failed_jobs", *args)
+
+
+@pytest.mark.django_db
+def test_retry_by_id_keeps_history_and_gives_a_fresh_budget() -> None:
+    target, other = failed_rows(2)
+    assert run("retry_failed_jobs", str(target.id)) == "Retried 1 failed task.\n"
+    target.refresh_from_db()
+    other.refresh_from_db()
+    assert (target.state, target.attempt, target.max_attempts) == ("queued", 3, 6)
+    assert target.run_at <= timezone.now()
+    assert target.last_error_type == "RuntimeError"  # the last failure stays visible
+    assert other.state == "dead"
+    assert JobAttempt.objects.filter(task_id=target.task_id).count() == 1
+
+
+@pytest.mark.django_db
+def test_retry_all_matching_with_filters() -> None:
+    failed_rows(2, message="disk full")
+    failed_rows(3, message="timeout")
+    assert run("retry_failed_jobs", "--all", "--error", "timeout") == "Retried 3 failed tasks.\n"
+    assert Job.objects.filter(state="queued").count() == 3
+    assert Job.objects.filter(state="dead").count() == 2
+
+
+@pytest.mark.django_db
+def test_retry_dry_run_changes_nothing() -> None:
+    failed_rows(2)
+    assert run("retry_failed_jobs", "--all", "--dry-run") == "Would retry 2 failed tasks.\n"
+    assert Job.objects.filter(state="dead").count() == 2
+
+
+@pytest.mark.django_db
+def test_discard_by_id_and_all() -> None:
+    first, _second, _third = failed_rows(3)
+    assert run("discard_failed_jobs", str(first.id)) == "Discarded 1 failed task.\n"
+    assert run("discard_failed_jobs", "--all", "--dry-run") == "Would discard 2 failed tasks.\n"
+    assert run("discard_failed_jobs", "--all", "--state", "dead") == "Discarded 2 failed tasks.\n"
+    assert not Job.objects.exists()
+    # History stays until pruned.
+    assert JobAttempt.objects.filter(task_id=first.task_id).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["retry_failed_jobs", "discard_failed_jobs"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Give task ids, or --all"),
+        (["1", "--all"], "Give task ids or --all, not both."),
+        (["1", "--state", "dead"], "Filters only apply with --all."),
+        (["abc"], "'abc' is not a task id"),
+        (["--all", "--state", "queued"], "--state must be one of"),
+        (["--all", "--since", "2x"], "--since '2x' is not a duration"),
+    ],
+)
+def test_retry_and_discard_bad_input(command: str, args: list, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run(command, *args)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["retry_failed_jobs", "discard_failed_jobs"])
+def test_unknown_or_running_ids_change_nothing(command: str) -> None:
+    dead, running = failed_rows(2)
+    Job.objects.filter(id=running.id).update(state=Job.State.RUNNING)
+    with pytest.raises(CommandError, match=f"running/queued\\): {running.id}, 999999"):
+        run(command, str(dead.id), str(running.id), "999999")
+    assert Job.objects.get(id=dead.id).state == "dead"

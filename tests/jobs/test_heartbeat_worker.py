@@ -1,0 +1,40 @@
+"""A real qcluster beats within 10 s of starting (the scheduler alone takes ~30 s)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django_q.conf import Conf
+
+from jobs.models import WorkerHeartbeat
+from tests.support.runtime import log_events
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_starting_worker_beats_within_10_seconds(worker_factory) -> None:
+    WorkerHeartbeat.objects.all().delete()
+    started = time.monotonic()
+    worker = worker_factory(wait_ready=False)
+    worker.wait_until(
+        lambda: WorkerHeartbeat.objects.filter(cluster=Conf.CLUSTER_NAME).exists(),
+        timeout=10,
+        what="a heartbeat row",
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < 10
+    beat = WorkerHeartbeat.objects.get(cluster=Conf.CLUSTER_NAME)
+    worker.wait_for_log('"worker heartbeat"', timeout=5)
+    [event] = log_events(worker.log(), "worker heartbeat")[:1]
+    assert event["task_id"] == beat.task_id
+    assert event["attempt"] == 1
+    assert event["cluster"] == Conf.CLUSTER_NAME
+    assert event["host"] == beat.host
+    assert event["pid"] == beat.pid
+    # The runtime's own lines around it carry the same context.
+    started_events = [e for e in log_events(worker.log(), "task started")]
+    assert any(
+        e["task_id"] == beat.task_id and e["job"] == "jobs.heartbeat" for e in started_events
+    )
+    assert worker.stop() == 0

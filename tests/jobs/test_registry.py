@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django_q.brokers import get_broker
+from django_q.signing import SignedPackage
+
+from jobs import registry
+from jobs.models import Job
+from jobs.registry import UnknownJob
+from tests.support import runtime as support
+from tests.support.runtime import job_table_broker
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_job_name_fails_loudly() -> None:
+    with pytest.raises(UnknownJob, match=r"unknown job 'nope'.*tests\.echo"):
+        registry.enqueue("nope", "x")
+    with pytest.raises(UnknownJob):
+        registry.enqueue_many("nope", [("x",)])
+
+
+def test_declaring_one_name_for_two_functions_is_refused() -> None:
+    def other() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="declared twice"):
+        registry.job("tests.echo")(other)
+    assert registry.get("tests.echo").func is support.echo
+
+
+def test_spec_is_found_by_name_and_by_function_path() -> None:
+    spec = registry.get("tests.unique")
+    assert spec.path == "tests.support.runtime.unique_job"
+    assert registry.for_func(spec.path) is spec
+    assert spec in registry.all_jobs()
+
+
+def test_enqueue_writes_a_signed_package_of_the_job() -> None:
+    with job_table_broker():
+        task_id = registry.enqueue("tests.unique", "k1", on_commit=False)
+    row = Job.objects.get(task_id=task_id)
+    package = SignedPackage.loads(row.payload)
+    assert package["func"] == "tests.support.runtime.unique_job"
+    assert package["args"] == ("k1",)
+    assert package["kwargs"] == {}
+    assert package["timeout"] == 30
+    assert (row.job_name, row.priority, row.unique_key, row.state) == (
+        "tests.unique",
+        5,
+        "tests.unique:k1",
+        Job.State.QUEUED,
+    )
+
+
+def test_second_enqueue_of_an_active_unique_job_returns_the_existing_task() -> None:
+    with job_table_broker():
+        first = registry.enqueue("tests.unique", "tablo-1", on_commit=False)
+        second = registry.enqueue("tests.unique", "tablo-1", "other arg", on_commit=False)
+        other = registry.enqueue("tests.unique", "tablo-2", on_commit=False)
+    assert second == first
+    assert other != first
+    assert Job.objects.filter(unique_key="tests.unique:tablo-1").count() == 1
+
+
+@pytest.mark.parametrize("state", [Job.State.RUNNING, Job.State.RETRYING])
+def test_unique_key_holds_while_running_or_retrying(state: str) -> None:
+    with job_table_broker():
+        first = registry.enqueue("tests.unique", "t", on_commit=False)
+        Job.objects.filter(task_id=first).update(state=state)
+        assert registry.enqueue("tests.unique", "t", on_commit=False) == first
+
+
+def test_unique_key_is_free_again_once_the_task_is_dead() -> None:
+    with job_table_broker():
+        first = registry.enqueue("tests.unique", "t", on_commit=False)
+        Job.objects.filter(task_id=first).update(state=Job.State.DEAD)
+        second = registry.enqueue("tests.unique", "t", on_commit=False)
+    assert second != first
+    assert Job.objects.filter(unique_key="tests.unique:t").count() == 2
+
+
+def test_duplicate_inside_a_transaction_does_not_break_it() -> None:
+    with job_table_broker(), transaction.atomic():
+        first = registry.enqueue("tests.unique", "t", on_commit=False)
+        assert registry.enqueue("tests.unique", "t", on_commit=False) == first
+        # The transaction is still usable after the skipped insert.
+        assert Job.objects.filter(task_id=first).exists()
+
+
+def test_enqueue_many_is_one_insert() -> None:
+    with job_table_broker(), CaptureQueriesContext(connection) as queries:
+        ids = registry.enqueue_many("tests.echo", [(str(i),) for i in range(50)], on_commit=False)
+    inserts = [
+        q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")
+    ]
+    # PostgreSQL takes the batch in one statement; SQLite caps the parameters of
+    # one statement (999 on older builds), and Django splits below that cap.
+    fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+    per_statement = connection.ops.bulk_batch_size(fields, [Job()] * 50) or 50
+    assert len(inserts) == math.ceil(50 / min(per_statement, 50))
+    if connection.vendor == "postgresql":
+        assert len(inserts) == 1
+    assert len(set(ids)) == 50
+    rows = {row.task_id: row for row in Job.objects.filter(task_id__in=ids)}
+    assert [SignedPackage.loads(rows[i].payload)["args"] for i in ids] == [
+        (str(i),) for i in range(50)
+    ]
+
+
+def test_enqueue_many_skips_active_unique_keys_and_returns_their_ids() -> None:
+    with job_table_broker():
+        existing = registry.enqueue("tests.unique", "a", on_commit=False)
+        ids = registry.enqueue_many(
+            "tests.unique",
+            [("a",), ("b",), {"args": ["b"], "kwargs": {}}, ("c",)],
+            on_commit=False,
+        )
+    assert ids[0] == existing
+    assert ids[1] == ids[2]
+    assert len(set(ids)) == 3
+    assert Job.objects.count() == 3
+
+
+def test_enqueue_many_of_nothing_enqueues_nothing() -> None:
+    with job_table_broker():
+        assert registry.enqueue_many("tests.echo", [], on_commit=False) == []
+    assert Job.objects.count() == 0
+
+
+def test_enqueue_waits_for_commit_by_default(django_capture_on_commit_callbacks) -> None:
+    with (
+        job_table_broker(),
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        transaction.atomic(),
+    ):
+        task_id = registry.enqueue("tests.echo", "x")
+        assert not Job.objects.filter(task_id=task_id).exists()
+    assert len(callbacks) == 1
+    assert Job.objects.filter(task_id=task_id).exists()
+
+
+def test_enqueue_after_commit_is_dropped_on_rollback(django_capture_on_commit_callbacks) -> None:
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            registry.enqueue("tests.echo", "x")
+            raise RuntimeError("rollback")
+
+    with (
+        job_table_broker(),
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+    ):
+        enqueue_then_fail()
+    assert callbacks == []
+    assert Job.objects.count() == 0
+
+
+def test_enqueue_in_transaction_rolls_back_with_the_caller() -> None:
+    seen: list[str] = []
+
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            seen.append(registry.enqueue("tests.echo", "x", on_commit=False))
+            assert Job.objects.filter(task_id=seen[0]).exists()
+            raise RuntimeError("rollback")
+
+    with job_table_broker():
+        with pytest.raises(RuntimeError):
+            enqueue_then_fail()
+        assert not Job.objects.filter(task_id=seen[0]).exists()
+        with transaction.atomic():
+            kept = registry.enqueue("tests.echo", "y", on_commit=False)
+    assert Job.objects.filter(task_id=kept).exists()
+
+
+def test_other_brokers_receive_the_package_through_enqueue() -> None:
+    # django-q2's ORM broker (the stock default): the registry hands it the package.
+    with support.conf(BROKER_CLASS=None):
+        broker = get_broker()
+        before = broker.queue_size()
+        ids = registry.enqueue_many("tests.echo", [("a",), ("b",)], on_commit=False)
+        task_id = registry.enqueue("tests.echo", "c", on_commit=False)
+        assert broker.queue_size() == before + 3
+        payloads = [SignedPackage.loads(p) for _, p in broker.dequeue()]
+    assert {p["id"] for p in payloads} >= {*ids, task_id}
+    assert Job.objects.count() == 0
+
+
+def test_sync_mode_runs_the_job_inline() -> None:
+    with support.conf(SYNC=True):
+        task_id = registry.enqueue("tests.echo", "inline", on_commit=False)
+    from django_q.models import Task
+
+    assert Task.objects.get(id=task_id).result == "inline"

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django_q.models import Schedule
+
+from jobs import schedules
+from jobs.schedules import MANAGED_HOOK, ScheduleSpec, sync_schedules
+from tests.support import runtime as support  # noqa: F401  (registers the test jobs)
+
+pytestmark = pytest.mark.django_db
+
+
+def spec(name: str = "echo_every_5", **overrides: object) -> ScheduleSpec:
+    values = {"name": name, "job": "tests.echo", "minutes": 5, "args": ("hi",)}
+    values.update(overrides)
+    return ScheduleSpec(**values)
+
+
+def test_declared_schedules_are_heartbeat_and_orphan_cleanup(settings) -> None:
+    settings.HEARTBEAT_INTERVAL_SECONDS = 60
+    by_name = {s.name: s for s in schedules.declared()}
+    assert by_name["heartbeat"].job == "jobs.heartbeat"
+    assert by_name["heartbeat"].minutes == 1
+    assert by_name["orphan_cleanup"].job == "files.orphan_cleanup"
+    assert by_name["orphan_cleanup"].minutes == 60
+
+
+def test_heartbeat_interval_is_configurable(settings) -> None:
+    settings.HEARTBEAT_INTERVAL_SECONDS = 300
+    [heartbeat] = [s for s in schedules.declared() if s.name == "heartbeat"]
+    assert heartbeat.minutes == 5
+
+
+def test_migrate_synced_the_heartbeat_row() -> None:
+    # post_migrate ran while the test database was built.
+    row = Schedule.objects.get(name="heartbeat")
+    assert row.func == "jobs.tasks.heartbeat"
+    assert row.hook == MANAGED_HOOK
+    assert row.schedule_type == Schedule.MINUTES
+
+
+def test_sync_is_idempotent() -> None:
+    Schedule.objects.all().delete()
+    declarations = [spec(), spec("hourly", minutes=60, args=(), kwargs={"value": "x"})]
+    first = sync_schedules(declarations=declarations)
+    assert sorted(first.created) == ["echo_every_5", "hourly"]
+    for _ in range(3):
+        again = sync_schedules(declarations=declarations)
+        assert again.created == again.updated == again.deleted == []
+        assert sorted(again.unchanged) == ["echo_every_5", "hourly"]
+    assert Schedule.objects.count() == 2
+    row = Schedule.objects.get(name="echo_every_5")
+    assert (row.func, row.args, row.minutes, row.repeats) == (
+        "tests.support.runtime.echo",
+        "('hi',)",
+        5,
+        -1,
+    )
+    hourly = Schedule.objects.get(name="hourly")
+    assert (hourly.args, hourly.kwargs) == (None, "{'value': 'x'}")
+
+
+def test_a_cron_declaration_without_croniter_is_skipped_with_the_reason(monkeypatch) -> None:
+    monkeypatch.setattr(schedules, "croniter", None)
+    report = sync_schedules(declarations=[spec("nightly", minutes=None, cron="0 3 * * *")])
+    assert report.skipped == {"nightly": "cron schedules need the croniter package"}
+    assert not Schedule.objects.filter(name="nightly").exists()
+
+
+def test_a_removed_declaration_removes_its_row_only() -> None:
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec("a"), spec("b")])
+    operators = Schedule.objects.create(name="by hand", func="tests.support.runtime.echo")
+    report = sync_schedules(declarations=[spec("a")])
+    assert report.deleted == ["b"]
+    assert set(Schedule.objects.values_list("name", flat=True)) == {"a", "by hand"}
+    assert Schedule.objects.filter(pk=operators.pk).exists()
+
+
+def test_an_operator_edit_is_reported_and_restored(capsys) -> None:
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec()])
+    Schedule.objects.filter(name="echo_every_5").update(minutes=30, args="('changed',)")
+    report = sync_schedules(declarations=[spec()])
+    assert report.edited == {
+        "echo_every_5": {"minutes": [30, 5], "args": ["('changed',)", "('hi',)"]}
+    }
+    assert report.updated == ["echo_every_5"]
+    row = Schedule.objects.get(name="echo_every_5")
+    assert (row.minutes, row.args) == (5, "('hi',)")
+
+
+def test_a_row_made_by_hand_with_a_declared_name_is_adopted() -> None:
+    Schedule.objects.all().delete()
+    Schedule.objects.create(name="echo_every_5", func="tests.support.runtime.echo", minutes=9)
+    Schedule.objects.create(name="echo_every_5", func="tests.support.runtime.echo", minutes=9)
+    report = sync_schedules(declarations=[spec()])
+    assert report.edited == {}  # not ours before: adopting it is no edit
+    assert report.updated == ["echo_every_5"]
+    assert report.deleted == ["echo_every_5"]  # the duplicate
+    row = Schedule.objects.get(name="echo_every_5")
+    assert (row.hook, row.minutes) == (MANAGED_HOOK, 5)
+
+
+def test_a_declaration_of_an_unregistered_job_is_skipped() -> None:
+    Schedule.objects.all().delete()
+    report = sync_schedules(declarations=[spec("later", job="nope.not_yet")])
+    assert report.skipped == {"later": "job 'nope.not_yet' is not registered"}
+    assert not Schedule.objects.exists()
+
+
+def test_a_declaration_needs_exactly_one_period() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        ScheduleSpec(name="x", job="tests.echo")
+    with pytest.raises(ValueError, match="exactly one"):
+        ScheduleSpec(name="x", job="tests.echo", minutes=1, cron="* * * * *")
+
+
+def test_command_reports_and_is_idempotent() -> None:
+    Schedule.objects.filter(name="heartbeat").delete()
+    out, err = StringIO(), StringIO()
+    call_command("sync_schedules", stdout=out, stderr=err)
+    assert "created: heartbeat" in out.getvalue()
+    out = StringIO()
+    call_command("sync_schedules", "--json", stdout=out, stderr=StringIO())
+    report = json.loads(out.getvalue())
+    assert report["created"] == []
+    assert "heartbeat" in report["unchanged"]
+    assert Schedule.objects.filter(name="heartbeat").count() == 1
+
+
+def test_command_warns_about_an_edit() -> None:
+    call_command("sync_schedules", stdout=StringIO(), stderr=StringIO())
+    Schedule.objects.filter(name="heartbeat").update(minutes=7)
+    out, err = StringIO(), StringIO()
+    call_command("sync_schedules", stdout=out, stderr=err)
+    assert "warning: schedule 'heartbeat' was edited (minutes: 7 -> 1); restored" in err.getvalue()
+    assert "updated: heartbeat" in out.getvalue()

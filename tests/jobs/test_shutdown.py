@@ -1,0 +1,48 @@
+"""SIGTERM to the main qcluster process: the task in flight finishes and commits, exit 0."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from django_q.brokers import get_broker
+from django_q.models import Task
+
+from jobs import registry
+from tests.support.runtime import log_events
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_lets_the_running_task_finish_and_exits_0(
+    worker_factory, tmp_path: Path, sig: int
+) -> None:
+    marker = tmp_path / "slow-task-done"
+    worker = worker_factory(Q_WORKERS="1")
+    task_id = registry.enqueue("tests.slow", 3, str(marker))
+    worker.wait_until(
+        lambda: any(e.get("task_id") == task_id for e in log_events(worker.log(), "task started")),
+        timeout=15,
+        what="the slow task to start",
+    )
+    assert not marker.exists()
+
+    worker.process.send_signal(sig)
+    # Once the pusher stopped, a stopping cluster takes nothing new.
+    worker.wait_for_log("stopped pushing tasks", timeout=10)
+    assert not marker.exists()  # still running while the cluster stops
+    late_id = registry.enqueue("tests.echo", "late")
+    returncode = worker.stop(timeout=30)
+
+    assert returncode == 0
+    assert marker.read_text() == "done"
+    # The result was committed before the process exited.
+    result = Task.objects.get(id=task_id)
+    assert result.success is True
+    finished = [e for e in log_events(worker.log(), "task finished") if e["task_id"] == task_id]
+    assert finished[0]["success"] is True
+    assert finished[0]["duration_ms"] >= 3000
+    assert not Task.objects.filter(id=late_id).exists()
+    assert get_broker().queue_size() >= 1
