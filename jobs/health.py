@@ -220,7 +220,7 @@ def health_report() -> HealthReport:
     body = {
         "status": "ok" if healthy else "degraded",
         "checked_at": now.isoformat(),
-        "database": {"status": "ok", "vendor": connection.vendor},
+        "database": {"status": "ok"},
         **sections,
     }
     return HealthReport(ok=True, body=body)
