@@ -21,6 +21,12 @@ class TabloFile(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # files.selectors.tablo_files: one tablo's files, newest first.
+            models.Index(fields=["tablo_id", "-created_at"], name="files_tablo_created_idx"),
+            # files.admin changelist: newest first over the whole table.
+            models.Index(fields=["-created_at"], name="files_created_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.original_name

@@ -21,6 +21,8 @@ class Tablo(models.Model):
         indexes = [
             # tablos.selectors: the owner's tablos, newest first.
             models.Index(fields=["owner", "-created_at"], name="tablos_owner_created_idx"),
+            # tablos.admin changelist: newest first over the whole table.
+            models.Index(fields=["-created_at"], name="tablos_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,11 +1,71 @@
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+import uuid
 
-from tablos.models import Tablo
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from files import selectors as file_selectors
+from files.forms import UploadForm
+from tablos import selectors, services
+from tablos.forms import TabloForm
+
+PAGE_SIZE = 50  # rows per page of tablos or files
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def tablo_list(request: HttpRequest) -> HttpResponse:
-    tablos = Tablo.objects.filter(owner=request.user).order_by("-created_at")
-    return render(request, "tablos/list.html", {"tablos": tablos})
+    form = TabloForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        tablo = services.tablo_create(owner=request.user, name=form.cleaned_data["name"])
+        messages.success(request, f"Tablo “{tablo.name}” created.")
+        return redirect("tablos:detail", tablo_id=tablo.id)
+    page = Paginator(selectors.tablo_list(user=request.user), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "tablos/list.html",
+        {"tablos": page.object_list, "page": page, "form": form},
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET"])
+def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "tablos/detail.html",
+        {
+            "tablo": tablo,
+            "files": page.object_list,
+            "page": page,
+            "upload_form": UploadForm(),
+            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tablo_delete(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if request.method == "POST":
+        name = tablo.name
+        services.tablo_delete(tablo=tablo)
+        messages.success(
+            request, f"Tablo “{name}” deleted. Its files are being removed in the background."
+        )
+        return redirect("tablos:list")
+    # GET only asks for confirmation: it never changes anything.
+    return render(request, "tablos/confirm_delete.html", {"tablo": tablo})

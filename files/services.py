@@ -1,0 +1,156 @@
+"""Writes of files: upload, download response, delete.
+
+Ordering rules (shared with the cleanup jobs): on upload the object is written
+first and the row second, and if the row cannot be written the object is
+deleted again; on delete the object goes first and the row second. A crash
+between the two steps therefore leaves at worst an object without a row,
+which the orphan cleanup removes, never a row pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+
+import structlog
+from django.conf import settings
+from django.core.files.storage import Storage, default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
+from django.utils.http import content_disposition_header
+
+from files import naming
+from files.models import TabloFile
+from tablos.models import Tablo
+
+log = structlog.get_logger(__name__)
+
+GENERIC_CONTENT_TYPE = "application/octet-stream"
+
+
+class FileRejected(ValueError):
+    """The upload was refused; the message is meant for the user. Nothing was stored."""
+
+
+def size_limit_message(*, name: str | None, max_bytes: int) -> str:
+    subject = f"“{naming.display_name(name)}”" if name is not None else "The file"
+    return (
+        f"{subject} was not uploaded: files may be at most "
+        f"{filesizeformat(max_bytes)}. Nothing was stored."
+    )
+
+
+def _content_type(uploaded: UploadedFile, name: str) -> str:
+    declared = (uploaded.content_type or "").split(";")[0].strip().lower()
+    if declared and "/" in declared and len(declared) <= 255 and declared.isascii():
+        return declared
+    return mimetypes.guess_type(name)[0] or GENERIC_CONTENT_TYPE
+
+
+def file_upload(
+    *, tablo: Tablo, uploaded: UploadedFile, storage: Storage | None = None
+) -> TabloFile:
+    """Store ``uploaded`` in ``tablo``: the object first, then the row.
+
+    The caller has checked that the user owns ``tablo``. Raises FileRejected
+    for an empty or oversized file (nothing stored).
+    """
+    storage = storage or default_storage
+    name = naming.display_name(uploaded.name or "")
+    max_bytes = settings.FILE_UPLOAD_MAX_BYTES
+    if uploaded.size is None or uploaded.size == 0:
+        raise FileRejected(f"“{name}” is empty: nothing was stored.")
+    if uploaded.size > max_bytes:
+        raise FileRejected(size_limit_message(name=name, max_bytes=max_bytes))
+
+    file_id = uuid.uuid4()
+    key = naming.storage_key(tablo_id=tablo.id, file_id=file_id, original_name=name)
+    saved_key = storage.save(key, uploaded)
+    try:
+        if saved_key != key:  # a storage that renames would break the key <-> row link
+            raise RuntimeError(f"storage saved {key!r} as {saved_key!r}")
+        with transaction.atomic():
+            tablo_file = TabloFile.objects.create(
+                id=file_id,
+                tablo_id=tablo.id,
+                storage_key=key,
+                original_name=name,
+                content_type=_content_type(uploaded, name),
+                size_bytes=uploaded.size,
+            )
+    except BaseException:
+        # Without a row nothing would ever find this object again (until the
+        # orphan cleanup): remove it now, then let the error propagate.
+        try:
+            storage.delete(saved_key)
+        except Exception:
+            log.exception("upload rollback failed", storage_key=saved_key)
+        raise
+    log.info("file uploaded", tablo_id=str(tablo.id), file_id=str(file_id), size=uploaded.size)
+    return tablo_file
+
+
+def file_delete(*, tablo_file: TabloFile, storage: Storage | None = None) -> None:
+    """Delete the object, then the row (a failed object delete keeps the row)."""
+    storage = storage or default_storage
+    file_id = tablo_file.id  # Model.delete() clears the pk on the instance
+    storage.delete(tablo_file.storage_key)
+    tablo_file.delete()
+    log.info("file deleted", file_id=str(file_id), tablo_id=str(tablo_file.tablo_id))
+
+
+# Types a browser would render or run even from a download URL opened in a tab;
+# served as opaque bytes. The Content-Disposition is always "attachment" anyway.
+_ACTIVE_TYPES = ("html", "xml", "javascript", "ecmascript", "svg", "xhtml")
+
+
+def download_content_type(tablo_file: TabloFile) -> str:
+    content_type = tablo_file.content_type or GENERIC_CONTENT_TYPE
+    if any(marker in content_type for marker in _ACTIVE_TYPES):
+        return GENERIC_CONTENT_TYPE
+    return content_type
+
+
+def _is_s3(storage: Storage) -> bool:
+    from storages.backends.s3 import S3Storage
+
+    return isinstance(storage, S3Storage)
+
+
+def file_download_response(
+    *, tablo_file: TabloFile, storage: Storage | None = None
+) -> HttpResponse:
+    """A response that downloads the file, always as an attachment.
+
+    S3: a redirect to a presigned GET URL (valid FILE_DOWNLOAD_EXPIRY_SECONDS)
+    that makes S3 itself answer with ``Content-Disposition: attachment`` and
+    the original name, so the bytes never pass through the web process.
+    Local storage: the bytes, streamed by FileResponse.
+    """
+    storage = storage or default_storage
+    content_type = download_content_type(tablo_file)
+    if _is_s3(storage):
+        url = storage.url(
+            tablo_file.storage_key,
+            parameters={
+                "ResponseContentDisposition": content_disposition_header(
+                    as_attachment=True, filename=tablo_file.original_name
+                ),
+                "ResponseContentType": content_type,
+            },
+            expire=settings.FILE_DOWNLOAD_EXPIRY_SECONDS,
+        )
+        response: HttpResponse = HttpResponseRedirect(url)
+    else:
+        response = FileResponse(
+            storage.open(tablo_file.storage_key, "rb"),
+            as_attachment=True,
+            filename=tablo_file.original_name,
+            content_type=content_type,
+        )
+    # The presigned URL is a bearer credential: no shared caches, no reuse.
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

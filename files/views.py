@@ -1,0 +1,94 @@
+import uuid
+
+import structlog
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods, require_POST
+
+from files import selectors, services
+from files.forms import UploadForm
+from files.uploads import install_size_limit, request_too_large
+from tablos import selectors as tablo_selectors
+from tablos.models import Tablo
+
+log = structlog.get_logger(__name__)
+
+
+# csrf_exempt only to be allowed to install the size limit before the body is
+# parsed (the CSRF middleware would read request.POST first); the CSRF check
+# runs right after, in csrf_protect below.
+@csrf_exempt
+@login_required
+@require_POST
+def file_upload(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    # Ownership first: someone else's tablo is a 404 before a byte is read.
+    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    max_bytes = settings.FILE_UPLOAD_MAX_BYTES
+    if request_too_large(request, max_bytes=max_bytes):
+        # Declared far over the limit: answer without reading the body at all.
+        messages.error(request, services.size_limit_message(name=None, max_bytes=max_bytes))
+        return redirect("tablos:detail", tablo_id=tablo.id)
+    limit = install_size_limit(request, max_bytes=max_bytes)
+    return _file_upload(request, tablo=tablo, limit=limit)
+
+
+@csrf_protect
+def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
+    back = redirect("tablos:detail", tablo_id=tablo.id)
+    form = UploadForm(request.POST, request.FILES)
+    if limit.rejected:
+        for rejected in limit.rejected:
+            messages.error(
+                request,
+                services.size_limit_message(
+                    name=rejected.file_name, max_bytes=settings.FILE_UPLOAD_MAX_BYTES
+                ),
+            )
+        return back
+    if not form.is_valid():
+        messages.error(request, "Choose a file to upload.")
+        return back
+    try:
+        tablo_file = services.file_upload(tablo=tablo, uploaded=form.cleaned_data["file"])
+    except services.FileRejected as exc:
+        messages.error(request, str(exc))
+        return back
+    except Exception:
+        # Storage or database trouble: file_upload already removed whatever it
+        # stored, so the user can simply try again.
+        log.exception("upload failed", tablo_id=str(tablo.id))
+        messages.error(
+            request,
+            "The file could not be stored because of a server problem. "
+            "Nothing was kept; please try again.",
+        )
+        return back
+    messages.success(request, f"“{tablo_file.original_name}” uploaded.")
+    return back
+
+
+@login_required
+@require_http_methods(["GET"])
+def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
+    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    try:
+        return services.file_download_response(tablo_file=tablo_file)
+    except FileNotFoundError:
+        # Local storage only (S3 answers 404 at the presigned URL itself).
+        log.warning("file object missing", file_id=str(tablo_file.id))
+        raise Http404("This file is no longer available.") from None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def file_delete(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
+    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    if request.method == "POST":
+        services.file_delete(tablo_file=tablo_file)
+        messages.success(request, f"“{tablo_file.original_name}” deleted.")
+        return redirect("tablos:detail", tablo_id=tablo_file.tablo_id)
+    return render(request, "files/confirm_delete.html", {"file": tablo_file})
