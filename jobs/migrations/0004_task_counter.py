@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0002_failedjob_proxy'),
+        ('jobs', '0003_failed_message_trigram'),
     ]
 
     operations = [
