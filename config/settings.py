@@ -216,9 +216,22 @@ if not QUEUE_REDIS_URL:
     # A Success row per task costs an INSERT, and pruning (save_limit > 0) locks the
     # table on every save; the history that matters (failures, attempts) is ours.
     Q_CLUSTER["save_limit"] = env.int("Q_SAVE_LIMIT", default=-1)
-    Q_CLUSTER["bulk"] = env.int("Q_BULK", default=10)
+    # Rows claimed per query: fewer round trips for the pusher, and a batch in hand
+    # keeps the workers fed while it claims the next (drain 750 -> 1,400 tasks/s
+    # from 10 to 25 here). Claim locks grow with the work queued ahead (jobs.broker).
+    Q_CLUSTER["bulk"] = env.int("Q_BULK", default=25)
+    # A worker process is replaced after this many tasks (leak guard); each
+    # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain rate.
+    Q_CLUSTER["recycle"] = env.int("Q_RECYCLE", default=5000)
+# --- runtime (issue 4): QUEUE_REDIS_URL must really select Redis -------------
+if QUEUE_REDIS_URL:
+    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, before
+    # Redis; schedules and results stay in the database either way.
+    Q_CLUSTER.pop("orm", None)
 # Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
 JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
+# The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
+JOBS_ACK_BATCH_SECONDS = env.float("JOBS_ACK_BATCH_SECONDS", default=0.02)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)

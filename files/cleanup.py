@@ -54,6 +54,8 @@ class CleanupReport:
     errors: int = 0
     error_reasons: Counter[str] = field(default_factory=Counter)
     aborted: str | None = None  # set when the storage failed a whole request
+    rows_pass_ms: int = 0
+    stray_pass_ms: int = 0
     duration_ms: int = 0
 
     def add_error(self, reason: str, count: int = 1) -> None:
@@ -68,6 +70,8 @@ class CleanupReport:
             "stray_objects_deleted": self.stray_objects_deleted,
             "rows_skipped_live": self.rows_skipped_live,
             "errors": self.errors,
+            "rows_pass_ms": self.rows_pass_ms,
+            "stray_pass_ms": self.stray_pass_ms,
             "duration_ms": self.duration_ms,
         }
 
@@ -175,6 +179,9 @@ def _stray_pass_lock() -> Iterator[bool]:
 
 
 def _delete_stray_objects(*, storage: Storage, report: CleanupReport, older_than: datetime) -> None:
+    if not storage_ops.can_list(storage):
+        logger.warning("stray object pass skipped", reason=f"cannot list {type(storage).__name__}")
+        return
     with _stray_pass_lock() as acquired:
         if not acquired:
             logger.info("stray object pass skipped", reason="another run holds it")
@@ -203,6 +210,10 @@ def _delete_stray_objects(*, storage: Storage, report: CleanupReport, older_than
             )
 
 
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
 def purge_tablo_files(
     *, tablo_id: uuid.UUID, storage: Storage | None = None, batch_size: int = BATCH_SIZE
 ) -> CleanupReport:
@@ -226,7 +237,7 @@ def purge_tablo_files(
     except storage_ops.StorageUnavailable as exc:
         report.aborted = str(exc)
         report.add_error(f"storage unavailable: {exc}")
-    report.duration_ms = int((time.monotonic() - started) * 1000)
+    report.duration_ms = _ms_since(started)
     logger.info("tablo purge finished", tablo_id=str(tablo_id), **report.summary())
     return report
 
@@ -251,12 +262,14 @@ def orphan_cleanup(
     started = time.monotonic()
     try:
         _delete_rows(queryset=_orphan_rows(), storage=storage, report=report, batch_size=batch_size)
+        report.rows_pass_ms = _ms_since(started)
         _delete_stray_objects(storage=storage, report=report, older_than=older_than)
+        report.stray_pass_ms = _ms_since(started) - report.rows_pass_ms
     except storage_ops.StorageUnavailable as exc:
         # Endpoint down or credentials refused: every later request would fail the
         # same way, so stop here; no row was deleted for an object not deleted.
         report.aborted = str(exc)
         report.add_error(f"storage unavailable: {exc}")
-    report.duration_ms = int((time.monotonic() - started) * 1000)
+    report.duration_ms = _ms_since(started)
     logger.info("orphan cleanup finished", **report.summary())
     return report

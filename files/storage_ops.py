@@ -60,6 +60,9 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip()
+    if isinstance(exc, OSError) and exc.strerror:
+        # Without the file name, so that the same cause on many files is one reason.
+        return f"{type(exc).__name__}: {exc.strerror}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -117,6 +120,10 @@ def _generic_delete(storage: Storage, names: list[str]) -> DeleteResult:
         else:
             result.deleted.append(name)
     return result
+
+
+def can_list(storage: Storage) -> bool:
+    return is_s3(storage) or isinstance(storage, FileSystemStorage)
 
 
 def iter_old_objects(*, storage: Storage, prefix: str, older_than: datetime) -> Iterator[list[str]]:

@@ -24,8 +24,8 @@ from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
 from jobs.failures import services
-from jobs.failures.admin import LIST_FILTERS, CappedPaginator
-from jobs.failures.selectors import HEAVY_FIELDS, task_attempts
+from jobs.failures.admin import COUNT_CAP, LIST_FILTERS, SEARCH_COUNT_CAP, CappedPaginator
+from jobs.failures.selectors import HEAVY_FIELDS, search_failed, task_attempts
 from jobs.models import FailedJob, Job
 
 # django-q2's page shows its own result table, without attempts or history.
@@ -36,6 +36,7 @@ with contextlib.suppress(admin.sites.NotRegistered):
 
 MESSAGE_WIDTH = 80
 GROUPS_SHOWN = 200
+GROUPS_DEFAULT_WINDOW = "7d"
 
 
 def decode_payload(payload: str) -> dict[str, Any]:
@@ -63,8 +64,8 @@ class FailedJobAdmin(admin.ModelAdmin):
     )
     list_display_links = ("task",)
     list_filter = LIST_FILTERS
-    search_fields = ("name", "func", "last_error_message")
-    search_help_text = "Task name, function or error message (substring)."
+    search_fields = ("last_error_message",)  # get_search_results does the search
+    search_help_text = "Part of the error message, task name or function, or a task id."
     ordering = ("-last_failed_at", "-id")
     sortable_by = ()  # one order, the one the indexes serve
     paginator = CappedPaginator
@@ -78,6 +79,22 @@ class FailedJobAdmin(admin.ModelAdmin):
         return (
             super().get_queryset(request).filter(last_failed_at__isnull=False).defer(*HEAVY_FIELDS)
         )
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedPaginator:
+        cap = SEARCH_COUNT_CAP if request.GET.get("q", "").strip() else COUNT_CAP
+        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        return search_failed(queryset, search_term), False
 
     @admin.display(description="task")
     def task(self, obj: Job) -> str:
@@ -171,6 +188,11 @@ class FailedJobAdmin(admin.ModelAdmin):
     def groups_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        if "failed" not in request.GET:
+            # Grouping reads every matching row: start from a bounded window.
+            query = request.GET.copy()
+            query["failed"] = GROUPS_DEFAULT_WINDOW
+            return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
         groups = list(
             self._filtered(request)
             .order_by()

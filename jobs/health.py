@@ -18,9 +18,8 @@ from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.models import Task
 
-from jobs import registry
+from jobs import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
 
 # At most this many running jobs are listed with their progress.
@@ -120,17 +119,22 @@ def queue_report(*, now: datetime) -> dict[str, Any]:
         except Exception:  # a broker down is reported, not raised
             report["queued"] = None
         report["oldest_queued_age_seconds"] = None
-        report["broker"] = Conf.BROKER_CLASS or ("redis" if Conf.REDIS else "orm")
+        report["broker"] = "redis" if Conf.REDIS else "orm"
     return report
 
 
 def last_hour_report(*, now: datetime) -> dict[str, Any]:
     since = now - timedelta(hours=1)
-    # Every finished run has a django-q2 Task row; failed attempts are in JobAttempt
-    # (indexed on finished_at), including the ones a retry later overwrote in Task.
-    finished = Task.objects.filter(stopped__gte=since).count()
+    # Runs counted by the monitors (jobs.counters, minute buckets), and failed
+    # attempts from the history (indexed on finished_at): the latter also holds
+    # attempts whose worker died, which no monitor saw.
+    runs = counters.totals_since(since)
     failed = JobAttempt.objects.filter(finished_at__gte=since, succeeded=False).count()
-    return {"finished": finished, "failed": failed}
+    return {
+        "finished": runs["succeeded"] + runs["failed"],
+        "succeeded": runs["succeeded"],
+        "failed": failed,
+    }
 
 
 def dead_report(*, now: datetime) -> dict[str, Any]:

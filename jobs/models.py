@@ -180,3 +180,27 @@ class FailedJob(Job):
         proxy = True
         verbose_name = "failed task"
         verbose_name_plural = "failed tasks"
+
+
+class TaskCounter(models.Model):
+    """Runs finished per minute and cluster, for /healthz (runtime, issue 4).
+
+    django-q2 keeps no row for a successful task here (``save_limit=-1``) and
+    ``JobAttempt`` only records failures, so the monitor counts runs in memory
+    and adds them to this table about once a second (``jobs.counters``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    minute = models.DateTimeField()
+    cluster = models.CharField(max_length=100)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # jobs.counters upserts on it; /healthz sums a minute range through it.
+            models.UniqueConstraint(fields=["minute", "cluster"], name="jobs_counter_minute_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster} {self.minute:%Y-%m-%d %H:%M}"

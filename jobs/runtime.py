@@ -30,10 +30,10 @@ from typing import Any
 import structlog
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.signals import post_execute_in_worker, post_spawn, pre_execute
+from django_q.signals import post_execute, post_execute_in_worker, post_spawn, pre_execute
 from django_q.utils import get_func_repr
 
-from jobs import registry
+from jobs import counters, registry
 from jobs.context import current_task_id
 
 logger = structlog.stdlib.get_logger("jobs.runtime")
@@ -179,6 +179,7 @@ def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
 def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
     post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
+    post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.counters.post_execute")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")
     post_execute_in_worker.connect(
         on_post_execute_in_worker, dispatch_uid="jobs.runtime.post_execute_in_worker"

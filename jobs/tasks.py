@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from jobs import health, runtime
+from jobs import counters, health, runtime
 from jobs.registry import job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -24,6 +24,7 @@ HEARTBEAT_UNIQUE_KEY = "jobs.heartbeat"
 def heartbeat() -> None:
     """Prove that a worker of this cluster takes tasks: log it and record it."""
     run = runtime.current_run()
+    counters.prune()
     beat = health.heartbeat_record(
         cluster=run.cluster, host=run.host, pid=run.pid, task_id=run.task_id
     )

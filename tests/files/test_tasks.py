@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
+from django.core.files.storage import default_storage
 
 from files import tasks
+from files.cleanup import CleanupFailed
 from files.models import TabloFile
 from jobs import registry
-from tests.support.cleanup import make_tablo, put_file
+from tests.support.cleanup import make_tablo, put_file, refuse
+from tests.support.s3 import MotoServer
 
 
 def test_jobs_are_registered_with_a_unique_key_per_tablo():
@@ -35,3 +39,59 @@ def test_purge_task_deletes_the_files_of_a_deleted_tablo(storage):
     assert summary["errors"] == 0
     assert not TabloFile.objects.exists()
     assert storage.keys("tablos/") == set()
+
+
+@pytest.fixture
+def own_s3(settings, tmp_path) -> Iterator[tuple[MotoServer, str]]:
+    """An S3 endpoint of this test's own, so that stopping it harms no other test."""
+    server = MotoServer(log_path=tmp_path / "moto.log")
+    server.start()
+    bucket = "tablo-down"
+    server.client().create_bucket(Bucket=bucket)
+    settings.STORAGES = {**settings.STORAGES, "default": server.storage_settings(bucket)}
+    yield server, bucket
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_endpoint_down_keeps_every_row_and_the_job_fails_then_a_retry_finishes(own_s3):
+    server, bucket = own_s3
+    gone = make_tablo()
+    rows = [put_file(default_storage, gone.id, f"f{i}.txt") for i in range(3)]
+    gone.delete()
+    server.stop()
+
+    with pytest.raises(CleanupFailed) as failed:
+        tasks.orphan_cleanup()
+
+    message = str(failed.value)
+    assert message.startswith("orphan cleanup: 1 error(s), stopped early because the storage")
+    assert "EndpointConnectionError" in message
+    assert "Deleted 0 row(s) and 0 object(s)" in message
+    assert TabloFile.objects.count() == 3
+
+    # The endpoint comes back (moto keeps nothing across a restart: the objects
+    # are gone, which a retry must accept as deleted).
+    server.start()
+    server.client().create_bucket(Bucket=bucket)
+    summary = tasks.orphan_cleanup()
+
+    assert (summary["rows_deleted"], summary["errors"]) == (len(rows), 0)
+    assert not TabloFile.objects.exists()
+
+
+@pytest.mark.django_db
+def test_purge_task_fails_with_how_many_and_why(storage, monkeypatch):
+    tablo = make_tablo()
+    refused = put_file(storage.storage, tablo.id, "locked.txt")
+    put_file(storage.storage, tablo.id, "free.txt")
+    tablo_id = str(tablo.id)
+    tablo.delete()
+    refuse(storage, monkeypatch, {refused.storage_key})
+
+    with pytest.raises(CleanupFailed) as failed:
+        tasks.purge_tablo(tablo_id)
+
+    assert str(failed.value).startswith(f"purge of tablo {tablo_id}: 1 error(s); 1 x ")
+    assert list(TabloFile.objects.values_list("pk", flat=True)) == [refused.pk]

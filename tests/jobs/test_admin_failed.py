@@ -49,7 +49,8 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
         url(CHANGELIST, query="failed=older"),
         url(CHANGELIST, query="q=boom"),
         url(CHANGELIST, query="signature=RuntimeError%3A+boom+%23"),
-        url("admin:jobs_failedjob_groups"),
+        url("admin:jobs_failedjob_groups", query="failed=any"),
+        url("admin:jobs_failedjob_groups", query="failed=7d&state=dead"),
         url("admin:jobs_failedjob_retry_matching", query="state=dead"),
         url("admin:jobs_failedjob_discard_matching"),
         url("admin:jobs_failedjob_change", job.id),
@@ -100,11 +101,16 @@ def test_changelist_never_counts_or_distincts_the_whole_table(admin_client: Clie
 
 @pytest.mark.django_db
 def test_paginator_caps_the_count(admin_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.failures.admin import CappedPaginator
+    import jobs.admin
 
-    monkeypatch.setattr(CappedPaginator, "cap", 3)
+    monkeypatch.setattr(jobs.admin, "COUNT_CAP", 3)
+    monkeypatch.setattr(jobs.admin, "SEARCH_COUNT_CAP", 2)
     failed_rows(5)
     assert "more than 3 failed tasks" in admin_client.get(url(CHANGELIST)).content.decode()
+    searched = admin_client.get(url(CHANGELIST, query="q=boom")).content.decode()
+    assert "more than 2 failed tasks" in searched
+    few = admin_client.get(url(CHANGELIST, query="q=boom+4")).content.decode()
+    assert "1 failed task" in few
 
 
 @pytest.mark.django_db
@@ -141,11 +147,31 @@ def test_detail_shows_an_unreadable_payload_as_such(admin_client: Client) -> Non
 def test_groups_page_counts_by_signature(admin_client: Client) -> None:
     failed_rows(3, message="disk full")
     failed_rows(1, message="timeout", error_type="OSError")
-    content = admin_client.get(url("admin:jobs_failedjob_groups")).content.decode()
+    response = admin_client.get(url("admin:jobs_failedjob_groups"))
+    assert response.status_code == 302
+    assert response["Location"].endswith("?failed=7d")  # a bounded window by default
+    content = admin_client.get(response["Location"]).content.decode()
     assert content.index("RuntimeError: disk full #") < content.index("OSError: timeout #")
     assert '<td class="count">3</td>' in content
     assert '<td class="count">1</td>' in content
-    assert "signature=RuntimeError%3A+disk+full+%23" in content
+    assert "failed=7d&amp;signature=RuntimeError%3A+disk+full+%23" in content
+
+
+@pytest.mark.django_db
+def test_search_matches_message_substring_or_exact_name_function_id(admin_client: Client) -> None:
+    [disk] = failed_rows(1, message="Disk 100% full_x")
+    [other] = failed_rows(1, func="tests.support.failures.custom_policy", message="other")
+
+    def found(term: str) -> set[int]:
+        response = admin_client.get(url(CHANGELIST), {"q": term})
+        return {job.id for job in response.context["cl"].result_list}
+
+    assert found("disk 100% FULL_") == {disk.id}
+    assert found("100_%") == set()  # % and _ are literal, not wildcards
+    assert found("FAILURES.CUSTOM") == {other.id}
+    assert found(other.task_id) == {other.id}
+    assert found(disk.name) == {disk.id}
+    assert found("support.failures") == {disk.id, other.id}
 
 
 @pytest.mark.django_db

@@ -7,9 +7,8 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.models import Task
 
-from jobs import registry
+from jobs import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
 from tests.support import runtime as support
 from tests.support.runtime import job_table_broker
@@ -88,25 +87,17 @@ def test_queue_dead_and_last_hour_figures(client, job_table) -> None:
     JobAttempt.objects.create(
         task_id=dead, attempt=0, func="f", finished_at=now - timedelta(hours=3)
     )
-    Task.objects.create(
-        id="t1", name="t1", func="f", started=now, stopped=now, success=True, attempt_count=1
-    )
-    Task.objects.create(
-        id="t2",
-        name="t2",
-        func="f",
-        started=now - timedelta(hours=2),
-        stopped=now - timedelta(hours=2),
-        success=True,
-        attempt_count=1,
-    )
+    counters.count_run(success=True, at=now)
+    counters.count_run(success=True, at=now - timedelta(minutes=30))
+    counters.count_run(success=False, at=now - timedelta(minutes=30))
+    counters.count_run(success=True, at=now - timedelta(hours=2))
     status, body = get(client)
     assert status == 200
     assert body["queue"]["queued"] == 3
     assert 299 <= body["queue"]["oldest_queued_age_seconds"] <= 330
     assert body["dead"]["count"] == 1
     assert 7199 <= body["dead"]["oldest_age_seconds"] <= 7230
-    assert body["last_hour"] == {"finished": 1, "failed": 1}
+    assert body["last_hour"] == {"finished": 3, "succeeded": 2, "failed": 1}
     assert "secret-argument" not in str(body)
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 from django_q.conf import Conf
 
+from jobs.health import health_report
 from jobs.models import WorkerHeartbeat
 from tests.support.runtime import log_events
 
@@ -37,4 +38,14 @@ def test_a_starting_worker_beats_within_10_seconds(worker_factory) -> None:
     assert any(
         e["task_id"] == beat.task_id and e["job"] == "jobs.heartbeat" for e in started_events
     )
+    # /healthz sees the fresh beat, and the monitor's count of the run.
+    worker.wait_until(
+        lambda: health_report().body["last_hour"]["finished"] >= 1,
+        timeout=10,
+        what="the run to be counted",
+    )
+    body = health_report().body
+    [cluster] = [c for c in body["clusters"] if c["name"] == Conf.CLUSTER_NAME]
+    assert cluster["status"] == "ok"
+    assert body["status"] == "ok"
     assert worker.stop() == 0

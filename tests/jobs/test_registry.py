@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -191,10 +192,10 @@ def test_other_brokers_receive_the_package_through_enqueue() -> None:
     assert Job.objects.count() == 0
 
 
-def test_sync_mode_runs_the_job_inline() -> None:
-    # Results are saved only when success rows are kept (the project default is -1).
-    with support.conf(SYNC=True, SAVE_LIMIT=0):
+def test_sync_mode_runs_the_job_inline(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with support.conf(SYNC=True):
         task_id = registry.enqueue("tests.echo", "inline", on_commit=False)
-    from django_q.models import Task
-
-    assert Task.objects.get(id=task_id).result == "inline"
+    [inside] = support.events(caplog, "inside job")
+    assert (inside["task_id"], inside["value"]) == (task_id, "inline")
+    assert Job.objects.count() == 0

@@ -6,16 +6,15 @@ import uuid
 
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage
+from django.core.files.storage import FileSystemStorage, Storage
 
 from files.models import TabloFile
 from tablos.models import Tablo
 
 
 def make_tablo(name: str = "board") -> Tablo:
-    owner = get_user_model().objects.create_user(
-        username=f"user-{uuid.uuid4().hex[:10]}", password="pw-not-used-123"
-    )
+    # No password: hashing one costs most of a second per user.
+    owner = get_user_model().objects.create(username=f"user-{uuid.uuid4().hex[:10]}")
     return Tablo.objects.create(owner=owner, name=name)
 
 
@@ -35,3 +34,43 @@ def put_file(storage: Storage, tablo_id: uuid.UUID, filename: str = "a.txt") -> 
         content_type="text/plain",
         size_bytes=len(filename) + 11,
     )
+
+
+def refuse_s3_deletes(storage: Storage, refused: set[str]) -> None:
+    """Make the S3 endpoint answer DeleteObjects with AccessDenied for ``refused`` keys.
+
+    moto never refuses a key in DeleteObjects outside object-lock versions, so
+    the refused keys are taken out of the real request (they stay on the server)
+    and reported back exactly as S3 reports a per-key refusal.
+    """
+    client = storage.connection.meta.client  # type: ignore[attr-defined]
+    held: list[str] = []
+
+    def drop_refused(params, **_):
+        objects = params["Delete"]["Objects"]
+        held[:] = [o["Key"] for o in objects if o["Key"] in refused]
+        params["Delete"]["Objects"] = [o for o in objects if o["Key"] not in refused]
+
+    def add_errors(parsed, **_):
+        parsed.setdefault("Errors", []).extend(
+            {"Key": key, "Code": "AccessDenied", "Message": "Access Denied"} for key in held
+        )
+
+    client.meta.events.register("before-parameter-build.s3.DeleteObjects", drop_refused)
+    client.meta.events.register("after-call.s3.DeleteObjects", add_errors)
+
+
+def refuse(storage, monkeypatch, refused: set[str]) -> None:
+    """Make deletes of the ``refused`` names fail, on either kind of StorageContext."""
+    if storage.kind == "s3":
+        refuse_s3_deletes(storage.storage, refused)
+        return
+    real_delete = FileSystemStorage.delete
+
+    def delete(self, name):
+        if name in refused:
+            raise PermissionError(13, "Permission denied", name)
+        return real_delete(self, name)
+
+    # Tests run as root, so file permissions cannot make the real delete refuse.
+    monkeypatch.setattr(FileSystemStorage, "delete", delete)

@@ -48,10 +48,14 @@ def progress(total: int) -> int:
 
 @job("tests.slow", timeout=60)
 def slow(seconds: float, marker: str) -> str:
-    """Sleeps, then writes ``marker`` (a file path): proof the task finished."""
+    """Sleeps, then writes ``marker`` (a file path) and commits a row: proof it finished."""
+    from jobs.models import WorkerHeartbeat
+
     logger.info("slow task sleeping", seconds=seconds)
     time.sleep(seconds)
     Path(marker).write_text("done")
+    # Any committed write will do; this table is at hand and the test reads it back.
+    WorkerHeartbeat.objects.create(cluster=f"tests.slow:{marker}"[:255])
     return marker
 
 

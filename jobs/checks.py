@@ -1,0 +1,119 @@
+"""System checks for a worker configuration that would misbehave (``manage.py check``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from jobs import registry, schedules
+
+
+def _q_cluster() -> dict[str, Any]:
+    return dict(getattr(settings, "Q_CLUSTER", {}) or {})
+
+
+@register(Tags.compatibility)
+def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    conf = _q_cluster()
+    messages: list[CheckMessage] = []
+    timeout = conf.get("timeout")
+    retry = conf.get("retry", 60)
+    if timeout is not None and retry is not None and int(retry) <= int(timeout):
+        messages.append(
+            Error(
+                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] "
+                f"({timeout}).",
+                hint="Otherwise a task still running is handed out again and runs twice: set "
+                "Q_RETRY to the timeout plus the longest wait in a worker's local queue "
+                "(config/settings.py enforces timeout + 30 at least).",
+                id="jobs.E001",
+            )
+        )
+    if conf.get("max_attempts", 0) != 0 or conf.get("ack_failures", False):
+        messages.append(
+            Error(
+                "Q_CLUSTER['max_attempts'] must be 0 and Q_CLUSTER['ack_failures'] False.",
+                hint="Retries, backoff and dead tasks are handled by jobs.failures; django-q2's "
+                "own counting would acknowledge or drop tasks behind its back. Set "
+                "JOBS_DEFAULT_MAX_ATTEMPTS or a job's max_attempts instead.",
+                id="jobs.E002",
+            )
+        )
+    orm = conf.get("orm")
+    if orm is not None and orm != "default":
+        messages.append(
+            Error(
+                f"Q_CLUSTER['orm'] is {orm!r}; the queue must live on the 'default' database.",
+                hint="Transactional enqueue and the scheduler's row lock need the queue on the "
+                "same connection as the application data (django-q2 issue #293).",
+                id="jobs.E003",
+            )
+        )
+    if conf.get("sync") and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "Q_CLUSTER['sync'] is on with DEBUG off: every task runs inside the request.",
+                hint="Sync mode is for tests. Remove it from production settings.",
+                id="jobs.W001",
+            )
+        )
+    if conf.get("catch_up", True):
+        messages.append(
+            Warning(
+                "Q_CLUSTER['catch_up'] is on: after downtime every missed schedule run is "
+                "replayed, one per scheduler pass.",
+                hint="Set 'catch_up': False; heartbeat and orphan cleanup need only the next run.",
+                id="jobs.W002",
+            )
+        )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    conf = _q_cluster()
+    messages: list[CheckMessage] = []
+    retry = conf.get("retry", 60)
+    # The jobs.Job broker locks a claim for the job's own timeout, and Redis pops
+    # a task for good; django-q2's ORM broker hands a task out again after
+    # Q_CLUSTER['retry'] whatever the job's timeout.
+    orm_broker = not conf.get("broker_class") and not conf.get("redis") and conf.get("orm")
+    if retry is not None and orm_broker:
+        for spec in registry.all_jobs():
+            if spec.timeout is not None and spec.timeout >= int(retry):
+                messages.append(
+                    Warning(
+                        f"Job {spec.name!r} has timeout={spec.timeout}, not below "
+                        f"Q_CLUSTER['retry'] ({retry}).",
+                        hint="With this broker the task would be delivered again while it "
+                        "runs. Lower the job's timeout or raise Q_RETRY.",
+                        obj=spec.path,
+                        id="jobs.W005",
+                    )
+                )
+    interval = int(getattr(settings, "HEARTBEAT_INTERVAL_SECONDS", 60))
+    if interval % 60:
+        messages.append(
+            Warning(
+                f"HEARTBEAT_INTERVAL_SECONDS={interval} is not a whole number of minutes; "
+                f"the heartbeat runs every {schedules.heartbeat_interval_seconds()} s.",
+                hint="django-q2 schedules run in whole minutes.",
+                id="jobs.W003",
+            )
+        )
+    for spec in schedules.declared():
+        try:
+            registry.get(spec.job)
+        except registry.UnknownJob:
+            messages.append(
+                Warning(
+                    f"Schedule {spec.name!r} runs job {spec.job!r}, which no installed app "
+                    "declares: it is not synced.",
+                    hint="Declare the job with @jobs.registry.job in its app's tasks.py, or "
+                    "remove the schedule from jobs/schedules.py.",
+                    id="jobs.W004",
+                )
+            )
+    return messages

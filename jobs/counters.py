@@ -1,0 +1,122 @@
+"""Counting finished runs for /healthz, cheaply.
+
+django-q2's monitor sends ``post_execute`` once per finished run. Writing a row
+per run would cost what the broker saves by not keeping Success rows, so the
+monitor adds to in-memory counts per (minute, cluster) and writes them with one
+upsert per minute bucket at most about once a second; a timer writes the tail
+of a burst. A run counted in the last second before the monitor dies is lost:
+the figures are for operators, not for accounting.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from django.db import connection, connections
+from django.utils import timezone
+from django_q.conf import Conf
+
+from jobs.models import TaskCounter
+
+logger = structlog.stdlib.get_logger("jobs.counters")
+
+FLUSH_INTERVAL_SECONDS = 1.0
+# Buckets older than this are deleted by the heartbeat job.
+RETENTION = timedelta(days=2)
+
+_lock = threading.Lock()
+_pending: dict[tuple[datetime, str], list[int]] = {}
+_last_flush = 0.0
+_timer: threading.Timer | None = None
+
+_TABLE = TaskCounter._meta.db_table
+_UPSERT = (
+    f"INSERT INTO {_TABLE} (minute, cluster, succeeded, failed) VALUES (%s, %s, %s, %s) "  # noqa: S608
+    "ON CONFLICT (minute, cluster) DO UPDATE SET "
+    f"succeeded = {_TABLE}.succeeded + excluded.succeeded, "
+    f"failed = {_TABLE}.failed + excluded.failed"
+)
+
+
+def count_run(*, success: bool, cluster: str | None = None, at: datetime | None = None) -> None:
+    """Count one finished run; written now or within about a second."""
+    global _timer
+    minute = (at or timezone.now()).replace(second=0, microsecond=0)
+    key = (minute, (cluster or Conf.CLUSTER_NAME or "")[:100])
+    with _lock:
+        counts = _pending.setdefault(key, [0, 0])
+        counts[0 if success else 1] += 1
+        # Outside a cluster (sync mode, tests) write at once: a timer thread would
+        # write on its own connection, outside the caller's transaction.
+        due = not _in_cluster_process() or time.monotonic() - _last_flush >= FLUSH_INTERVAL_SECONDS
+        if not due and _timer is None:
+            _timer = threading.Timer(FLUSH_INTERVAL_SECONDS, _flush_from_timer)
+            _timer.daemon = True
+            _timer.start()
+    if due:
+        flush()
+
+
+def _in_cluster_process() -> bool:
+    return not Conf.SYNC and multiprocessing.parent_process() is not None
+
+
+def flush() -> int:
+    """Write the pending counts; returns how many buckets were written."""
+    global _last_flush
+    with _lock:
+        batch = dict(_pending)
+        _pending.clear()
+        _last_flush = time.monotonic()
+    if not batch:
+        return 0
+    try:
+        with connection.cursor() as cursor:
+            for (minute, cluster), (succeeded, failed) in batch.items():
+                cursor.execute(_UPSERT, [minute, cluster, succeeded, failed])
+    except Exception:
+        logger.exception("task counters not written", buckets=len(batch))
+        return 0
+    return len(batch)
+
+
+def _flush_from_timer() -> None:
+    global _timer
+    with _lock:
+        _timer = None
+    try:
+        flush()
+    finally:
+        # This thread's own connection: never leave it open.
+        connections.close_all()
+
+
+def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> None:
+    """django-q2 ``post_execute`` (monitor process). Never raises."""
+    try:
+        if task:
+            count_run(success=bool(task.get("success")), cluster=task.get("cluster"))
+    except Exception:
+        logger.exception("task counter failed")
+
+
+def totals_since(since: datetime) -> dict[str, int]:
+    """Runs finished since ``since`` (minute resolution)."""
+    from django.db.models import Sum
+
+    floor = since.replace(second=0, microsecond=0)
+    sums = TaskCounter.objects.filter(minute__gte=floor).aggregate(
+        succeeded=Sum("succeeded"), failed=Sum("failed")
+    )
+    return {"succeeded": sums["succeeded"] or 0, "failed": sums["failed"] or 0}
+
+
+def prune(*, now: datetime | None = None) -> int:
+    cutoff = (now or timezone.now()) - RETENTION
+    deleted, _ = TaskCounter.objects.filter(minute__lt=cutoff).delete()
+    return deleted

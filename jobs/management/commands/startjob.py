@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from jobs.scaffold import ScaffoldError, plan_job, write
+
+
+class Command(BaseCommand):
+    help = "Write a new job module (<app>/jobs/<name>.py) and a test that runs it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("app", help="label of an installed app of this project")
+        parser.add_argument("name", help="the job's function name, a lowercase identifier")
+
+    def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
+        try:
+            scaffold = plan_job(app_label=app, name=name)
+        except ScaffoldError as exc:
+            raise CommandError(str(exc)) from exc
+        for path in write(scaffold):
+            self.stdout.write(f"created {path.relative_to(settings.BASE_DIR)}")
+        self.stdout.write(
+            f"job {scaffold.job_name!r} is registered on the next start; enqueue it with "
+            f'jobs.registry.enqueue("{scaffold.job_name}", ...)'
+        )

@@ -1,0 +1,138 @@
+"""``manage.py startjob <app> <name>``: a new job module and a test that runs it.
+
+The job goes to ``<app>/jobs/<name>.py``; ``<app>/jobs/__init__.py`` (written
+once) imports every module of the package, and ``jobs.apps`` autodiscovers
+``<app>.jobs`` next to ``<app>.tasks``, so the job is registered in every process.
+"""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.apps import apps
+from django.conf import settings
+
+from jobs import registry
+
+PACKAGE_INIT = '''"""Jobs of this app, one module each (manage.py startjob), all imported here."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+'''
+
+JOB_TEMPLATE = '''"""The job ``{job_name}``."""
+
+from __future__ import annotations
+
+import structlog
+
+from jobs.registry import job
+
+logger = structlog.stdlib.get_logger(__name__)
+
+
+@job("{job_name}", timeout=60, max_attempts=5)
+def {name}(item_id: str) -> str:
+    """Take JSON-friendly arguments (ids as strings), load what is needed, call a service."""
+    logger.info("{job_name} ran", item_id=item_id)
+    return item_id
+'''
+
+TEST_TEMPLATE = """from __future__ import annotations
+
+import pytest
+from django_q.conf import Conf
+
+from jobs import registry
+from {app}.jobs.{name} import {name}
+
+pytestmark = pytest.mark.django_db
+
+
+def test_{name}_returns_its_argument() -> None:
+    assert {name}("42") == "42"
+
+
+def test_{name}_runs_through_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert registry.get("{job_name}").func is {name}
+    # Sync mode runs the task inline, through the worker runtime; a failure raises.
+    monkeypatch.setattr(Conf, "SYNC", True)
+    assert registry.enqueue("{job_name}", "42", on_commit=False)
+"""
+
+
+class ScaffoldError(ValueError):
+    """The job cannot be generated; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    job_name: str
+    files: dict[Path, str]  # path -> content, only the files to create
+
+
+def plan_job(*, app_label: str, name: str, tests_dir: Path | None = None) -> Scaffold:
+    """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot."""
+    if not name.isidentifier() or keyword.iskeyword(name) or not name.islower():
+        raise ScaffoldError(
+            f"{name!r} is not a valid job name: use a lowercase Python identifier "
+            "such as send_digest."
+        )
+    try:
+        app = apps.get_app_config(app_label)
+    except LookupError:
+        project_apps = sorted(
+            a.label for a in apps.get_app_configs() if _is_project_app(Path(a.path))
+        )
+        raise ScaffoldError(
+            f"unknown app {app_label!r}; the project's apps are: {', '.join(project_apps)}"
+        ) from None
+    app_path = Path(app.path)
+    if not _is_project_app(app_path):
+        raise ScaffoldError(f"app {app_label!r} is not part of this project ({app_path}).")
+    job_name = f"{app.label}.{name}"
+    module = app_path / "jobs" / f"{name}.py"
+    if (app_path / "jobs.py").exists():
+        raise ScaffoldError(f"{app_path / 'jobs.py'} exists: jobs/ cannot be a package there.")
+    try:
+        registry.get(job_name)
+    except registry.UnknownJob:
+        pass
+    else:
+        raise ScaffoldError(f"job {job_name!r} already exists ({registry.get(job_name).path}).")
+    tests = (tests_dir or Path(settings.BASE_DIR) / "tests") / app.label
+    test_file = tests / f"test_job_{name}.py"
+    for path in (module, test_file):
+        if path.exists():
+            raise ScaffoldError(f"{path} already exists.")
+    values = {"app": app.name, "name": name, "job_name": job_name}
+    files = {
+        module: JOB_TEMPLATE.format(**values),
+        test_file: TEST_TEMPLATE.format(**values),
+    }
+    if not (module.parent / "__init__.py").exists():
+        files[module.parent / "__init__.py"] = PACKAGE_INIT
+    if not (tests / "__init__.py").exists():
+        files[tests / "__init__.py"] = ""
+    return Scaffold(job_name=job_name, files=files)
+
+
+def write(scaffold: Scaffold) -> list[Path]:
+    written = []
+    for path, content in scaffold.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x") as handle:  # never overwrite
+            handle.write(content)
+        written.append(path)
+    return written
+
+
+def _is_project_app(path: Path) -> bool:
+    base = Path(settings.BASE_DIR).resolve()
+    resolved = path.resolve()
+    return resolved.is_relative_to(base) and "site-packages" not in resolved.parts

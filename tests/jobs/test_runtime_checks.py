@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs import checks
+from jobs.registry import JobSpec
+from tests.support import runtime as support
+
+
+def ids(messages) -> list[str]:
+    return sorted(m.id for m in messages)
+
+
+def test_the_project_settings_pass() -> None:
+    assert checks.check_q_cluster() == []
+    assert checks.check_jobs() == []
+
+
+def test_retry_not_above_timeout_is_an_error(settings) -> None:
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 300, "retry": 300}
+    [error] = checks.check_q_cluster()
+    assert error.id == "jobs.E001"
+    assert "runs twice" in error.hint
+
+
+def test_django_q_retry_counting_is_an_error(settings) -> None:
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "max_attempts": 3}
+    assert ids(checks.check_q_cluster()) == ["jobs.E002"]
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "max_attempts": 0, "ack_failures": True}
+    assert ids(checks.check_q_cluster()) == ["jobs.E002"]
+
+
+def test_queue_on_another_database_is_an_error(settings) -> None:
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "orm": "queue"}
+    assert ids(checks.check_q_cluster()) == ["jobs.E003"]
+
+
+def test_sync_in_production_and_catch_up_are_warnings(settings) -> None:
+    settings.DEBUG = False
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True, "catch_up": True}
+    assert ids(checks.check_q_cluster()) == ["jobs.W001", "jobs.W002"]
+
+
+def test_a_job_timeout_at_or_above_retry_is_a_warning_on_the_orm_broker(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = JobSpec(name="tests.long", func=support.echo, timeout=60)
+    monkeypatch.setattr(checks.registry, "all_jobs", lambda: [spec])
+    orm = {k: v for k, v in settings.Q_CLUSTER.items() if k not in ("broker_class", "redis")}
+    settings.Q_CLUSTER = {**orm, "retry": 60}
+    [warning] = checks.check_jobs()
+    assert (warning.id, warning.obj) == ("jobs.W005", "tests.support.runtime.echo")
+    # The jobs.Job broker locks a claim for the job's own timeout; Redis never redelivers.
+    settings.Q_CLUSTER = {**orm, "retry": 60, "broker_class": "jobs.broker.DatabaseBroker"}
+    assert checks.check_jobs() == []
+    settings.Q_CLUSTER = {**orm, "retry": 60, "redis": "redis://127.0.0.1:6379/0"}
+    assert checks.check_jobs() == []
+
+
+def test_a_heartbeat_interval_in_seconds_is_rounded_up_with_a_warning(settings) -> None:
+    settings.HEARTBEAT_INTERVAL_SECONDS = 90
+    [warning] = checks.check_jobs()
+    assert warning.id == "jobs.W003"
+    assert "every 120 s" in warning.msg
+
+
+def test_a_schedule_of_an_unknown_job_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.schedules import ScheduleSpec
+
+    monkeypatch.setattr(
+        checks.schedules, "declared", lambda: [ScheduleSpec(name="x", job="nope", minutes=1)]
+    )
+    [warning] = checks.check_jobs()
+    assert warning.id == "jobs.W004"

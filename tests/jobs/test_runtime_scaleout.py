@@ -1,0 +1,78 @@
+"""Two qcluster processes on one database: each task runs once, each schedule tick fires once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import Schedule
+
+from jobs import registry
+from jobs.health import health_report
+from tests.support.runtime import log_events
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# django-q2's sentinel runs the scheduler every 30 s, the first time 30 s after start.
+SCHEDULER_PERIOD = 30
+
+
+def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> None:
+    schedule = Schedule.objects.create(
+        name="scaleout_probe",
+        func="tests.support.runtime.echo",
+        args="('tick',)",
+        schedule_type=Schedule.MINUTES,
+        minutes=10,
+        repeats=-1,
+        next_run=timezone.now() - timedelta(seconds=1),
+    )
+    first = worker_factory(wait_ready=False)
+    second = worker_factory(wait_ready=False)
+    first.wait_for_log("running.")
+    second.wait_for_log("running.")
+    both_running = time.monotonic()
+
+    ids = registry.enqueue_many("tests.echo", [(f"task-{i}",) for i in range(40)])
+
+    def finished() -> set[str]:
+        return {e["task_id"] for w in (first, second) for e in log_events(w.log(), "task finished")}
+
+    def ticks() -> list[dict]:
+        return [
+            e
+            for w in (first, second)
+            for e in log_events(w.log(), "inside job")
+            if e.get("value") == "tick"
+        ]
+
+    first.wait_until(lambda: set(ids) <= finished(), timeout=60, what="every task to finish")
+    first.wait_until(lambda: ticks(), timeout=SCHEDULER_PERIOD + 20, what="the schedule to fire")
+    # Both sentinels' first scheduler pass is over; the next tick is 10 min away.
+    remaining = both_running + SCHEDULER_PERIOD + 6 - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+    assert len(ticks()) == 1
+    schedule.refresh_from_db()
+    assert schedule.next_run > timezone.now()
+
+    runs = Counter(
+        e["task_id"]
+        for w in (first, second)
+        for e in log_events(w.log(), "inside job")
+        if e.get("value", "").startswith("task-")
+    )
+    assert set(runs) == set(ids)
+    assert set(runs.values()) == {1}
+    # Each monitor counted its share of the runs (/healthz "finished in the last hour").
+    first.wait_until(
+        lambda: health_report().body["last_hour"]["succeeded"] >= len(ids) + 1,
+        timeout=10,
+        what="every run to be counted",
+    )
+    assert first.stop() == 0
+    assert second.stop() == 0
