@@ -80,3 +80,14 @@ def test_get_requests_change_nothing(client, local_storage):
     assert TabloFile.objects.filter(id=tablo_file.id).exists()
     assert local_storage.keys() == {tablo_file.storage_key}
     assert queued_purges(tablo.id) == 0
+
+
+def test_not_found_page_is_plain_and_reveals_nothing(client, bob_data, settings):
+    settings.DEBUG = False
+    tablo, _ = bob_data
+    client.force_login(make_user("ann"))
+    response = client.get(reverse("tablos:detail", args=[tablo.id]))
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "This page does not exist, or it is not yours." in body
+    assert "Bob" not in body

@@ -43,6 +43,14 @@ def test_admin_pages_open(admin_client, data):
         assert admin_client.get(url).status_code == 200, url
 
 
+def test_tablo_changelist_shows_file_count_and_total_size(admin_client, data):
+    file_services.file_upload(tablo=data[0], uploaded=upload("more.txt", b"y" * 1000))
+    response = admin_client.get(reverse("admin:tablos_tablo_changelist"))
+    rows = {t.name: (t.file_count, t.total_bytes) for t in response.context["cl"].result_list}
+    assert rows == {"Holiday": (2, 4000), "Work": (1, 1)}
+    assert "3.9\xa0KB" in response.content.decode()
+
+
 def test_file_changelist_shows_human_sizes(admin_client, data):
     page = admin_client.get(reverse("admin:files_tablofile_changelist")).content.decode()
     assert "2.9\xa0KB" in page
