@@ -391,3 +391,23 @@ def test_a_real_cluster_runs_a_task_to_success(worker_factory, tmp_path: Path) -
         what="the acknowledgement to delete the row",
     )
     assert worker.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_cluster_makes_an_unreadable_task_dead(worker_factory, tmp_path: Path) -> None:
+    broker = DatabaseBroker(list_key=Conf.CLUSTER_NAME)
+    job = enqueue(broker, str(tmp_path / "never.txt"), func=tasks.touch)
+    Job.objects.filter(id=job.id).update(payload="signed-with-another-key")
+    worker = worker_factory()
+
+    worker.wait_until(
+        lambda: Job.objects.get(id=job.id).state == Job.State.DEAD,
+        timeout=30,
+        what="the pusher to fail the task",
+    )
+
+    job.refresh_from_db()
+    assert job.last_error_type == "UnreadablePayload"
+    assert not (tmp_path / "never.txt").exists()
+    assert worker.stop() == 0
