@@ -103,14 +103,19 @@ def clusters_report(*, now: datetime) -> list[dict[str, Any]]:
 
 
 def queue_report(*, now: datetime) -> dict[str, Any]:
-    queued = Job.objects.filter(state=Job.State.QUEUED).aggregate(
-        count=Count("id"), oldest=Min("created_at")
-    )
-    retrying = Job.objects.filter(state=Job.State.RETRYING).count()
+    # One grouped query on jobs_job_state_created_idx (state, created_at).
+    by_state = {
+        row["state"]: row
+        for row in Job.objects.filter(state__in=[Job.State.QUEUED, Job.State.RETRYING])
+        .values("state")
+        .annotate(count=Count("id"), oldest=Min("created_at"))
+        .order_by()
+    }
+    queued = by_state.get(Job.State.QUEUED, {"count": 0, "oldest": None})
     report: dict[str, Any] = {
         "queued": queued["count"],
         "oldest_queued_age_seconds": _age(now, queued["oldest"]),
-        "retrying": retrying,
+        "retrying": by_state.get(Job.State.RETRYING, {"count": 0})["count"],
     }
     if not registry.uses_job_table():
         # django-q2's ORM or Redis broker: its own queue, size only.
@@ -145,9 +150,11 @@ def dead_report(*, now: datetime) -> dict[str, Any]:
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
+    # Ordered by the index (state, created_at): the longest-running rows are
+    # rarely the newest, and sorting every running row would defeat the LIMIT.
     rows = (
         Job.objects.filter(state=Job.State.RUNNING)
-        .order_by("claimed_at", "id")
+        .order_by("created_at", "id")
         .values(
             "task_id",
             "job_name",

@@ -114,6 +114,9 @@ class Job(models.Model):
                 condition=Q(last_failed_at__isnull=False),
                 name="jobs_job_failed_sig_idx",
             ),
+            # /healthz (runtime, issue 4): count and oldest per state, running
+            # jobs, without scanning the whole claim index and its payloads.
+            models.Index(fields=["state", "created_at"], name="jobs_job_state_created_idx"),
         ]
         constraints = [
             # jobs.registry uniqueness: one active task per unique key.

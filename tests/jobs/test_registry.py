@@ -199,3 +199,22 @@ def test_sync_mode_runs_the_job_inline(caplog: pytest.LogCaptureFixture) -> None
     [inside] = support.events(caplog, "inside job")
     assert (inside["task_id"], inside["value"]) == (task_id, "inline")
     assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registry_inserts_wake_a_listening_worker_and_are_claimable() -> None:
+    from jobs.broker import DatabaseBroker
+
+    broker = DatabaseBroker()
+    try:
+        if connection.vendor == "postgresql":
+            broker._ensure_listener()
+        task_id = registry.enqueue("tests.echo", "wake")
+        if connection.vendor == "postgresql":
+            # The NOTIFY of the registry's own INSERT (sent at commit), not a poll.
+            assert broker.wait(5.0) is True
+        [(ack_id, payload)] = broker.claim()
+        assert SignedPackage.loads(payload)["id"] == task_id
+        assert ack_id[1] == 1
+    finally:
+        broker.close_listener()

@@ -1,0 +1,8 @@
+"""The job the runtime benchmark enqueues (registered on import)."""
+
+from jobs.registry import job
+
+
+@job("bench.noop")
+def noop(value: str) -> str:
+    return value
