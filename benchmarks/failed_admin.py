@@ -47,6 +47,7 @@ from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_q.signing import SignedPackage  # noqa: E402
 
@@ -128,17 +129,27 @@ def request_for(user: User, path: str, query: dict[str, str]):
     return request
 
 
+SQL_MS: list[float] = []  # SQL time of the last time_page() runs (ours only)
+
+
 def time_page(view, user: User, path: str, query: dict[str, str], repeat: int) -> float:
     def once() -> float:
         start = time.perf_counter()
-        response = view(request_for(user, path, query))
-        if hasattr(response, "render"):
-            response.render()
+        with CaptureQueriesContext(connection) as queries:
+            response = view(request_for(user, path, query))
+            if hasattr(response, "render"):
+                response.render()
         assert response.status_code == 200, response.status_code
+        SQL_MS.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
         return (time.perf_counter() - start) * 1000
 
     once()  # warm caches (templates, plans)
+    SQL_MS.clear()
     return statistics.median(once() for _ in range(repeat))
+
+
+def sql_ms() -> float:
+    return statistics.median(SQL_MS)
 
 
 def time_command(args: list[str], repeat: int) -> float:
@@ -188,22 +199,25 @@ def main() -> None:
         ("page 10", {"p": "10"}, {"p": "10"}),
     ]
     print(f"\n{Job.objects.count():,} rows; median of {options.repeat}; server time per page")
-    print(f"{'page':<16}{'ours ms':>10}{'stock-like ms':>16}{'ratio':>8}")
+    print(f"{'page':<16}{'ours ms':>10}{'(SQL ms)':>10}{'stock-like ms':>16}{'ratio':>8}")
     for label, our_query, stock_query in cases:
         our_ms = time_page(ours.changelist_view, user, path, our_query, options.repeat)
+        our_sql = sql_ms()
         if options.ours_only:
-            print(f"{label:<16}{our_ms:>10.1f}")
+            print(f"{label:<16}{our_ms:>10.1f}{our_sql:>10.1f}")
             continue
         stock_ms = time_page(stock.changelist_view, user, path, stock_query, options.repeat)
-        print(f"{label:<16}{our_ms:>10.1f}{stock_ms:>16.1f}{stock_ms / our_ms:>7.1f}x")
+        print(
+            f"{label:<16}{our_ms:>10.1f}{our_sql:>10.1f}{stock_ms:>16.1f}{stock_ms / our_ms:>7.1f}x"
+        )
     job = Job.objects.filter(last_failed_at__isnull=False).order_by("-last_failed_at").first()
     detail = time_page(
         lambda r: ours.change_view(r, str(job.id)), user, f"{path}{job.id}/change/", {}, 5
     )
-    print(f"{'detail page':<16}{detail:>10.1f}")
+    print(f"{'detail page':<16}{detail:>10.1f}{sql_ms():>10.1f}")
     for window in ("24h", "7d", "any"):
         ms = time_page(ours.groups_view, user, f"{path}groups/", {"failed": window}, 5)
-        print(f"{'groups ' + window:<16}{ms:>10.1f}")
+        print(f"{'groups ' + window:<16}{ms:>10.1f}{sql_ms():>10.1f}")
     print("\nlist_failed_jobs")
     for args in (
         [],

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, QuerySet
@@ -17,6 +18,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 from django_q.admin import ScheduleAdmin
@@ -95,6 +97,18 @@ class FailedJobAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
         return search_failed(queryset, search_term), False
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: Job) -> str:
+        """Django renders a form widget through the template engine per row (a third of
+        the page's render time at 50 rows); the same markup, formatted directly."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            ACTION_CHECKBOX_NAME,
+            obj.pk,
+            str(obj),
+        )
 
     @admin.display(description="task")
     def task(self, obj: Job) -> str:

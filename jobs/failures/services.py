@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from jobs import registry
+from jobs.failures.hook import spec_for
 from jobs.failures.selectors import FAILED_STATES
 from jobs.models import Job
 
@@ -24,7 +24,9 @@ BATCH = 1000
 
 
 def _budget(func: str) -> int:
-    spec = registry.for_func(func)
+    # spec_for imports the function's module if needed: a job declared outside
+    # an app's tasks module keeps its own budget.
+    spec = spec_for(func)
     return (spec.max_attempts if spec is not None else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
 
 
