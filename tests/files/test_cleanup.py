@@ -173,7 +173,9 @@ def test_a_row_of_a_live_tablo_is_never_deleted_even_if_read_as_orphan(storage, 
 
 def test_partial_failure_keeps_exactly_the_refused_rows_and_fails(storage, monkeypatch):
     orphan_rows, live_rows = orphans_and_live(storage, orphans=6, live=1)
-    refused = {orphan_rows[1].storage_key, orphan_rows[4].storage_key}
+    # One refused key in each batch (batches go by primary key).
+    by_pk = sorted(orphan_rows, key=lambda r: str(r.pk))
+    refused = {by_pk[1].storage_key, by_pk[4].storage_key}
     refuse(storage, monkeypatch, refused)
 
     report = cleanup.orphan_cleanup(batch_size=4, grace_seconds=3600)

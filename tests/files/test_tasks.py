@@ -10,7 +10,10 @@ from files import tasks
 from files.cleanup import CleanupFailed
 from files.models import TabloFile
 from jobs import registry
+from jobs.models import Job
+from tablos.services import tablo_delete
 from tests.support.cleanup import make_tablo, put_file, refuse
+from tests.support.runtime import log_events
 from tests.support.s3 import MotoServer
 
 
@@ -95,3 +98,34 @@ def test_purge_task_fails_with_how_many_and_why(storage, monkeypatch):
 
     assert str(failed.value).startswith(f"purge of tablo {tablo_id}: 1 error(s); 1 x ")
     assert list(TabloFile.objects.values_list("pk", flat=True)) == [refused.pk]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_tablo_purges_its_files_through_a_real_worker(storage, worker_factory):
+    tablo = make_tablo()
+    doomed = [put_file(storage.storage, tablo.id, f"f{i}.txt") for i in range(3)]
+    other = make_tablo("other")
+    kept = put_file(storage.storage, other.id)
+    tablo_id = str(tablo.id)
+    worker = worker_factory(**storage.env)
+
+    tablo_delete(tablo=tablo)
+
+    worker.wait_until(
+        lambda: (
+            not TabloFile.objects.filter(tablo_id=tablo_id).exists()
+            and not Job.objects.filter(job_name="files.purge_tablo").exists()
+        ),
+        timeout=60,
+        what="the purge job to delete the rows and be acknowledged",
+    )
+    assert storage.keys("tablos/") == {kept.storage_key}
+    assert not {f.storage_key for f in doomed} & storage.keys()
+    worker.wait_until(
+        lambda: bool(log_events(worker.log(), "tablo purge finished")),
+        timeout=10,
+        what="the purge summary event",
+    )
+    (event,) = log_events(worker.log(), "tablo purge finished")
+    assert (event["tablo_id"], event["rows_deleted"], event["errors"]) == (tablo_id, 3, 0)

@@ -41,7 +41,8 @@ def refuse_s3_deletes(storage: Storage, refused: set[str]) -> None:
 
     moto never refuses a key in DeleteObjects outside object-lock versions, so
     the refused keys are taken out of the real request (they stay on the server)
-    and reported back exactly as S3 reports a per-key refusal.
+    and reported back exactly as S3 reports a per-key refusal. Each request must
+    keep at least one key (S3 rejects an empty DeleteObjects).
     """
     client = storage.connection.meta.client  # type: ignore[attr-defined]
     held: list[str] = []
