@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from django.db import connection
 
@@ -32,3 +33,12 @@ def record(key: str, sleep: float = 0.0) -> str:
 def kill_own_process() -> None:
     """A poison task: the worker process running it dies without reporting anything."""
     os._exit(13)
+
+
+def fail_once(marker: str) -> str:
+    """Fails on its first run (creating ``marker``), succeeds on every later run."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("first attempt fails on purpose")
+    return "ok"
