@@ -183,62 +183,66 @@ DJANGO_STRUCTLOG_CELERY_ENABLED = False
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("LOG_TRUST_REQUEST_ID", default=True)
 
 # --- Worker (django-q2) ---------------------------------------------------
+# Tasks go through the jobs.Job table (jobs.broker.DatabaseBroker: SKIP LOCKED
+# claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
+# QUEUE_REDIS_URL is set (schedules, heartbeats and failures stay in the database).
+QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
 # `retry` (when an unacknowledged task is handed out again) must exceed
 # `timeout` plus the worst wait in the local queue, or long tasks run twice.
+# The database broker ignores it: its claim lock is each task's own timeout
+# plus JOBS_LOCK_MARGIN_SECONDS.
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=300)
 Q_RETRY = max(env.int("Q_RETRY", default=Q_TIMEOUT + 60), Q_TIMEOUT + 30)
 Q_CLUSTER = {
-    "name": env.str("Q_CLUSTER_NAME", default="tablo"),
+    # The site's name, also django-q2's signing salt: every process of one
+    # deployment (web and workers) shares it, or queued payloads fail their
+    # signature. The queue a worker serves is a separate name: django-q2 reads
+    # Q_CLUSTER_NAME from the environment itself (default: this name), so a
+    # worker for a job declared with cluster="reports" runs with
+    # Q_CLUSTER_NAME=reports and still reads what the web processes signed.
+    "name": env.str("Q_SITE_NAME", default="tablo"),
+    # django-q2 pops this key whenever Q_CLUSTER_NAME differs from the name.
+    "ALT_CLUSTERS": {},
     "workers": env.int("Q_WORKERS", default=2),
-    "recycle": env.int("Q_RECYCLE", default=500),
     "timeout": Q_TIMEOUT,
     "retry": Q_RETRY,
-    # Retries and dead tasks are ours (jobs.failures): never let django-q2
-    # acknowledge a failure or stop counting on its own.
+    # Retries and dead tasks are ours (jobs.failures): django-q2 never
+    # acknowledges a failure or stops counting on its own.
     "max_attempts": 0,
     "ack_failures": False,
-    "orm": "default",
-    "save_limit": env.int("Q_SAVE_LIMIT", default=0),
-    "bulk": env.int("Q_BULK", default=10),
-    "poll": env.float("Q_POLL", default=0.2),
-    "catch_up": False,
-    "label": "Jobs",
-}
-QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
-if QUEUE_REDIS_URL:
-    Q_CLUSTER["redis"] = QUEUE_REDIS_URL
-# --- broker (issue 7): the jobs.Job table is the queue (docs/broker.md) ------
-if not QUEUE_REDIS_URL:
-    Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
+    # A Success row per task costs an INSERT, and pruning (save_limit > 0) locks
+    # the table on every save; the history that matters (failures) is ours.
+    "save_limit": env.int("Q_SAVE_LIMIT", default=-1),
+    # Rows claimed per query: fewer round trips, and a batch in hand keeps the
+    # workers fed while the next is claimed (drain 750 -> 1,400 tasks/s from 10
+    # to 25 here). Claim locks grow with the work queued ahead (jobs.broker).
+    "bulk": env.int("Q_BULK", default=25),
     # With LISTEN/NOTIFY an enqueue wakes the pusher at once: `poll` is only the
     # fallback wait (due retries, a lost notification) and bounds shutdown delay.
-    Q_CLUSTER["poll"] = env.float("Q_POLL", default=1.0)
-    # A Success row per task costs an INSERT, and pruning (save_limit > 0) locks the
-    # table on every save; the history that matters (failures, attempts) is ours.
-    Q_CLUSTER["save_limit"] = env.int("Q_SAVE_LIMIT", default=-1)
-    # Rows claimed per query: fewer round trips for the pusher, and a batch in hand
-    # keeps the workers fed while it claims the next (drain 750 -> 1,400 tasks/s
-    # from 10 to 25 here). Claim locks grow with the work queued ahead (jobs.broker).
-    Q_CLUSTER["bulk"] = env.int("Q_BULK", default=25)
+    "poll": env.float("Q_POLL", default=1.0),
     # A worker process is replaced after this many tasks (leak guard); each
-    # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain rate.
-    Q_CLUSTER["recycle"] = env.int("Q_RECYCLE", default=5000)
-# --- runtime (issue 4): QUEUE_REDIS_URL must really select Redis -------------
+    # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain.
+    "recycle": env.int("Q_RECYCLE", default=5000),
+    "catch_up": False,
+    # django-q2 names its admin section after this label; ours is "Jobs".
+    "label": env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)"),
+}
 if QUEUE_REDIS_URL:
-    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, before
-    # Redis; schedules and results stay in the database either way.
-    Q_CLUSTER.pop("orm", None)
+    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, so
+    # Redis is selected by leaving it out.
+    Q_CLUSTER["redis"] = QUEUE_REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
+
 # Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
 JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
 # The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
 JOBS_ACK_BATCH_SECONDS = env.float("JOBS_ACK_BATCH_SECONDS", default=0.02)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
+# Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
+# (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.
 JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
-JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
-
-# --- failures (issue 6) ---------------------------------------------------
-# Multiplies the attempt**4 backoff: tests and demos set a tiny value (0.01).
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
-# django-q2 names its admin section after this label; ours is "Jobs".
-Q_CLUSTER["label"] = env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)")
+JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)

