@@ -10,6 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_q.models import Failure
+from django_q.signing import SignedPackage
 
 from jobs.models import FailedJob, Job
 from tests.support.failures import failed_rows
@@ -354,8 +355,13 @@ def test_schedule_run_now_enqueues_with_the_schedule_arguments(
     )
     assert response.status_code == 302
     assert broker.queue_size() == before + 1
+    [queued] = Job.objects.filter(func="tests.support.failures.succeeds")
+    assert queued.state == Job.State.QUEUED
+    task = SignedPackage.loads(queued.payload)
+    assert (task["args"], task["group"]) == ((5,), "nightly")
     entry = LogEntry.objects.get(user=admin_user)
-    assert entry.change_message.startswith("Run now: enqueued task ")
+    assert entry.change_message == f"Run now: enqueued task {queued.task_id}."
+    assert Schedule.objects.get(id=schedule.id).next_run == schedule.next_run  # plan unchanged
 
 
 def test_schedule_arguments_are_parsed_like_the_scheduler() -> None:
