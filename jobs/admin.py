@@ -278,12 +278,13 @@ class FailedJobAdmin(admin.ModelAdmin):
         job = self._one(request, object_id)
         if not self.has_change_permission(request, job):
             raise PermissionDenied
-        count = services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user)
-        if count:
-            self.message_user(request, "Queued to run now.", messages.SUCCESS)
+        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+            self.message_user(request, f"Retried {job}: queued to run now.", messages.SUCCESS)
         else:
-            self.message_user(request, f"Not retried: the task is {job.state}.", messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[job.id]))
+            self.message_user(request, f"Not retried {job}: it is {job.state}.", messages.WARNING)
+        # Not back to the task's page: once the retried (or already queued) task succeeds,
+        # its row is gone and that page is a 404.
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
 
     def discard_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._discard_one)(request, object_id)
@@ -293,10 +294,11 @@ class FailedJobAdmin(admin.ModelAdmin):
         if not self.has_delete_permission(request, job):
             raise PermissionDenied
         if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
-            self.message_user(request, "Discarded.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
-        self.message_user(request, f"Not discarded: the task is {job.state}.", messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[job.id]))
+            self.message_user(request, f"Discarded {job}.", messages.SUCCESS)
+        else:
+            # Queued or running: it may succeed (row gone) before the operator looks again.
+            self.message_user(request, f"Not discarded {job}: it is {job.state}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None

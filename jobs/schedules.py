@@ -65,6 +65,8 @@ def declared() -> list[ScheduleSpec]:
             name="heartbeat", job="jobs.heartbeat", minutes=heartbeat_interval_seconds() // 60
         ),
         ScheduleSpec(name="orphan_cleanup", job="files.orphan_cleanup", minutes=60),
+        # Daily as a period, not at a set hour: cron needs croniter, not installed.
+        ScheduleSpec(name="prune_history", job="jobs.prune_history", minutes=24 * 60),
     ]
 
 

@@ -1,12 +1,14 @@
-"""What the failed-jobs commands share: the selection options and their parsing."""
+"""What the failed-jobs commands share: the selection options, their parsing, and the
+ids-or-``--all`` command that ``retry_failed_jobs`` and ``discard_failed_jobs`` are."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -73,3 +75,59 @@ def parse_ids(values: list[str]) -> list[int]:
 
 
 FILTERS = ("state", "func", "error", "error_type", "since")
+
+
+def tasks(count: int) -> str:
+    return f"{count} failed task{'s' if count != 1 else ''}"
+
+
+def chosen(options: dict[str, Any], *, verb: str) -> QuerySet[Job]:
+    """The failed tasks the ``ids`` or ``--all`` (with filters) options name.
+
+    Ids that are unknown or not failed raise ``CommandError``: nothing is changed.
+    """
+    ids = parse_ids(options["ids"])
+    if ids and options["all"]:
+        raise CommandError("Give task ids or --all, not both.")
+    if not ids and not options["all"]:
+        raise CommandError(
+            f"Give task ids, or --all (with optional filters) to {verb} every match."
+        )
+    if ids and any(options.get(name) for name in FILTERS):
+        raise CommandError("Filters only apply with --all.")
+    queryset = selection(options)
+    if ids:
+        queryset = queryset.filter(id__in=ids)
+        missing = sorted(set(ids) - set(queryset.values_list("id", flat=True)))
+        if missing:
+            raise CommandError(
+                "Not failed tasks (unknown, or running/queued): "
+                + ", ".join(map(str, missing))
+                + ". Nothing was changed."
+            )
+    return queryset
+
+
+class FailedJobsActionCommand(BaseCommand):
+    """``<verb>_failed_jobs ID... | --all [filters] [--dry-run]``; a subclass names the
+    verb and the service that acts on the chosen tasks (returning how many it changed)."""
+
+    verb: ClassVar[str]  # "retry"
+    past: ClassVar[str]  # "Retried"
+    action: ClassVar[Callable[..., int]]  # called as action(queryset=...)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("ids", nargs="*", help="task ids (list_failed_jobs shows them)")
+        parser.add_argument(
+            "--all", action="store_true", help="every failed task the filters match"
+        )
+        add_filter_arguments(parser)
+        parser.add_argument("--dry-run", action="store_true", help="say what would happen only")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        queryset = chosen(options, verb=self.verb)
+        if options["dry_run"]:
+            self.stdout.write(f"Would {self.verb} {tasks(queryset.count())}.")
+            return
+        count = self.action(queryset=queryset)
+        self.stdout.write(f"{self.past} {tasks(count)}.")

@@ -5,10 +5,12 @@ from django.contrib import admin
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_q.models import Failure
+from django_q.signing import SignedPackage
 
 from jobs.models import FailedJob, Job
 from tests.support.failures import failed_rows
@@ -174,6 +176,10 @@ def test_search_matches_message_substring_or_exact_name_function_id(admin_client
     assert found("support.failures") == {disk.id, other.id}
 
 
+def messages_of(response: HttpResponse) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
 @pytest.mark.django_db
 def test_retry_one_from_the_detail_page(admin_client: Client, admin_user: User) -> None:
     [job] = failed_rows(1)
@@ -186,11 +192,48 @@ def test_retry_one_from_the_detail_page(admin_client: Client, admin_user: User) 
 
 
 @pytest.mark.django_db
+def test_retry_one_lands_on_the_list_even_when_the_task_already_succeeded(
+    admin_client: Client,
+) -> None:
+    [job] = failed_rows(1)
+    response = admin_client.post(url("admin:jobs_failedjob_retry", job.id))
+    assert response["Location"] == url(CHANGELIST)
+    Job.objects.filter(id=job.id).delete()  # the worker ran it: success deletes the row
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200
+    assert messages_of(page) == [f"Retried {job}: queued to run now."]
+
+
+@pytest.mark.django_db
+def test_retry_one_of_a_task_no_longer_failed_warns_on_the_list(admin_client: Client) -> None:
+    [job] = failed_rows(1)
+    Job.objects.filter(id=job.id).update(state=Job.State.RUNNING)
+    response = admin_client.post(url("admin:jobs_failedjob_retry", job.id), follow=True)
+    assert response.redirect_chain == [(url(CHANGELIST), 302)]
+    assert messages_of(response) == [f"Not retried {job}: it is running."]
+    assert Job.objects.get(id=job.id).state == Job.State.RUNNING
+
+
+@pytest.mark.django_db
 def test_discard_one(admin_client: Client) -> None:
     [job] = failed_rows(1)
-    assert admin_client.post(url("admin:jobs_failedjob_discard", job.id)).status_code == 302
+    response = admin_client.post(url("admin:jobs_failedjob_discard", job.id), follow=True)
+    assert response.redirect_chain == [(url(CHANGELIST), 302)]
+    assert messages_of(response) == [f"Discarded {job}."]
     assert not Job.objects.exists()
     assert LogEntry.objects.get().action_flag == DELETION
+
+
+@pytest.mark.django_db
+def test_discard_one_of_a_running_task_warns_on_the_list(admin_client: Client) -> None:
+    [job] = failed_rows(1)
+    Job.objects.filter(id=job.id).update(state=Job.State.RUNNING)
+    response = admin_client.post(url("admin:jobs_failedjob_discard", job.id))
+    assert response["Location"] == url(CHANGELIST)
+    Job.objects.filter(id=job.id).delete()  # it succeeded meanwhile
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200
+    assert messages_of(page) == [f"Not discarded {job}: it is running."]
 
 
 @pytest.mark.django_db
@@ -312,8 +355,13 @@ def test_schedule_run_now_enqueues_with_the_schedule_arguments(
     )
     assert response.status_code == 302
     assert broker.queue_size() == before + 1
+    [queued] = Job.objects.filter(func="tests.support.failures.succeeds")
+    assert queued.state == Job.State.QUEUED
+    task = SignedPackage.loads(queued.payload)
+    assert (task["args"], task["group"]) == ((5,), "nightly")
     entry = LogEntry.objects.get(user=admin_user)
-    assert entry.change_message.startswith("Run now: enqueued task ")
+    assert entry.change_message == f"Run now: enqueued task {queued.task_id}."
+    assert Schedule.objects.get(id=schedule.id).next_run == schedule.next_run  # plan unchanged
 
 
 def test_schedule_arguments_are_parsed_like_the_scheduler() -> None:

@@ -188,6 +188,18 @@ def test_retry_and_discard_bad_input(command: str, args: list, message: str) -> 
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("command", "verb"), [("retry_failed_jobs", "retry"), ("discard_failed_jobs", "discard")]
+)
+def test_no_ids_and_no_all_names_the_commands_verb(command: str, verb: str) -> None:
+    with pytest.raises(CommandError) as raised:
+        run(command)
+    assert str(raised.value) == (
+        f"Give task ids, or --all (with optional filters) to {verb} every match."
+    )
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("command", ["retry_failed_jobs", "discard_failed_jobs"])
 def test_unknown_or_running_ids_change_nothing(command: str) -> None:
     dead, running = failed_rows(2)

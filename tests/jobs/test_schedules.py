@@ -20,13 +20,16 @@ def spec(name: str = "echo_every_5", **overrides: object) -> ScheduleSpec:
     return ScheduleSpec(**values)
 
 
-def test_declared_schedules_are_heartbeat_and_orphan_cleanup(settings) -> None:
+def test_declared_schedules_are_heartbeat_orphan_cleanup_and_prune_history(settings) -> None:
     settings.HEARTBEAT_INTERVAL_SECONDS = 60
     by_name = {s.name: s for s in schedules.declared()}
+    assert set(by_name) == {"heartbeat", "orphan_cleanup", "prune_history"}
     assert by_name["heartbeat"].job == "jobs.heartbeat"
     assert by_name["heartbeat"].minutes == 1
     assert by_name["orphan_cleanup"].job == "files.orphan_cleanup"
     assert by_name["orphan_cleanup"].minutes == 60
+    assert by_name["prune_history"].job == "jobs.prune_history"
+    assert (by_name["prune_history"].minutes, by_name["prune_history"].cron) == (1440, None)
 
 
 def test_heartbeat_interval_is_configurable(settings) -> None:
@@ -41,6 +44,20 @@ def test_migrate_synced_the_heartbeat_row() -> None:
     assert row.func == "jobs.tasks.heartbeat"
     assert row.hook == MANAGED_HOOK
     assert row.schedule_type == Schedule.MINUTES
+
+
+def test_migrate_synced_the_daily_prune_history_row() -> None:
+    row = Schedule.objects.get(name="prune_history")
+    assert row.func == "jobs.failures.tasks.prune_history_job"
+    assert row.hook == MANAGED_HOOK
+    assert (row.schedule_type, row.minutes, row.repeats) == (Schedule.MINUTES, 1440, -1)
+
+
+def test_sync_creates_every_declared_schedule() -> None:
+    Schedule.objects.all().delete()
+    report = sync_schedules()
+    assert report.skipped == {}
+    assert sorted(report.created) == ["heartbeat", "orphan_cleanup", "prune_history"]
 
 
 def test_sync_is_idempotent() -> None:
