@@ -127,8 +127,11 @@ def test_upload_during_an_s3_outage_leaves_no_row_and_no_object(endpoint) -> Non
     assert not TabloFile.objects.exists()
     endpoint.proxy.start()
     assert endpoint.keys() == set()
-    # Never reported as a success (today a bare 500 page: see docs/reliability.md).
-    assert "“report.pdf” uploaded." not in response.content.decode()
+    # A clear message on the tablo's page, never a success and never a bare 500.
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "could not be stored because of a server problem" in page
+    assert "“report.pdf” uploaded." not in page
 
     # Back up: the same upload works.
     response = client.post(
