@@ -30,12 +30,20 @@ def _budget(func: str) -> int:
     return (spec.max_attempts if spec is not None else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
 
 
-def _log(*, user: AbstractBaseUser | None, jobs: list[Job], flag: int, message: str) -> None:
+def log_jobs(
+    *,
+    user: AbstractBaseUser | None,
+    jobs: list[Job],
+    flag: int,
+    message: str,
+    model: type[Job] | None = None,
+) -> None:
+    """One admin ``LogEntry`` per job, linked to ``model``'s page (default: Failed tasks)."""
     if user is None or not jobs:
         return
     from jobs.models import FailedJob  # the admin page's model: its log entries link there
 
-    content_type = ContentType.objects.get_for_model(FailedJob, for_concrete_model=False)
+    content_type = ContentType.objects.get_for_model(model or FailedJob, for_concrete_model=False)
     LogEntry.objects.bulk_create(
         [
             LogEntry(
@@ -51,10 +59,12 @@ def _log(*, user: AbstractBaseUser | None, jobs: list[Job], flag: int, message: 
     )
 
 
-def _in_batches(queryset: QuerySet[Job]) -> Iterable[list[Job]]:
-    """Failed (retrying or dead) rows of ``queryset``, a batch at a time, by id."""
+def in_batches(
+    queryset: QuerySet[Job], states: tuple[str, ...] = FAILED_STATES
+) -> Iterable[list[Job]]:
+    """Rows of ``queryset`` in ``states`` (default: failed), a batch at a time, by id."""
     base = (
-        queryset.filter(state__in=FAILED_STATES)
+        queryset.filter(state__in=states)
         .order_by("id")
         .only("id", "task_id", "func", "job_name", "attempt")
     )
@@ -76,7 +86,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     """
     now = timezone.now()
     changed = 0
-    for batch in _in_batches(queryset):
+    for batch in in_batches(queryset):
         by_budget: dict[int, list[int]] = {}
         for job in batch:
             by_budget.setdefault(_budget(job.func), []).append(job.id)
@@ -93,7 +103,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
                     claimed_by="",
                 )
             done_set = set(done)
-            _log(
+            log_jobs(
                 user=user,
                 jobs=[job for job in batch if job.id in done_set],
                 flag=CHANGE,
@@ -106,13 +116,13 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
 def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
     """Delete the failed tasks of ``queryset`` (their attempt history stays until pruned)."""
     deleted = 0
-    for batch in _in_batches(queryset):
+    for batch in in_batches(queryset):
         with transaction.atomic():
             ids = [job.id for job in batch]
             rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
             gone = set(rows.values_list("id", flat=True))
             rows.filter(id__in=gone).delete()
-            _log(
+            log_jobs(
                 user=user,
                 jobs=[job for job in batch if job.id in gone],
                 flag=DELETION,
