@@ -18,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.failures.admin import CappedPaginator, JobRowsMixin, decode_payload
+from jobs.failures.admin import CappedPaginator, JobRowsMixin, StateFilter, decode_payload
 from jobs.failures.selectors import HEAVY_FIELDS
 from jobs.models import Job, QueuedJob
 from jobs.queued.services import cancel_queued
@@ -26,19 +26,13 @@ from jobs.queued.services import cancel_queued
 SHOWN_STATES = (Job.State.QUEUED, Job.State.RUNNING, Job.State.RETRYING)
 
 
-class QueuedStateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
+class QueuedStateFilter(StateFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [
             ("queued", "queued"),
             ("running", "running"),
             ("retrying", "retrying (waiting for the next attempt)"),
         ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(state=self.value()) if self.value() else queryset
 
 
 @admin.register(QueuedJob)
