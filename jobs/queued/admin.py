@@ -38,7 +38,7 @@ class QueuedStateFilter(StateFilter):
 @admin.register(QueuedJob)
 class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     list_display = (
-        "name",
+        "task_name",
         "job",
         "state",
         "queue",
@@ -48,7 +48,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         "claimed_by",
         "progress",
     )
-    list_display_links = ("name",)
+    list_display_links = ("task_name",)
     list_filter = (QueuedStateFilter,)
     # The broker's claim order (jobs_job_claim_idx): the next task a worker takes
     # comes first in its queue, and the page reads the index without sorting.
@@ -61,6 +61,10 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return super().get_queryset(request).filter(state__in=SHOWN_STATES).defer(*HEAVY_FIELDS)
+
+    @admin.display(description="task name")
+    def task_name(self, obj: Job) -> str:
+        return obj.name
 
     @admin.display(description="job / function")
     def job(self, obj: Job) -> str:

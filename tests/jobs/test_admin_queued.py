@@ -44,6 +44,8 @@ def test_lists_queued_running_and_retrying_but_not_dead(admin_client: Client) ->
     assert set(listed(admin_client)) == {waiting.id, running.id, retrying.id}
     assert dead.id not in listed(admin_client)
     content = admin_client.get(url(CHANGELIST)).content.decode()
+    assert "Task name" in content
+    assert waiting.name in content
     assert "Runs at / lock until" in content
     assert "cluster-a" in content
     assert "tests.succeeds" in content
