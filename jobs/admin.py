@@ -1,15 +1,16 @@
-"""Admin: "Failed tasks" replaces django-q2's stock page (see docs/failures.md)."""
+"""Admin: "Failed tasks" and "Queued tasks" replace django-q2's stock pages.
+
+See docs/failures.md and docs/worker.md.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import pprint
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, QuerySet
@@ -18,15 +19,20 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 from django_q.admin import ScheduleAdmin
-from django_q.models import Failure, Schedule
-from django_q.signing import SignedPackage
+from django_q.models import Failure, OrmQ, Schedule
 
 from jobs.failures import services
-from jobs.failures.admin import COUNT_CAP, LIST_FILTERS, SEARCH_COUNT_CAP, CappedPaginator
+from jobs.failures.admin import (
+    COUNT_CAP,
+    LIST_FILTERS,
+    SEARCH_COUNT_CAP,
+    CappedPaginator,
+    JobRowsMixin,
+    decode_payload,
+)
 from jobs.failures.selectors import HEAVY_FIELDS, search_failed, task_attempts
 from jobs.models import FailedJob, Job
 
@@ -35,26 +41,19 @@ from jobs.models import FailedJob, Job
 import_module("django_q.admin")
 with contextlib.suppress(admin.sites.NotRegistered):
     admin.site.unregister(Failure)
+# django-q2's "Queued tasks" reads django_q_ormq, which the project broker never
+# writes: always empty. jobs.queued.admin shows the broker's own queue instead.
+with contextlib.suppress(admin.sites.NotRegistered):
+    admin.site.unregister(OrmQ)
+import_module("jobs.queued.admin")
 
 MESSAGE_WIDTH = 80
 GROUPS_SHOWN = 200
 GROUPS_DEFAULT_WINDOW = "7d"
 
 
-def decode_payload(payload: str) -> dict[str, Any]:
-    """Arguments pretty-printed, or why the payload cannot be read."""
-    try:
-        task = SignedPackage.loads(payload)
-    except Exception as exc:
-        return {"error": f"Unreadable payload ({type(exc).__name__}: {exc})"}
-    return {
-        "args": pprint.pformat(tuple(task.get("args") or ()), width=100),
-        "kwargs": pprint.pformat(dict(task.get("kwargs") or {}), width=100),
-    }
-
-
 @admin.register(FailedJob)
-class FailedJobAdmin(admin.ModelAdmin):
+class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     list_display = (
         "task",
         "state",
@@ -98,25 +97,9 @@ class FailedJobAdmin(admin.ModelAdmin):
     ) -> tuple[QuerySet[Job], bool]:
         return search_failed(queryset, search_term), False
 
-    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
-    def action_checkbox(self, obj: Job) -> str:
-        """Django renders a form widget through the template engine per row (a third of
-        the page's render time at 50 rows); the same markup, formatted directly."""
-        return format_html(
-            '<input type="checkbox" name="{}" value="{}" class="action-select" '
-            'aria-label="Select this object for an action - {}">',
-            ACTION_CHECKBOX_NAME,
-            obj.pk,
-            str(obj),
-        )
-
     @admin.display(description="task")
     def task(self, obj: Job) -> str:
         return format_html("{}<br><small>{}</small>", obj.job_name or obj.name, obj.func)
-
-    @admin.display(description="attempts")
-    def attempts(self, obj: Job) -> str:
-        return f"{obj.attempt} of {obj.max_attempts}"
 
     @admin.display(description="last error")
     def error(self, obj: Job) -> str:

@@ -185,6 +185,16 @@ class FailedJob(Job):
         verbose_name_plural = "failed tasks"
 
 
+class QueuedJob(Job):
+    """Tasks waiting or running (jobs.queued.admin shows them; django-q2's OrmQ page
+    reads a table the project broker never writes)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "queued task"
+        verbose_name_plural = "queued tasks"
+
+
 class TaskCounter(models.Model):
     """Runs finished per minute and cluster, for /healthz (runtime, issue 4).
 

@@ -2,19 +2,26 @@
 
 No ``SELECT DISTINCT`` (every filter has fixed or cheaply bounded choices), no
 full ``COUNT(*)`` (the paginator counts up to a cap), heavy columns deferred.
+The "Queued tasks" page (jobs.queued.admin) shares the paginator, the row
+columns and the payload decoding.
 """
 
 from __future__ import annotations
 
+import pprint
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django_q.signing import SignedPackage
 
 from jobs import registry
 from jobs.models import Job
@@ -40,6 +47,38 @@ class CappedPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self.count > self.cap
+
+
+def decode_payload(payload: str) -> dict[str, Any]:
+    """Arguments pretty-printed, or why the payload cannot be read."""
+    try:
+        task = SignedPackage.loads(payload)
+    except Exception as exc:
+        return {"error": f"Unreadable payload ({type(exc).__name__}: {exc})"}
+    return {
+        "args": pprint.pformat(tuple(task.get("args") or ()), width=100),
+        "kwargs": pprint.pformat(dict(task.get("kwargs") or {}), width=100),
+    }
+
+
+class JobRowsMixin:
+    """Columns and row markup shared by the admin pages over ``Job`` rows."""
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: Job) -> str:
+        """Django renders a form widget through the template engine per row (a third of
+        the page's render time at 50 rows); the same markup, formatted directly."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            ACTION_CHECKBOX_NAME,
+            obj.pk,
+            str(obj),
+        )
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: Job) -> str:
+        return f"{obj.attempt} of {obj.max_attempts}"
 
 
 class StateFilter(admin.SimpleListFilter):

@@ -30,12 +30,20 @@ def _budget(func: str) -> int:
     return (spec.max_attempts if spec is not None else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
 
 
-def _log(*, user: AbstractBaseUser | None, jobs: list[Job], flag: int, message: str) -> None:
+def _log(
+    *,
+    user: AbstractBaseUser | None,
+    jobs: list[Job],
+    flag: int,
+    message: str,
+    model: type[Job] | None = None,
+) -> None:
+    """One admin ``LogEntry`` per job, linked to ``model``'s page (default: Failed tasks)."""
     if user is None or not jobs:
         return
     from jobs.models import FailedJob  # the admin page's model: its log entries link there
 
-    content_type = ContentType.objects.get_for_model(FailedJob, for_concrete_model=False)
+    content_type = ContentType.objects.get_for_model(model or FailedJob, for_concrete_model=False)
     LogEntry.objects.bulk_create(
         [
             LogEntry(
@@ -51,10 +59,12 @@ def _log(*, user: AbstractBaseUser | None, jobs: list[Job], flag: int, message: 
     )
 
 
-def _in_batches(queryset: QuerySet[Job]) -> Iterable[list[Job]]:
-    """Failed (retrying or dead) rows of ``queryset``, a batch at a time, by id."""
+def _in_batches(
+    queryset: QuerySet[Job], states: tuple[str, ...] = FAILED_STATES
+) -> Iterable[list[Job]]:
+    """Rows of ``queryset`` in ``states`` (default: failed), a batch at a time, by id."""
     base = (
-        queryset.filter(state__in=FAILED_STATES)
+        queryset.filter(state__in=states)
         .order_by("id")
         .only("id", "task_id", "func", "job_name", "attempt")
     )
@@ -103,23 +113,39 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     return changed
 
 
-def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
-    """Delete the failed tasks of ``queryset`` (their attempt history stays until pruned)."""
+def delete_jobs(
+    *,
+    queryset: QuerySet[Job],
+    states: tuple[str, ...],
+    message: str,
+    user: AbstractBaseUser | None = None,
+    model: type[Job] | None = None,
+) -> int:
+    """Delete the rows of ``queryset`` in ``states``, logged for ``user``; return how many.
+
+    The rows are locked before the delete: the broker claims with ``SKIP LOCKED``,
+    so a row is either deleted or claimed, never counted as deleted and run.
+    """
     deleted = 0
-    for batch in _in_batches(queryset):
+    for batch in _in_batches(queryset, states):
         with transaction.atomic():
-            ids = [job.id for job in batch]
-            rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
-            gone = set(rows.values_list("id", flat=True))
+            rows = Job.objects.filter(id__in=[job.id for job in batch], state__in=states)
+            gone = set(rows.select_for_update().values_list("id", flat=True))
             rows.filter(id__in=gone).delete()
             _log(
                 user=user,
                 jobs=[job for job in batch if job.id in gone],
                 flag=DELETION,
-                message="Discarded.",
+                message=message,
+                model=model,
             )
         deleted += len(gone)
     return deleted
+
+
+def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
+    """Delete the failed tasks of ``queryset`` (their attempt history stays until pruned)."""
+    return delete_jobs(queryset=queryset, states=FAILED_STATES, message="Discarded.", user=user)
 
 
 def _schedule_arguments(schedule: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:

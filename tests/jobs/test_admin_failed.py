@@ -3,35 +3,18 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
-from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 from django_q.models import Failure
 from django_q.signing import SignedPackage
 
 from jobs.models import FailedJob, Job
-from tests.support.failures import failed_rows
+from tests.support.admin import grant, messages_of, url
+from tests.support.failures import failed_rows, queue_job
 
 CHANGELIST = "admin:jobs_failedjob_changelist"
-
-
-def url(name: str, *args: object, query: str = "") -> str:
-    return reverse(name, args=args) + (f"?{query}" if query else "")
-
-
-@pytest.fixture
-def staff(db) -> User:
-    return User.objects.create_user("operator", password="x", is_staff=True)
-
-
-def grant(user: User, *codenames: str) -> User:
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="jobs", codename__in=codenames)
-    )
-    return User.objects.get(pk=user.pk)  # fresh permission cache
 
 
 @pytest.mark.django_db
@@ -39,6 +22,7 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
     [job] = failed_rows(1)
     [unreadable] = failed_rows(1, message="bad payload")
     Job.objects.filter(id=unreadable.id).update(payload="not-a-signed-package")
+    running, _ = queue_job("tests.support.failures.succeeds", 3)
     pages = [url("admin:index"), url("admin:app_list", "jobs"), url("admin:app_list", "django_q")]
     for model, _ in admin.site._registry.items():
         info = (model._meta.app_label, model._meta.model_name)
@@ -57,6 +41,8 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
         url("admin:jobs_failedjob_discard_matching"),
         url("admin:jobs_failedjob_change", job.id),
         url("admin:jobs_failedjob_change", unreadable.id),
+        url("admin:jobs_queuedjob_changelist", query="state=running"),
+        url("admin:jobs_queuedjob_change", running.id),
     ]
     for page in pages:
         response = admin_client.get(page)
@@ -174,10 +160,6 @@ def test_search_matches_message_substring_or_exact_name_function_id(admin_client
     assert found(other.task_id) == {other.id}
     assert found(disk.name) == {disk.id}
     assert found("support.failures") == {disk.id, other.id}
-
-
-def messages_of(response: HttpResponse) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
 
 
 @pytest.mark.django_db
