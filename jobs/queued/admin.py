@@ -103,7 +103,8 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     @admin.action(description="Cancel selected queued tasks", permissions=["delete"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         count = cancel_queued(queryset=queryset, user=request.user)
-        self.message_user(request, f"Cancelled {count} queued task(s).", messages.SUCCESS)
+        if count:
+            self.message_user(request, f"Cancelled {count} queued task(s).", messages.SUCCESS)
         kept = queryset.count()
         if kept:
             self.message_user(

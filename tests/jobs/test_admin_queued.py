@@ -170,6 +170,21 @@ def test_cancel_deletes_queued_rows_and_keeps_running_ones(
 
 
 @pytest.mark.django_db
+def test_cancel_of_running_tasks_only_warns(admin_client: Client) -> None:
+    running = queued(1, state=Job.State.RUNNING)
+    response = admin_client.post(
+        url(CHANGELIST),
+        {"action": "cancel_selected", "_selected_action": [running.id]},
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "Not cancelled 1 task(s): only queued tasks can be cancelled, "
+        "running and retrying ones are left alone."
+    ]
+    assert Job.objects.filter(id=running.id).exists()
+
+
+@pytest.mark.django_db
 def test_cancel_needs_the_delete_permission(staff: User) -> None:
     job = queued(1)
     client = Client()
