@@ -393,6 +393,11 @@ def main() -> None:
             DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
             QUEUE_BENCH_MODE=mode,
             LOG_FORMAT="json",
+            # Production settings in both modes: DEBUG on wraps every cursor in
+            # Django's query recorder, which a deployment does not pay.
+            DJANGO_DEBUG="false",
+            DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
+            DJANGO_ALLOWED_HOSTS="localhost",
         )
         command = [
             sys.executable,

@@ -24,6 +24,25 @@ def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> di
     return event
 
 
+class DropPerTaskLines(logging.Filter):
+    """Drop django-q2's per-task INFO lines; the runtime logs each task itself.
+
+    django-q2 writes "Enqueued [queue] id" on every ``async_task()``, then
+    "Process-1 processing <name> '<func>'" and "Processed '<func>' (<name>)" for
+    every run. The worker runtime's ``task started`` / ``task finished`` events
+    (jobs.runtime) carry the same facts with the task id, job, attempt and
+    duration, so these lines only double the log volume; rendering them through
+    the structlog pipeline was most of the cost of an ``async_task()`` call
+    above its INSERT. Warnings, errors and the cluster's own start/stop lines pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        message = record.msg
+        return not (message.startswith(("Enqueued [", "Processed '")) or " processing " in message)
+
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -68,6 +87,7 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
                 "foreign_pre_chain": SHARED_PROCESSORS,
             }
         },
+        "filters": {"drop_per_task_lines": {"()": DropPerTaskLines}},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "structlog"},
         },
@@ -77,7 +97,12 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
             "django": {"handlers": [], "level": level, "propagate": True},
             "django.server": {"handlers": [], "level": level, "propagate": True},
             # django-q2 installs its own handler unless the logger has one.
-            "django-q": {"handlers": ["console"], "level": level, "propagate": False},
+            "django-q": {
+                "handlers": ["console"],
+                "level": level,
+                "propagate": False,
+                "filters": ["drop_per_task_lines"],
+            },
             "botocore": {"level": "WARNING"},
             "boto3": {"level": "WARNING"},
             "urllib3": {"level": "WARNING"},

@@ -16,6 +16,7 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from jobs.models import Job, JobAttempt
+from tests.support.runtime import log_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -81,9 +82,9 @@ def test_kill_9_of_the_whole_worker_loses_no_task(worker_factory, effects) -> No
 
 def test_sigterm_lets_a_long_task_finish_and_commit(worker_factory, effects) -> None:
     worker = worker_factory(**FAST_LOCKS)
-    async_task(RECORD, "long", 4.0)
+    task_id = async_task(RECORD, "long", 4.0)
     wait_for(
-        lambda: f"'{RECORD}'" in worker.log() and "processing" in worker.log(),
+        lambda: task_id in {e["task_id"] for e in log_events(worker.log(), "task started")},
         timeout=30, what="the long task to start", worker=worker,
     )  # fmt: skip
     assert effects.all() == {}
