@@ -230,17 +230,30 @@ def _client(endpoint: str, env: dict[str, str] | None = None):
     )
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (Linux /proc), to see where time goes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def phase_clean() -> dict:
     setup_django()
     from files import cleanup
 
     rss_ready = peak_rss_mb()
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     report = cleanup.orphan_cleanup()
     seconds = time.perf_counter() - started
     return {
         **report.summary(),
         "seconds": seconds,
+        "job_cpu_s": round(cpu_seconds() - cpu_before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_after_setup_mb": round(rss_ready, 1),
     }
@@ -322,7 +335,9 @@ def measure(size: int, orphans: int, sample: int, database_url: str) -> dict:
             "S3_USE_PATH_STYLE": "true",
         }
         env = django_env(database_url, s3_env)
+        server_cpu = process_cpu_seconds(server.pid)
         clean = run_phase("clean", env)
+        clean["moto_cpu_s"] = round(process_cpu_seconds(server.pid) - server_cpu, 1)
         baseline = run_phase("baseline", env, "--sample", str(sample))
         client = _client(endpoint, s3_env)
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -395,7 +410,7 @@ def main() -> None:
     header = (
         f"{'files N':>8} {'orphans M':>9} {'job s':>7} {'rows pass s':>11} {'objects/s':>9} "
         f"{'stray pass s':>12} {'peak RSS MB':>11} {'baseline/s':>10} {'baseline s':>10} "
-        f"{'speedup rows':>12} {'speedup job':>11}"
+        f"{'speedup rows':>12} {'speedup job':>11} {'job CPU s':>9} {'moto CPU s':>10}"
     )
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
@@ -408,7 +423,8 @@ def main() -> None:
             f"{size:>8} {orphans:>9} {clean['seconds']:>7.1f} {rows_s:>11.1f} "
             f"{orphans / rows_s:>9.0f} {clean['stray_pass_ms'] / 1000:>12.1f} "
             f"{clean['peak_rss_mb']:>11.1f} {row['baseline']['per_s']:>10.1f} "
-            f"{baseline_s:>10.1f} {baseline_s / rows_s:>11.1f}x {row['speedup']:>10.1f}x",
+            f"{baseline_s:>10.1f} {baseline_s / rows_s:>11.1f}x {row['speedup']:>10.1f}x "
+            f"{clean['job_cpu_s']:>9.1f} {clean['moto_cpu_s']:>10.1f}",
             flush=True,
         )
         print("  detail: " + json.dumps(row), flush=True)
