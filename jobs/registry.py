@@ -185,29 +185,48 @@ def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
 
 def _insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     """Insert ``Job`` rows in one statement; a duplicate of an active unique key is skipped."""
+    from jobs.broker import DatabaseBroker
     from jobs.models import Job
     from jobs.queue import job_row_from_task
+
+    alias = Conf.ORM if isinstance(Conf.ORM, str) else "default"
+    if len(tasks) == 1:
+        # One task: the broker's single statement (INSERT ... ON CONFLICT DO
+        # NOTHING with its NOTIFY), one round trip like async_task(), instead of
+        # a transaction around an INSERT and a separate NOTIFY.
+        [task] = tasks
+        payload = SignedPackage.dumps(task)
+        if DatabaseBroker(list_key=queue).enqueue(payload) is not None:
+            return [task["id"]]
+        # Skipped: a task with the same unique key is queued or running.
+        row = job_row_from_task(task, queue=queue, payload=payload)
+        active = _active_task_ids(alias, {row.unique_key})
+        return [active.get(row.unique_key, row.task_id)]
 
     rows = [
         job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task)) for task in tasks
     ]
-    alias = Conf.ORM if isinstance(Conf.ORM, str) else "default"
     with transaction.atomic(using=alias):
         # ON CONFLICT DO NOTHING (INSERT OR IGNORE on SQLite): a duplicate unique
         # key is skipped without aborting the caller's transaction.
         Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
         keys = {row.unique_key for row in rows if row.unique_key is not None}
-        active: dict[str, str] = {}
-        if keys:
-            active = dict(
-                Job.objects.using(alias)
-                .filter(unique_key__in=keys, state__in=Job.ACTIVE_STATES)
-                .values_list("unique_key", "task_id")
-            )
+        active = _active_task_ids(alias, keys) if keys else {}
         _notify(alias, queue)
     return [
         active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
     ]
+
+
+def _active_task_ids(alias: str, keys: set[str | None]) -> dict[str, str]:
+    """unique key -> task id of the queued or running task holding it."""
+    from jobs.models import Job
+
+    return dict(
+        Job.objects.using(alias)
+        .filter(unique_key__in=keys, state__in=Job.ACTIVE_STATES)
+        .values_list("unique_key", "task_id")
+    )
 
 
 def _notify(alias: str, queue: str) -> None:

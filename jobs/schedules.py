@@ -22,6 +22,7 @@ clusters on PostgreSQL fire each tick once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -65,8 +66,8 @@ def declared() -> list[ScheduleSpec]:
             name="heartbeat", job="jobs.heartbeat", minutes=heartbeat_interval_seconds() // 60
         ),
         ScheduleSpec(name="orphan_cleanup", job="files.orphan_cleanup", minutes=60),
-        # Daily as a period, not at a set hour: cron needs croniter, not installed.
-        ScheduleSpec(name="prune_history", job="jobs.prune_history", minutes=24 * 60),
+        # Daily at a quiet hour (UTC), not 24 h after whenever the last run happened.
+        ScheduleSpec(name="prune_history", job="jobs.prune_history", cron="30 3 * * *"),
     ]
 
 
@@ -106,6 +107,14 @@ def _row_values(spec: ScheduleSpec, job: registry.JobSpec) -> dict[str, Any]:
     }
 
 
+def _first_run(spec: ScheduleSpec) -> datetime:
+    """An interval schedule runs at once; a cron schedule at its next matching time."""
+    now = timezone.now()
+    if spec.cron:
+        return croniter(spec.cron, now).get_next(datetime)
+    return now
+
+
 def _differences(row: Schedule, values: dict[str, Any]) -> dict[str, list[Any]]:
     return {
         name: [getattr(row, name), value]
@@ -142,7 +151,7 @@ def sync_schedules(*, declarations: list[ScheduleSpec] | None = None) -> SyncRep
                 extra.delete()
                 report.deleted.append(spec.name)
             if not existing:
-                Schedule.objects.create(name=spec.name, next_run=timezone.now(), **values)
+                Schedule.objects.create(name=spec.name, next_run=_first_run(spec), **values)
                 report.created.append(spec.name)
                 continue
             row = existing[0]
@@ -156,7 +165,7 @@ def sync_schedules(*, declarations: list[ScheduleSpec] | None = None) -> SyncRep
                 setattr(row, name, value)
             if {"schedule_type", "minutes", "cron"} & diff.keys():
                 # A new period starts now, not at the old period's next run.
-                row.next_run = timezone.now()
+                row.next_run = _first_run(spec)
             row.save()
             report.updated.append(spec.name)
         # What is left is marked as ours but no longer declared.

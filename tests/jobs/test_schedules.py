@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from django_q.models import Schedule
 
 from jobs import schedules
@@ -29,7 +31,7 @@ def test_declared_schedules_are_heartbeat_orphan_cleanup_and_prune_history(setti
     assert by_name["orphan_cleanup"].job == "files.orphan_cleanup"
     assert by_name["orphan_cleanup"].minutes == 60
     assert by_name["prune_history"].job == "jobs.prune_history"
-    assert (by_name["prune_history"].minutes, by_name["prune_history"].cron) == (1440, None)
+    assert (by_name["prune_history"].minutes, by_name["prune_history"].cron) == (None, "30 3 * * *")
 
 
 def test_heartbeat_interval_is_configurable(settings) -> None:
@@ -50,7 +52,16 @@ def test_migrate_synced_the_daily_prune_history_row() -> None:
     row = Schedule.objects.get(name="prune_history")
     assert row.func == "jobs.failures.tasks.prune_history_job"
     assert row.hook == MANAGED_HOOK
-    assert (row.schedule_type, row.minutes, row.repeats) == (Schedule.MINUTES, 1440, -1)
+    assert (row.schedule_type, row.cron, row.repeats) == (Schedule.CRON, "30 3 * * *", -1)
+
+
+def test_a_cron_schedule_first_runs_at_its_next_matching_time() -> None:
+    Schedule.objects.all().delete()
+    before = timezone.now()
+    sync_schedules(declarations=[spec("nightly", minutes=None, cron="30 3 * * *")])
+    next_run = Schedule.objects.get(name="nightly").next_run
+    assert (next_run.hour, next_run.minute, next_run.second) == (3, 30, 0)
+    assert before < next_run <= before + timedelta(days=1)
 
 
 def test_sync_creates_every_declared_schedule() -> None:
