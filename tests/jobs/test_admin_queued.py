@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import User
@@ -11,7 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_q.models import OrmQ
+from django_q.models import OrmQ, Success
 
 from jobs.models import Job, QueuedJob
 from tests.support.admin import grant, messages_of, url
@@ -231,3 +232,12 @@ def test_django_q_queued_page_is_gone(admin_client: Client) -> None:
     index = admin_client.get(url("admin:index")).content.decode()
     assert "/admin/django_q/ormq/" not in index
     assert url(CHANGELIST) in index
+
+
+@pytest.mark.django_db
+def test_django_q_successful_page_is_gone_when_no_success_is_saved(admin_client: Client) -> None:
+    # save_limit -1 (the project default): django-q2 never writes a Success row.
+    assert settings.Q_CLUSTER["save_limit"] == -1
+    assert Success not in admin.site._registry
+    assert admin_client.get("/admin/django_q/success/").status_code == 404
+    assert "/admin/django_q/success/" not in admin_client.get(url("admin:index")).content.decode()
