@@ -119,6 +119,7 @@ class _AckBuffer:
         self.ids: list[int] = []
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="jobs-ack-flusher", daemon=True)
         self.thread.start()
         multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
@@ -148,15 +149,25 @@ class _AckBuffer:
             connections[self.alias].close()
             raise
 
+    def stop(self) -> None:
+        """Flush what is pending, end the thread and close its database connection."""
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout=10)
+        self.flush()
+
     def _run(self) -> None:
-        while True:
-            self.wake.wait(self.delay)
-            self.wake.clear()
-            try:
-                self.flush()
-            except Exception:
-                logger.exception("could not delete acknowledged tasks; retrying")
-                time.sleep(1.0)
+        try:
+            while not self.stopping.is_set():
+                self.wake.wait(self.delay)
+                self.wake.clear()
+                try:
+                    self.flush()
+                except Exception:
+                    logger.exception("could not delete acknowledged tasks; retrying")
+                    time.sleep(1.0)
+        finally:
+            connections[self.alias].close()  # this thread's own connection
 
 
 _ack_buffers: dict[tuple[int, str, float], _AckBuffer] = {}
@@ -177,6 +188,15 @@ def flush_acknowledgements() -> None:
     for (pid, _alias, _delay), buffer in list(_ack_buffers.items()):
         if pid == os.getpid():
             buffer.flush()
+
+
+def stop_ack_buffers() -> None:
+    """Flush and stop this process's acknowledgement threads (a new ack starts one again)."""
+    with _ack_buffers_lock:
+        mine = [key for key in _ack_buffers if key[0] == os.getpid()]
+        buffers = [_ack_buffers.pop(key) for key in mine]
+    for buffer in buffers:
+        buffer.stop()
 
 
 class DatabaseBroker(Broker):

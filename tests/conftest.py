@@ -14,6 +14,15 @@ from tests.support.s3 import MotoServer
 BASE_DIR = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _stop_ack_threads() -> Iterator[None]:
+    """A test that acknowledged in-process leaves no flusher thread holding a connection."""
+    yield
+    from jobs.broker import stop_ack_buffers
+
+    stop_ack_buffers()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log")

@@ -15,7 +15,12 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.broker import DatabaseBroker, channel_name, flush_acknowledgements
+from jobs.broker import (
+    DatabaseBroker,
+    channel_name,
+    flush_acknowledgements,
+    stop_ack_buffers,
+)
 from jobs.models import Job, JobAttempt
 from tests.support import broker as tasks
 
@@ -227,6 +232,22 @@ def test_acknowledgements_are_deleted_in_batches(settings) -> None:
 
     assert list(Job.objects.values_list("id", flat=True)) == [kept]
     assert len(claimed) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_the_ack_threads_flushes_and_ends_them(settings) -> None:
+    settings.JOBS_ACK_BATCH_SECONDS = 3600
+    b = DatabaseBroker(list_key="broker-test")
+    first, kept = (enqueue(b).id for _ in range(2))
+    b.claim()
+    b.acknowledge((first, 1))
+    threads = [t for t in threading.enumerate() if t.name == "jobs-ack-flusher"]
+    assert threads
+
+    stop_ack_buffers()
+
+    assert list(Job.objects.values_list("id", flat=True)) == [kept]
+    assert not any(thread.is_alive() for thread in threads)
 
 
 @pytest.mark.django_db
