@@ -4,7 +4,7 @@ ids-or-``--all`` command that ``retry_failed_jobs`` and ``discard_failed_jobs`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -75,6 +75,36 @@ def parse_ids(values: list[str]) -> list[int]:
 
 
 FILTERS = ("state", "func", "error", "error_type", "since")
+COLUMNS = ("ID", "NAME", "FUNCTION", "STATE", "ATTEMPTS", "LAST FAILURE (UTC)", "ERROR")
+ERROR_WIDTH = 60
+DRY_RUN_SHOWN = 50  # rows a --dry-run lists before "... and N more"
+
+
+def error_summary(job: Job) -> str:
+    first_line = (job.last_error_message or "").strip().splitlines()
+    text = f"{job.last_error_type}: {first_line[0] if first_line else ''}".rstrip(": ")
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
+
+
+def table(jobs: Iterable[Job]) -> list[str]:
+    """The failed-tasks table (header and one line per task), as list_failed_jobs prints it."""
+    rows = [
+        (
+            str(job.id),
+            job.job_name or job.name,
+            job.func,
+            job.state,
+            f"{job.attempt}/{job.max_attempts}",
+            job.last_failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.last_failed_at else "",
+            error_summary(job),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [COLUMNS, *rows]
+    ]
 
 
 def tasks(count: int) -> str:
@@ -127,7 +157,13 @@ class FailedJobsActionCommand(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         queryset = chosen(options, verb=self.verb)
         if options["dry_run"]:
-            self.stdout.write(f"Would {self.verb} {tasks(queryset.count())}.")
+            count = queryset.count()
+            if count:
+                for line in table(queryset[:DRY_RUN_SHOWN]):
+                    self.stdout.write(line)
+                if count > DRY_RUN_SHOWN:
+                    self.stdout.write(f"... and {count - DRY_RUN_SHOWN} more")
+            self.stdout.write(f"Would {self.verb} {tasks(count)}.")
             return
         count = self.action(queryset=queryset)
         self.stdout.write(f"{self.past} {tasks(count)}.")

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from jobs.failures import cli
 from jobs.models import Job, JobAttempt
 from tests.support.failures import failed_rows
 
@@ -152,17 +153,31 @@ def test_retry_all_matching_with_filters() -> None:
 
 
 @pytest.mark.django_db
-def test_retry_dry_run_changes_nothing() -> None:
-    failed_rows(2)
-    assert run("retry_failed_jobs", "--all", "--dry-run") == "Would retry 2 failed tasks.\n"
+def test_retry_dry_run_lists_the_tasks_and_changes_nothing() -> None:
+    rows = failed_rows(2)
+    lines = run("retry_failed_jobs", "--all", "--dry-run").splitlines()
+    assert lines[0].split()[:3] == ["ID", "NAME", "FUNCTION"]
+    assert sorted(int(line.split()[0]) for line in lines[1:-1]) == sorted(r.id for r in rows)
+    assert lines[-1] == "Would retry 2 failed tasks."
     assert Job.objects.filter(state="dead").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_long_dry_run_lists_the_first_tasks_and_counts_the_rest(monkeypatch) -> None:
+    monkeypatch.setattr(cli, "DRY_RUN_SHOWN", 2)
+    failed_rows(5)
+    lines = run("discard_failed_jobs", "--all", "--dry-run").splitlines()
+    assert len(lines) == 1 + 2 + 2
+    assert lines[-2:] == ["... and 3 more", "Would discard 5 failed tasks."]
+    assert Job.objects.count() == 5
 
 
 @pytest.mark.django_db
 def test_discard_by_id_and_all() -> None:
     first, _second, _third = failed_rows(3)
     assert run("discard_failed_jobs", str(first.id)) == "Discarded 1 failed task.\n"
-    assert run("discard_failed_jobs", "--all", "--dry-run") == "Would discard 2 failed tasks.\n"
+    dry_run = run("discard_failed_jobs", "--all", "--dry-run").splitlines()
+    assert dry_run[-1] == "Would discard 2 failed tasks."
     assert run("discard_failed_jobs", "--all", "--state", "dead") == "Discarded 2 failed tasks.\n"
     assert not Job.objects.exists()
     # History stays until pruned.

@@ -10,9 +10,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from jobs.failures import cli
 from jobs.models import Job
 
-COLUMNS = ("ID", "NAME", "FUNCTION", "STATE", "ATTEMPTS", "LAST FAILURE (UTC)", "ERROR")
-ERROR_WIDTH = 60
-
 
 def as_json(job: Job) -> dict[str, Any]:
     """The stable ``--json`` schema (documented in docs/failures.md)."""
@@ -33,12 +30,6 @@ def as_json(job: Job) -> dict[str, Any]:
     }
 
 
-def summary(job: Job) -> str:
-    first_line = (job.last_error_message or "").strip().splitlines()
-    text = f"{job.last_error_type}: {first_line[0] if first_line else ''}".rstrip(": ")
-    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
-
-
 class Command(BaseCommand):
     help = "List failed tasks (retrying or dead), newest failure first."
 
@@ -57,19 +48,5 @@ class Command(BaseCommand):
         if not jobs:
             self.stdout.write("No failed tasks match.")
             return
-        rows = [
-            (
-                str(job.id),
-                job.job_name or job.name,
-                job.func,
-                job.state,
-                f"{job.attempt}/{job.max_attempts}",
-                job.last_failed_at.strftime("%Y-%m-%d %H:%M:%S") if job.last_failed_at else "",
-                summary(job),
-            )
-            for job in jobs
-        ]
-        widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-        for row in [COLUMNS, *rows]:
-            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            self.stdout.write(line.rstrip())
+        for line in cli.table(jobs):
+            self.stdout.write(line)
