@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -34,7 +34,7 @@ from jobs.failures.admin import (
     JobRowsMixin,
     decode_payload,
 )
-from jobs.failures.selectors import HEAVY_FIELDS, search_failed, task_attempts
+from jobs.failures.selectors import HEAVY_FIELDS, failed_groups, search_failed, task_attempts
 from jobs.models import FailedJob, Job
 
 # django-q2's page shows its own result table, without attempts or history.
@@ -197,13 +197,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
             query = request.GET.copy()
             query["failed"] = GROUPS_DEFAULT_WINDOW
             return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
-        groups = list(
-            self._filtered(request)
-            .order_by()
-            .values("error_signature")
-            .annotate(count=Count("id"), last_failed_at=Max("last_failed_at"))
-            .order_by("-count", "error_signature")[:GROUPS_SHOWN]
-        )
+        groups = failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
         base = self._filter_query(request)
         for group in groups:
             group["query"] = "&".join(

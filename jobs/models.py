@@ -109,8 +109,11 @@ class Job(models.Model):
                 condition=Q(last_failed_at__isnull=False),
                 name="jobs_job_failed_type_idx",
             ),
+            # Group by error: counts from an index-only scan, and each group's
+            # latest failure in one probe (also the signature filter's order).
             models.Index(
                 "error_signature",
+                models.F("last_failed_at").desc(),
                 condition=Q(last_failed_at__isnull=False),
                 name="jobs_job_failed_sig_idx",
             ),

