@@ -8,6 +8,7 @@ keeps its id, payload and row across every attempt and every manual retry.
 
 ``JobAttempt`` is the history: one row per finished attempt (failed or not),
 never overwritten. ``WorkerHeartbeat`` is the last sign of life per cluster.
+``SyncedSchedule`` is what the schedule sync last wrote (``jobs.schedules``).
 """
 
 from __future__ import annotations
@@ -220,3 +221,16 @@ class TaskCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster} {self.minute:%Y-%m-%d %H:%M}"
+
+
+class SyncedSchedule(models.Model):
+    """The field values ``jobs.schedules.sync_schedules`` last wrote to a managed
+    ``Schedule`` row, so that a later difference can be told apart: a row still equal
+    to them means the declaration changed in code; anything else is an operator's edit."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="the schedule's name")
+    values = models.JSONField(help_text="the Schedule fields the sync wrote")
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name

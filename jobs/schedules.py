@@ -9,9 +9,13 @@ The declarations below are the source of truth. ``sync_schedules()`` makes the
 * Rows the sync manages carry a marker: their ``hook`` is ``MANAGED_HOOK`` (a
   no-op). A marked row whose declaration was removed is deleted; rows without
   the marker are the operators' own and never touched.
-* A managed row whose fields differ from its declaration was edited by someone:
-  the edit is reported (log warning, command output) and the declaration is
-  restored. Change the declaration to change a schedule.
+* The sync records what it wrote to each managed row (``SyncedSchedule``). A
+  managed row that differs from its declaration but still holds what the sync
+  last wrote follows a change of the declaration in code: it is updated and
+  reported as ``updated`` (log info). A managed row that differs from what the
+  sync last wrote (or with nothing recorded yet) was edited by someone: the edit
+  is reported (log warning, command output) and the declaration is restored.
+  Change the declaration to change a schedule.
 * A declaration whose job is not registered (its app is not installed yet) is
   skipped and reported; it is created by the next sync after the job exists.
 
@@ -34,6 +38,7 @@ from django_q.models import Schedule
 
 from jobs import registry
 from jobs.health import heartbeat_interval_seconds
+from jobs.models import SyncedSchedule
 
 logger = structlog.stdlib.get_logger("jobs.schedules")
 
@@ -93,6 +98,7 @@ class SyncReport:
 
 
 def _row_values(spec: ScheduleSpec, job: registry.JobSpec) -> dict[str, Any]:
+    # Only str, int and None: stored as is in SyncedSchedule.values (JSON).
     return {
         "func": job.path,
         "hook": MANAGED_HOOK,
@@ -123,11 +129,27 @@ def _differences(row: Schedule, values: dict[str, Any]) -> dict[str, list[Any]]:
     }
 
 
+def _printable(diff: dict[str, list[Any]]) -> dict[str, list[str]]:
+    return {name: [str(old), str(new)] for name, (old, new) in diff.items()}
+
+
+def _record(name: str, values: dict[str, Any], synced: dict[str, Any]) -> None:
+    """Remember what the sync wrote to the row ``name`` (no write if already so)."""
+    if synced.get(name) == values:
+        return
+    SyncedSchedule.objects.update_or_create(
+        name=name, defaults={"values": values, "synced_at": timezone.now()}
+    )
+    synced[name] = values
+
+
 def sync_schedules(*, declarations: list[ScheduleSpec] | None = None) -> SyncReport:
     """Make the Schedule rows match the declarations; returns what changed."""
     declarations = declared() if declarations is None else declarations
     report = SyncReport()
+    changed: dict[str, dict[str, list[Any]]] = {}  # declarations changed in code
     with transaction.atomic():
+        synced = dict(SyncedSchedule.objects.values_list("name", "values"))
         rows: dict[str, list[Schedule]] = {}
         names = [spec.name for spec in declarations]
         candidates = Schedule.objects.select_for_update().filter(
@@ -152,21 +174,29 @@ def sync_schedules(*, declarations: list[ScheduleSpec] | None = None) -> SyncRep
                 report.deleted.append(spec.name)
             if not existing:
                 Schedule.objects.create(name=spec.name, next_run=_first_run(spec), **values)
+                _record(spec.name, values, synced)
                 report.created.append(spec.name)
                 continue
             row = existing[0]
             diff = _differences(row, values)
             if not diff:
+                # Also records rows synced before the sync kept records.
+                _record(spec.name, values, synced)
                 report.unchanged.append(spec.name)
                 continue
             if row.hook == MANAGED_HOOK:
-                report.edited[spec.name] = diff
+                last = synced.get(spec.name)
+                if last is not None and not _differences(row, last):
+                    changed[spec.name] = diff
+                else:
+                    report.edited[spec.name] = diff
             for name, value in values.items():
                 setattr(row, name, value)
             if {"schedule_type", "minutes", "cron"} & diff.keys():
                 # A new period starts now, not at the old period's next run.
                 row.next_run = _first_run(spec)
             row.save()
+            _record(spec.name, values, synced)
             report.updated.append(spec.name)
         # What is left is marked as ours but no longer declared.
         for name, leftovers in rows.items():
@@ -174,11 +204,18 @@ def sync_schedules(*, declarations: list[ScheduleSpec] | None = None) -> SyncRep
                 if row.hook == MANAGED_HOOK:
                     row.delete()
                     report.deleted.append(name)
+        # Only names synced just now keep a record (a deleted or skipped one is gone).
+        kept = {*report.created, *report.updated, *report.unchanged}
+        stale = [name for name in synced if name not in kept]
+        if stale:
+            SyncedSchedule.objects.filter(name__in=stale).delete()
+    for name, diff in changed.items():
+        logger.info("schedule declaration changed", schedule=name, changes=_printable(diff))
     for name, diff in report.edited.items():
         logger.warning(
             "managed schedule was edited; restored from code",
             schedule=name,
-            changes={k: [str(v[0]), str(v[1])] for k, v in diff.items()},
+            changes=_printable(diff),
         )
     if report.created or report.updated or report.deleted or report.skipped:
         logger.info("schedules synced", **report.as_dict())

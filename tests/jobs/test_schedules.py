@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from io import StringIO
 
@@ -10,10 +11,23 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from jobs import schedules
+from jobs.models import SyncedSchedule
 from jobs.schedules import MANAGED_HOOK, ScheduleSpec, sync_schedules
 from tests.support import runtime as support  # noqa: F401  (registers the test jobs)
 
 pytestmark = pytest.mark.django_db
+
+
+def schedule_events(caplog: pytest.LogCaptureFixture) -> list[tuple[int, dict]]:
+    return [
+        (r.levelno, r.msg)
+        for r in caplog.records
+        if r.name == "jobs.schedules" and isinstance(r.msg, dict) and "schedule" in r.msg
+    ]
+
+
+def recorded() -> dict[str, dict]:
+    return dict(SyncedSchedule.objects.values_list("name", "values"))
 
 
 def spec(name: str = "echo_every_5", **overrides: object) -> ScheduleSpec:
@@ -76,11 +90,15 @@ def test_sync_is_idempotent() -> None:
     declarations = [spec(), spec("hourly", minutes=60, args=(), kwargs={"value": "x"})]
     first = sync_schedules(declarations=declarations)
     assert sorted(first.created) == ["echo_every_5", "hourly"]
+    assert sorted(recorded()) == ["echo_every_5", "hourly"]
+    synced_at = max(SyncedSchedule.objects.values_list("synced_at", flat=True))
     for _ in range(3):
         again = sync_schedules(declarations=declarations)
         assert again.created == again.updated == again.deleted == []
         assert sorted(again.unchanged) == ["echo_every_5", "hourly"]
+        assert again.edited == {}
     assert Schedule.objects.count() == 2
+    assert SyncedSchedule.objects.filter(synced_at__gt=synced_at).count() == 0
     row = Schedule.objects.get(name="echo_every_5")
     assert (row.func, row.args, row.minutes, row.repeats) == (
         "tests.support.runtime.echo",
@@ -107,6 +125,7 @@ def test_a_removed_declaration_removes_its_row_only() -> None:
     assert report.deleted == ["b"]
     assert set(Schedule.objects.values_list("name", flat=True)) == {"a", "by hand"}
     assert Schedule.objects.filter(pk=operators.pk).exists()
+    assert list(recorded()) == ["a"]  # b's record went with its row; operators' rows have none
 
 
 def test_an_operator_edit_is_reported_and_restored(capsys) -> None:
@@ -122,6 +141,75 @@ def test_an_operator_edit_is_reported_and_restored(capsys) -> None:
     assert (row.minutes, row.args) == (5, "('hi',)")
 
 
+def test_a_declaration_changed_in_code_is_updated_not_reported_as_an_edit(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec("prune", minutes=1440)])
+    report = sync_schedules(declarations=[spec("prune", minutes=None, cron="30 3 * * *")])
+    assert report.updated == ["prune"]
+    assert report.edited == {}
+    row = Schedule.objects.get(name="prune")
+    assert (row.schedule_type, row.minutes, row.cron) == (Schedule.CRON, None, "30 3 * * *")
+    assert recorded()["prune"]["cron"] == "30 3 * * *"
+    assert [(level, event["event"]) for level, event in schedule_events(caplog)] == [
+        (logging.INFO, "schedule declaration changed")
+    ]
+    [(_, event)] = schedule_events(caplog)
+    assert event["changes"] == {
+        "schedule_type": ["I", "C"],
+        "minutes": ["1440", "None"],
+        "cron": ["None", "30 3 * * *"],
+    }
+
+
+def test_an_edit_in_the_admin_is_reported_and_restored_with_a_warning(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec()])
+    row = Schedule.objects.get(name="echo_every_5")
+    row.minutes = 30
+    row.save()  # as the admin's change form does
+    report = sync_schedules(declarations=[spec()])
+    assert report.edited == {"echo_every_5": {"minutes": [30, 5]}}
+    assert Schedule.objects.get(name="echo_every_5").minutes == 5
+    assert recorded()["echo_every_5"]["minutes"] == 5
+    assert [(level, event["event"]) for level, event in schedule_events(caplog)] == [
+        (logging.WARNING, "managed schedule was edited; restored from code")
+    ]
+    assert sync_schedules(declarations=[spec()]).unchanged == ["echo_every_5"]
+
+
+def test_an_edit_is_reported_even_when_the_declaration_changed_too() -> None:
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec()])
+    Schedule.objects.filter(name="echo_every_5").update(args="('changed',)")
+    report = sync_schedules(declarations=[spec(minutes=10)])
+    assert report.edited == {
+        "echo_every_5": {"minutes": [5, 10], "args": ["('changed',)", "('hi',)"]}
+    }
+    row = Schedule.objects.get(name="echo_every_5")
+    assert (row.minutes, row.args) == (10, "('hi',)")
+
+
+def test_a_managed_row_synced_before_records_existed_is_recorded_when_unchanged() -> None:
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec()])
+    SyncedSchedule.objects.all().delete()
+    assert sync_schedules(declarations=[spec()]).unchanged == ["echo_every_5"]
+    assert recorded()["echo_every_5"]["minutes"] == 5
+    report = sync_schedules(declarations=[spec(minutes=10)])
+    assert (report.updated, report.edited) == (["echo_every_5"], {})
+
+
+def test_a_differing_managed_row_with_nothing_recorded_counts_as_an_edit() -> None:
+    Schedule.objects.all().delete()
+    sync_schedules(declarations=[spec()])
+    SyncedSchedule.objects.all().delete()
+    report = sync_schedules(declarations=[spec(minutes=10)])
+    assert report.edited == {"echo_every_5": {"minutes": [5, 10]}}
+    assert recorded()["echo_every_5"]["minutes"] == 10
+
+
 def test_a_row_made_by_hand_with_a_declared_name_is_adopted() -> None:
     Schedule.objects.all().delete()
     Schedule.objects.create(name="echo_every_5", func="tests.support.runtime.echo", minutes=9)
@@ -130,6 +218,7 @@ def test_a_row_made_by_hand_with_a_declared_name_is_adopted() -> None:
     assert report.edited == {}  # not ours before: adopting it is no edit
     assert report.updated == ["echo_every_5"]
     assert report.deleted == ["echo_every_5"]  # the duplicate
+    assert recorded()["echo_every_5"]["hook"] == MANAGED_HOOK
     row = Schedule.objects.get(name="echo_every_5")
     assert (row.hook, row.minutes) == (MANAGED_HOOK, 5)
 
@@ -168,3 +257,14 @@ def test_command_warns_about_an_edit() -> None:
     call_command("sync_schedules", stdout=out, stderr=err)
     assert "warning: schedule 'heartbeat' was edited (minutes: 7 -> 1); restored" in err.getvalue()
     assert "updated: heartbeat" in out.getvalue()
+
+
+def test_command_reports_a_changed_declaration_without_a_warning(settings) -> None:
+    settings.HEARTBEAT_INTERVAL_SECONDS = 60
+    call_command("sync_schedules", stdout=StringIO(), stderr=StringIO())
+    settings.HEARTBEAT_INTERVAL_SECONDS = 120  # the heartbeat declaration now says 2 minutes
+    out, err = StringIO(), StringIO()
+    call_command("sync_schedules", stdout=out, stderr=err)
+    assert "updated: heartbeat" in out.getvalue()
+    assert err.getvalue() == ""
+    assert Schedule.objects.get(name="heartbeat").minutes == 2
