@@ -93,6 +93,12 @@ else:
     # slower); keep connections and check them before reuse instead.
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
     _db["CONN_HEALTH_CHECKS"] = True
+    # A cut network link fails a query within seconds instead of TCP's ~15 minutes
+    # of retransmissions, so a worker node notices it lost the database.
+    _db.setdefault("OPTIONS", {}).update(
+        connect_timeout=env.int("DATABASE_CONNECT_TIMEOUT", default=10),
+        tcp_user_timeout=env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=20000),
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Storage --------------------------------------------------------------
@@ -187,12 +193,12 @@ DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("LOG_TRUST_REQUEST_ID", de
 # claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
 # QUEUE_REDIS_URL is set (schedules, heartbeats and failures stay in the database).
 QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
-# `retry` (when an unacknowledged task is handed out again) must exceed
-# `timeout` plus the worst wait in the local queue, or long tasks run twice.
-# The database broker ignores it: its claim lock is each task's own timeout
-# plus JOBS_LOCK_MARGIN_SECONDS.
+# `retry` is when django-q2's own ORM broker hands an unacknowledged task out
+# again. The database broker has no lock time: a claimed task belongs to its
+# worker node until that node is dead (jobs.nodes).
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=300)
 Q_RETRY = max(env.int("Q_RETRY", default=Q_TIMEOUT + 60), Q_TIMEOUT + 30)
+Q_BULK = env.int("Q_BULK", default=25)
 Q_CLUSTER = {
     # The site's name, also django-q2's signing salt: every process of one
     # deployment (web and workers) shares it, or queued payloads fail their
@@ -214,9 +220,8 @@ Q_CLUSTER = {
     # the table on every save; the history that matters (failures) is ours.
     "save_limit": env.int("Q_SAVE_LIMIT", default=-1),
     # Rows claimed per query: fewer round trips, and a batch in hand keeps the
-    # workers fed while the next is claimed (drain 750 -> 1,400 tasks/s from 10
-    # to 25 here). Claim locks grow with the work queued ahead (jobs.broker).
-    "bulk": env.int("Q_BULK", default=25),
+    # workers fed while the next is claimed.
+    "bulk": Q_BULK,
     # With LISTEN/NOTIFY an enqueue wakes the pusher at once: `poll` is only the
     # fallback wait (due retries, a lost notification) and bounds shutdown delay.
     "poll": env.float("Q_POLL", default=1.0),
@@ -224,6 +229,10 @@ Q_CLUSTER = {
     # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain.
     "recycle": env.int("Q_RECYCLE", default=5000),
     "catch_up": False,
+    # Claimed tasks waiting in a cluster's local queue: the broker claims only
+    # what fits, so one node never hoards the queue, and a stopping node hands
+    # these back. Two batches: one being worked, one in hand.
+    "queue_limit": 2 * Q_BULK,
     # django-q2 names its admin section after this label; ours is "Jobs".
     "label": env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)"),
 }
@@ -235,8 +244,11 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
 
-# Seconds added to a task's own timeout to make its claim lock (crash recovery delay).
-JOBS_LOCK_MARGIN_SECONDS = env.int("JOBS_LOCK_MARGIN_SECONDS", default=60)
+# Worker nodes (jobs.nodes): each qcluster beats this often; a node silent for
+# JOBS_NODE_DEAD_AFTER_SECONDS (or whose process is gone from this machine) is
+# declared dead and its tasks are handed out again.
+JOBS_NODE_HEARTBEAT_SECONDS = env.float("JOBS_NODE_HEARTBEAT_SECONDS", default=2.0)
+JOBS_NODE_DEAD_AFTER_SECONDS = env.float("JOBS_NODE_DEAD_AFTER_SECONDS", default=15.0)
 # The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
 JOBS_ACK_BATCH_SECONDS = env.float("JOBS_ACK_BATCH_SECONDS", default=0.02)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)

@@ -7,20 +7,22 @@
   the sentinel, a job). It runs on that caller's connection and transaction: a
   rolled-back transaction leaves no task behind. On PostgreSQL the same
   statement sends ``pg_notify`` (delivered at commit, dropped on rollback).
-* ``dequeue`` in the cluster's pusher. It claims up to ``bulk`` ready rows in one
-  statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; inside an ``IMMEDIATE``
-  transaction, i.e. SQLite's single write lock, on SQLite) and marks them
-  running with a lock time. When nothing is ready it blocks on ``LISTEN`` (a
-  dedicated autocommit psycopg connection) for up to ``Q_CLUSTER["poll"]``
-  seconds, so an enqueue wakes it within milliseconds and the timeout is only
-  the fallback (retries that become due, a lost notification).
-* ``acknowledge`` in the monitor (the task succeeded): the row is deleted.
+* ``dequeue`` in the cluster's pusher. It claims ready rows in one statement
+  (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; inside an ``IMMEDIATE`` transaction,
+  i.e. SQLite's single write lock, on SQLite), marks them running and stamps
+  them with the claiming node (``jobs.nodes``). It claims no more than the
+  cluster's local queue has room for, so a node never hoards work. When nothing
+  is ready it blocks on ``LISTEN`` (a dedicated autocommit psycopg connection)
+  for up to ``Q_CLUSTER["poll"]`` seconds, so an enqueue wakes it within
+  milliseconds. When the cluster stops, the tasks waiting in its local queue are
+  handed back (ready again, no attempt used) instead of run.
+* ``acknowledge`` in the monitor (the task succeeded): the row is deleted, if
+  this node still owns that attempt.
 * ``fail`` in the pusher (the payload cannot be read): the row becomes dead.
 
-Delivery is at least once: a running row whose lock (``run_at``) passed belongs
-to a worker that died, and is claimed again with ``attempt + 1`` (the lost
-attempt is written to ``JobAttempt`` as ``WorkerLost``). At ``max_attempts`` it
-is not handed out again but made dead through ``record_failure``.
+A running row belongs to its node for as long as the node lives, however long
+the task runs or waits for the monitor; the task's own timeout is enforced by
+django-q2's guard. Rows of a dead node are handed out again by ``jobs.nodes``.
 """
 
 # SQL text here is built only from model metadata (table and column names), never
@@ -31,75 +33,70 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
+import multiprocessing
 import multiprocessing.util
 import os
+import queue as queue_module
 import socket
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F
 from django.utils import timezone
 from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
+from jobs import nodes
+from jobs.channels import channel_name
 from jobs.failures.records import WorkerInfo, record_failure
-from jobs.models import Job, JobAttempt
+from jobs.models import Job, WorkerNode
 from jobs.queue import job_row_from_task
 
 AckId = tuple[int, int]  # (Job.id, attempt)
 
 _TABLE = Job._meta.db_table
-_CLAIMABLE = ("queued", "retrying", "running")
+_NODE_TABLE = WorkerNode._meta.db_table
 _INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
 _INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
 _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
-# Expired locks at max_attempts are looked for at most this often: keeps the
-# sweep off the path between a NOTIFY and the claim.
-_SWEEP_INTERVAL = 5.0
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
 _CONNECTION_CHECK_INTERVAL = 10.0
 # An acknowledgement batch is deleted at once when it reaches this size.
 _ACK_BATCH_MAX = 500
 # SQLite has no LISTEN: an idle pusher polls this often (a cheap indexed read).
 _SQLITE_POLL_SECONDS = 0.05
+# A pusher whose local queue is full looks again after this long.
+_FULL_QUEUE_WAIT = 0.005
 
 
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
-def channel_name(queue: str) -> str:
-    """The NOTIFY channel of a queue (an identifier: at most 63 bytes)."""
-    name = f"jobs_{queue}"
-    if len(name.encode()) > 63:
-        name = "jobs_" + hashlib.sha1(queue.encode(), usedforsecurity=False).hexdigest()
-    return name
+def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> None:
+    """Delete the rows of succeeded tasks in one statement.
 
-
-def delete_acknowledged(alias: str, ids: list[int]) -> None:
-    """Delete the rows of succeeded tasks in one statement."""
+    Only rows ``owner`` still holds at that attempt: a node that lost a task
+    (declared dead, the task handed out again) cannot delete the new claim.
+    """
     db = connections[alias]
+    # Every value is an int: the statement can be sent without parameters.
+    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
+    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
+    delete = f"DELETE FROM {_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs})"
     with db.cursor() as cursor:
         if db.vendor == "postgresql" and db.get_autocommit():
             # Losing an acknowledgement in a database crash only means the task runs
             # again (delivery is at-least-once anyway): skip waiting for the WAL flush.
-            # One simple-protocol round trip: no parameters, the ids are ints.
-            id_list = ",".join(str(int(i)) for i in ids)
-            cursor.execute(
-                "BEGIN; SET LOCAL synchronous_commit TO OFF; "
-                f"DELETE FROM {_TABLE} WHERE id IN ({id_list}); COMMIT"
-            )
+            cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {delete}; COMMIT")
         else:
-            placeholders = ", ".join(["%s"] * len(ids))
-            cursor.execute(f"DELETE FROM {_TABLE} WHERE id IN ({placeholders})", ids)
+            cursor.execute(delete)
 
 
 class _AckBuffer:
@@ -110,13 +107,13 @@ class _AckBuffer:
     deletes what piled up every ``delay`` seconds (or at ``_ACK_BATCH_MAX`` ids),
     in one statement. A monitor that exits flushes first (multiprocessing
     finalizer and atexit); one that is killed loses at most ``delay`` seconds of
-    acknowledgements, and those tasks run again when their lock expires.
+    acknowledgements, and its node is dead then: those tasks are handed out again.
     """
 
     def __init__(self, alias: str, delay: float) -> None:
         self.alias = alias
         self.delay = delay
-        self.ids: list[int] = []
+        self.ids: list[AckId] = []
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -125,9 +122,9 @@ class _AckBuffer:
         multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
         atexit.register(self.flush)
 
-    def add(self, row_id: int) -> None:
+    def add(self, ack: AckId) -> None:
         with self.lock:
-            self.ids.append(row_id)
+            self.ids.append(ack)
             full = len(self.ids) >= _ACK_BATCH_MAX
         if full:
             self.wake.set()
@@ -142,7 +139,7 @@ class _AckBuffer:
         if not ids:
             return
         try:
-            delete_acknowledged(self.alias, ids)
+            delete_acknowledged(self.alias, ids, owner=nodes.current_node_id())
         except Exception:
             with self.lock:  # try again with the next batch
                 self.ids[:0] = ids
@@ -199,26 +196,43 @@ def stop_ack_buffers() -> None:
         buffer.stop()
 
 
+def _local_queue() -> tuple[Any, Any] | None:
+    """The pusher's local task queue and stop event, when this process is the pusher.
+
+    django-q2 starts its pusher as ``Process(target=pusher, args=(task_queue,
+    event, broker))`` and hands the broker neither; the process object keeps its
+    arguments. Knowing the queue lets ``dequeue`` claim only what fits and hand
+    back what never started when the cluster stops.
+    """
+    process = multiprocessing.current_process()
+    target = getattr(process, "_target", None)
+    args = getattr(process, "_args", ())
+    if getattr(target, "__module__", "") == "django_q.pusher" and len(args) >= 2:
+        return args[0], args[1]
+    return None
+
+
 class DatabaseBroker(Broker):
     """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
 
     def __init__(self, list_key: str | None = None) -> None:
         # Built on every async_task(): nothing here may touch the database.
         super().__init__(list_key=list_key)
-        self._listener: Any = None
-        self._listener_pid: int | None = None
-        self._last_sweep = 0.0
-        self._last_connection_check = time.monotonic()
+        self._reset_process_state()
 
     def __getstate__(self) -> tuple[str, Any]:
         return self.list_key, self._info
 
     def __setstate__(self, state: tuple[str, Any]) -> None:
         super().__setstate__(state)
-        self._listener = None
-        self._listener_pid = None
-        self._last_sweep = 0.0
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        self._listener: Any = None
+        self._listener_pid: int | None = None
         self._last_connection_check = time.monotonic()
+        self._local: tuple[Any, Any] | None = None
+        self._local_pid: int | None = None
 
     # -- plumbing -----------------------------------------------------------------
     @staticmethod
@@ -242,26 +256,21 @@ class DatabaseBroker(Broker):
     def channel(self) -> str:
         return channel_name(self.queue)
 
-    def _lock_settings(self) -> tuple[int, int]:
-        """The default task timeout and the margin of a claim lock.
-
-        A claimed row is locked (``run_at``) until it must have finished: its own
-        timeout (the guard kills it then) plus a margin, plus the time it may wait
-        in the cluster's local queue behind the rows claimed before it in the same
-        batch. With ``workers`` processes taking tasks in order, a task starts at
-        the latest after (sum of the timeouts ahead of it) / workers, so that is
-        added: a bigger ``bulk`` never makes a waiting task look abandoned.
-        """
-        default_timeout = int(Conf.TIMEOUT or 0) or int(Conf.RETRY or 60)
-        margin = int(_setting("JOBS_LOCK_MARGIN_SECONDS", 60))
-        return default_timeout, margin
-
-    @staticmethod
-    def _workers() -> int:
-        return max(int(Conf.WORKERS or 1), 1)
-
     def _claimed_by(self) -> str:
         return f"{Conf.CLUSTER_NAME}@{socket.gethostname()}:{os.getpid()}"[:255]
+
+    def _node(self) -> int:
+        cluster = Conf.CLUSTER_NAME or self.queue
+        return nodes.claiming_node_id(cluster=cluster, alias=self.connection)
+
+    def _pusher_queue(self) -> tuple[Any, Any] | None:
+        if self._local_pid != os.getpid():
+            self._local, self._local_pid = _local_queue(), os.getpid()
+            if self._local is not None:
+                # The pusher may see the stop event only after its last dequeue:
+                # hand back what is left when its process exits, too.
+                multiprocessing.util.Finalize(self, self.hand_back_local_queue, exitpriority=50)
+        return self._local
 
     def _check_connection(self) -> None:
         """In long-lived processes, honour CONN_MAX_AGE and drop broken connections."""
@@ -278,7 +287,9 @@ class DatabaseBroker(Broker):
     def enqueue(self, task: str) -> int | None:
         """Insert the task; returns the row id, or None for a duplicate unique task."""
         package = SignedPackage.loads(task)
-        job = job_row_from_task(package, queue=self.queue, payload=task)
+        # A registered job's declared cluster wins over the default broker's queue.
+        queue = package.get("cluster") or self.queue
+        job = job_row_from_task(package, queue=queue, payload=task)
         db = self.db
         if self.is_postgresql:
             # Every Job column is a str, int, aware datetime or None, which psycopg
@@ -296,7 +307,7 @@ class DatabaseBroker(Broker):
                 # inserted, and only when the caller's transaction commits.
                 cursor.execute(
                     f"WITH ins AS ({insert}) SELECT id, pg_notify(%s, '') FROM ins",
-                    [*values, self.channel],
+                    [*values, channel_name(queue)],
                 )
             else:
                 cursor.execute(insert, values)
@@ -305,93 +316,127 @@ class DatabaseBroker(Broker):
 
     # -- dequeue ------------------------------------------------------------------
     def dequeue(self) -> list[tuple[AckId, str]] | None:
-        """Claim up to ``bulk`` ready tasks; when none are ready, wait for a NOTIFY."""
+        """Claim ready tasks that fit in the local queue; when none are ready, wait for a NOTIFY."""
         self._check_connection()
+        if self._stopping():
+            self.hand_back_local_queue()
+            return None
         if self.is_postgresql:
             self._ensure_listener()
-        if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
-            self.sweep_dead()
-        tasks = self.claim()
+        room = self._room()
+        if room <= 0:
+            time.sleep(_FULL_QUEUE_WAIT)
+            return None
+        tasks = self.claim(bulk=room)
         if tasks:
             return tasks
         self.wait(Conf.POLL)
-        return self.claim()
+        if self._stopping():
+            self.hand_back_local_queue()
+            return None
+        return self.claim(bulk=room) or None
+
+    def _room(self) -> int:
+        """How many tasks to claim now: ``bulk``, less what the local queue cannot take."""
+        bulk = int(Conf.BULK or 1)
+        local = self._pusher_queue()
+        limit = int(Conf.QUEUE_LIMIT or 0)
+        if local is None or limit <= 0:
+            return bulk
+        try:
+            waiting = local[0].qsize()
+        except NotImplementedError:  # macOS: no sem_getvalue
+            return bulk
+        return min(bulk, limit - waiting)
+
+    def _stopping(self) -> bool:
+        local = self._pusher_queue()
+        return local is not None and local[1].is_set()
+
+    def hand_back_local_queue(self) -> int:
+        """The cluster is stopping: return the tasks no worker has taken yet."""
+        local = self._pusher_queue()
+        if local is None:
+            return 0
+        acks: list[AckId] = []
+        while True:
+            try:
+                task = local[0].get(timeout=0.05)
+            except queue_module.Empty:
+                break
+            if isinstance(task, dict) and isinstance(task.get("ack_id"), (tuple, list)):
+                acks.append(tuple(task["ack_id"]))
+        count = nodes.hand_back(self._node(), acks, alias=self.connection) if acks else 0
+        if count:
+            logger.info("handed back %d claimed task(s) that had not started", count)
+        return count
 
     def claim(self, *, bulk: int | None = None) -> list[tuple[AckId, str]]:
-        """Claim up to ``bulk`` ready rows now (no waiting)."""
+        """Claim up to ``bulk`` ready rows now (no waiting) for this process's node."""
         bulk = bulk or int(Conf.BULK or 1)
         now = timezone.now()
+        node = self._node()
         if self.is_postgresql:
-            rows = self._claim_postgresql(now=now, bulk=bulk)
+            rows = self._claim_postgresql(now=now, bulk=bulk, node=node)
         else:
-            rows = self._claim_sqlite(now=now, bulk=bulk)
-        # rows: (id, attempt, payload, previous state, priority, previous run_at, task_id,
-        # func, job_name, claimed_by before this claim)
-        rows.sort(key=lambda r: (-r[4], r[5], r[0]))
-        lost = [r for r in rows if r[3] == Job.State.RUNNING]
-        if lost:
-            self._record_lost_attempts(lost, now=now)
+            rows = self._claim_sqlite(now=now, bulk=bulk, node=node)
+        # rows: (id, attempt, payload, priority, run_at)
+        rows.sort(key=lambda r: (-r[3], r[4], r[0]))
         return [((r[0], r[1]), r[2]) for r in rows]
 
-    def _claim_postgresql(self, *, now: datetime, bulk: int) -> list[tuple]:
-        default_timeout, margin = self._lock_settings()
+    def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
+        # The share lock on the node's row orders this claim against a peer
+        # declaring the node dead (jobs.nodes.declare_dead): a dead node claims nothing.
         sql = f"""
-            WITH picked AS (
-                SELECT id, state, run_at, claimed_by, priority, timeout FROM {_TABLE}
+            WITH me AS (
+                SELECT id FROM {_NODE_TABLE}
+                WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
+                FOR SHARE
+            ), picked AS (
+                SELECT id FROM {_TABLE}
                 WHERE queue = %(queue)s
-                  AND state IN ('queued', 'retrying', 'running')
+                  AND state IN ('queued', 'retrying')
                   AND run_at <= %(now)s
-                  AND NOT (state = 'running' AND max_attempts > 0
-                           AND attempt >= max_attempts)
+                  AND EXISTS (SELECT 1 FROM me)
                 ORDER BY priority DESC, run_at, id
                 LIMIT %(bulk)s
                 FOR UPDATE SKIP LOCKED
-            ), ahead AS (
-                -- Work queued before each row in this batch (see _lock_seconds).
-                SELECT id, COALESCE(SUM(COALESCE(timeout, %(timeout)s)) OVER (
-                    ORDER BY priority DESC, run_at, id
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS work
-                FROM picked
             )
             UPDATE {_TABLE} AS j
             SET state = 'running', attempt = j.attempt + 1, claimed_at = %(now)s,
-                claimed_by = %(by)s,
-                run_at = %(now)s + make_interval(secs =>
-                    COALESCE(j.timeout, %(timeout)s) + %(margin)s + ahead.work / %(workers)s)
-            FROM picked JOIN ahead ON ahead.id = picked.id
+                claimed_by = %(by)s, owner = %(node)s
+            FROM picked
             WHERE j.id = picked.id
-            RETURNING j.id, j.attempt, j.payload, picked.state, j.priority, picked.run_at,
-                      j.task_id, j.func, j.job_name, picked.claimed_by
+            RETURNING j.id, j.attempt, j.payload, j.priority, j.run_at
         """
         params = {
             "queue": self.queue,
             "now": now,
             "bulk": bulk,
             "by": self._claimed_by(),
-            "timeout": default_timeout,
-            "margin": margin,
-            "workers": float(self._workers()),
+            "node": node,
         }
         with self.db.cursor() as cursor:
             cursor.execute(sql, params)
             return [list(r) for r in cursor.fetchall()]
 
-    def _claim_sqlite(self, *, now: datetime, bulk: int) -> list[tuple]:
+    def _claim_sqlite(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
         # settings use transaction_mode IMMEDIATE: BEGIN takes SQLite's write lock,
-        # so the read and the update below are one serialized step across processes.
-        default_timeout, margin = self._lock_settings()
+        # so the checks and the update below are one serialized step across processes.
         db = self.db
         by = self._claimed_by()
         with transaction.atomic(using=self.connection), db.cursor() as cursor:
             cursor.execute(
+                f"SELECT 1 FROM {_NODE_TABLE} WHERE id = %s AND dead_at IS NULL "
+                "AND stopped_at IS NULL",
+                [node],
+            )
+            if cursor.fetchone() is None:
+                return []
+            cursor.execute(
                 f"""
-                SELECT id, attempt, payload, state, priority, run_at, task_id, func,
-                       job_name, claimed_by, timeout
-                FROM {_TABLE}
-                WHERE queue = %s AND state IN ('queued', 'retrying', 'running')
-                  AND run_at <= %s
-                  AND NOT (state = 'running' AND max_attempts > 0
-                           AND attempt >= max_attempts)
+                SELECT id, attempt, payload, priority, run_at FROM {_TABLE}
+                WHERE queue = %s AND state IN ('queued', 'retrying') AND run_at <= %s
                 ORDER BY priority DESC, run_at, id
                 LIMIT %s
                 """,
@@ -400,89 +445,14 @@ class DatabaseBroker(Broker):
             rows = [list(r) for r in cursor.fetchall()]
             if not rows:
                 return []
-            updates = []
-            work_ahead = 0.0
             for r in rows:
-                timeout = r[10] or default_timeout
-                lock = now + timedelta(seconds=timeout + margin + work_ahead / self._workers())
-                work_ahead += timeout
                 r[1] += 1
-                updates.append(
-                    [
-                        r[1],
-                        db.ops.adapt_datetimefield_value(now),
-                        by,
-                        db.ops.adapt_datetimefield_value(lock),
-                        r[0],
-                    ]
-                )
             cursor.executemany(
                 f"UPDATE {_TABLE} SET state = 'running', attempt = %s, claimed_at = %s, "
-                "claimed_by = %s, run_at = %s WHERE id = %s",
-                updates,
+                "claimed_by = %s, owner = %s WHERE id = %s",
+                [[r[1], db.ops.adapt_datetimefield_value(now), by, node, r[0]] for r in rows],
             )
-        return [r[:10] for r in rows]
-
-    def _record_lost_attempts(self, rows: list[list], *, now: datetime) -> None:
-        """History for redelivered rows: the previous attempt's worker never reported."""
-        JobAttempt.objects.using(self.connection).bulk_create(
-            [
-                JobAttempt(
-                    task_id=r[6],
-                    attempt=r[1] - 1,
-                    func=r[7],
-                    job_name=r[8],
-                    succeeded=False,
-                    finished_at=now,
-                    error_type="WorkerLost",
-                    error_message=(
-                        f"the worker ({r[9] or 'unknown'}) running attempt {r[1] - 1} stopped "
-                        "without reporting before its lock expired; the task was handed out again"
-                    ),
-                )
-                for r in rows
-            ]
-        )
-        logger.warning("redelivered %d task(s) whose worker was lost", len(rows))
-
-    def sweep_dead(self, *, limit: int = 100) -> int:
-        """Make dead the running rows whose lock expired at ``max_attempts``."""
-        self._last_sweep = time.monotonic()
-        now = timezone.now()
-        with transaction.atomic(using=self.connection):
-            # Row locks (PostgreSQL) or the write lock (SQLite, IMMEDIATE) keep two
-            # pushers from writing the same lost attempt twice.
-            rows = list(
-                Job.objects.using(self.connection)
-                .select_for_update(skip_locked=True)
-                .filter(
-                    queue=self.queue,
-                    state=Job.State.RUNNING,
-                    run_at__lte=now,
-                    max_attempts__gt=0,
-                    attempt__gte=F("max_attempts"),
-                )
-                .order_by("id")
-                .only("id", "task_id", "attempt", "claimed_by", "claimed_at")[:limit]
-            )
-            for job in rows:
-                record_failure(
-                    task_id=job.task_id,
-                    attempt=job.attempt,
-                    error_type="WorkerLost",
-                    error_message=(
-                        f"the worker ({job.claimed_by or 'unknown'}) running attempt "
-                        f"{job.attempt} stopped without reporting before its lock expired; "
-                        f"attempt {job.attempt} was the last allowed"
-                    ),
-                    started_at=job.claimed_at,
-                    finished_at=now,
-                    retry_at=None,
-                    worker=WorkerInfo(cluster=Conf.CLUSTER_NAME),
-                )
-        if rows:
-            logger.warning("%d task(s) dead: worker lost at their last attempt", len(rows))
-        return len(rows)
+        return rows
 
     # -- waiting ------------------------------------------------------------------
     def _ensure_listener(self) -> Any:
@@ -542,13 +512,15 @@ class DatabaseBroker(Broker):
     # -- results ------------------------------------------------------------------
     def acknowledge(self, task_id: AckId) -> None:
         """The task succeeded: its row is deleted (batched, see ``JOBS_ACK_BATCH_SECONDS``)."""
-        row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
+        if not isinstance(task_id, (tuple, list)) or len(task_id) != 2:
+            return  # not an ack id this broker handed out
+        ack = (int(task_id[0]), int(task_id[1]))
         delay = float(_setting("JOBS_ACK_BATCH_SECONDS", 0))
         if delay > 0 and self.db.get_autocommit():
-            _ack_buffer(self.connection, delay).add(int(row_id))
+            _ack_buffer(self.connection, delay).add(ack)
             return
         self._check_connection()
-        delete_acknowledged(self.connection, [int(row_id)])
+        delete_acknowledged(self.connection, [ack], owner=nodes.current_node_id())
 
     def delete(self, task_id: AckId | int) -> None:
         row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id
@@ -572,22 +544,23 @@ class DatabaseBroker(Broker):
             ),
             retry_at=None,
             worker=WorkerInfo(cluster=Conf.CLUSTER_NAME),
+            owner=self._node(),
         )
 
     # -- inspection -----------------------------------------------------------------
     def queue_size(self) -> int:
-        """Tasks waiting to run: queued, retrying, and running rows whose lock expired."""
-        now = timezone.now()
-        qs = Job.objects.using(self.connection).filter(queue=self.queue)
-        waiting = qs.filter(state__in=[Job.State.QUEUED, Job.State.RETRYING]).count()
-        expired = qs.filter(state=Job.State.RUNNING, run_at__lte=now).count()
-        return waiting + expired
-
-    def lock_size(self) -> int:
-        """Tasks claimed by a worker and not acknowledged yet (lock still valid)."""
+        """Tasks waiting to run: queued and retrying rows of this queue."""
         return (
             Job.objects.using(self.connection)
-            .filter(queue=self.queue, state=Job.State.RUNNING, run_at__gt=timezone.now())
+            .filter(queue=self.queue, state__in=Job.CLAIMABLE_STATES)
+            .count()
+        )
+
+    def lock_size(self) -> int:
+        """Tasks claimed by a worker node and not finished yet."""
+        return (
+            Job.objects.using(self.connection)
+            .filter(queue=self.queue, state=Job.State.RUNNING)
             .count()
         )
 

@@ -19,13 +19,17 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from jobs import counters, registry
-from jobs.models import Job, JobAttempt, WorkerHeartbeat
+from jobs import counters, nodes, registry
+from jobs.models import Job, JobAttempt, WorkerHeartbeat, WorkerNode
 
 # At most this many running jobs are listed with their progress.
 RUNNING_LIMIT = 50
 # A cluster is stale when its last beat is older than this many intervals.
 STALE_AFTER_INTERVALS = 3
+# Nodes that stopped or died within this window are still listed.
+NODES_RECENT = timedelta(hours=1)
+# A node declared dead holding tasks keeps the report degraded this long.
+NODE_DEATH_ALERT = timedelta(minutes=10)
 
 
 def heartbeat_interval_seconds() -> int:
@@ -100,6 +104,68 @@ def clusters_report(*, now: datetime) -> list[dict[str, Any]]:
             }
         )
     return report
+
+
+def node_status(node: dict[str, Any], *, now: datetime) -> str:
+    if node["dead_at"] is not None:
+        return "dead"
+    if node["stopped_at"] is not None:
+        return "stopped"
+    silent = (now - node["last_beat_at"]).total_seconds()
+    # Two missed beats: not dead yet (peers wait JOBS_NODE_DEAD_AFTER_SECONDS), but late.
+    return "stale" if silent > 2 * nodes.heartbeat_seconds() + 1 else "ok"
+
+
+def nodes_report(*, now: datetime) -> list[dict[str, Any]]:
+    """Every live worker node, and those that ended within the last hour."""
+    since = now - NODES_RECENT
+    rows = list(
+        WorkerNode.objects.filter(last_beat_at__gte=since)
+        .union(WorkerNode.objects.filter(stopped_at__isnull=True, dead_at__isnull=True))
+        .values(
+            "id", "cluster", "host", "pid", "started_at", "last_beat_at", "stopped_at",
+            "dead_at", "tasks_rescued",
+        )
+    )  # fmt: skip
+    running = dict(
+        Job.objects.filter(state=Job.State.RUNNING, owner__in=[r["id"] for r in rows])
+        .values_list("owner")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    report = []
+    for row in sorted(rows, key=lambda r: (r["cluster"], r["started_at"], r["id"])):
+        report.append(
+            {
+                "id": row["id"],
+                "cluster": row["cluster"],
+                "host": row["host"],
+                "pid": row["pid"],
+                "status": node_status(row, now=now),
+                "started_at": _iso(row["started_at"]),
+                "last_beat_at": _iso(row["last_beat_at"]),
+                "age_seconds": _age(now, row["last_beat_at"]),
+                "stopped_at": _iso(row["stopped_at"]),
+                "dead_at": _iso(row["dead_at"]),
+                "tasks_running": running.get(row["id"], 0),
+                "tasks_handed_out_at_death": row["tasks_rescued"],
+            }
+        )
+    return report
+
+
+def nodes_degraded(report: list[dict[str, Any]], *, now: datetime) -> bool:
+    """A node is silent now with tasks in hand, or died holding tasks recently."""
+    for node in report:
+        if node["status"] == "stale" and node["tasks_running"]:
+            return True
+        if (
+            node["status"] == "dead"
+            and node["tasks_handed_out_at_death"]
+            and now - datetime.fromisoformat(node["dead_at"]) < NODE_DEATH_ALERT
+        ):
+            return True
+    return False
 
 
 def queue_report(*, now: datetime) -> dict[str, Any]:
@@ -216,6 +282,7 @@ def health_report() -> HealthReport:
     failed = False
     for name, build in (
         ("clusters", clusters_report),
+        ("nodes", nodes_report),
         ("queue", queue_report),
         ("last_hour", last_hour_report),
         ("dead", dead_report),
@@ -227,7 +294,12 @@ def health_report() -> HealthReport:
             failed = True
             sections[name] = {"error": type(exc).__name__}
     clusters = sections["clusters"]
-    healthy = not failed and all(c["status"] == "ok" for c in clusters)
+    healthy = (
+        not failed
+        and all(c["status"] == "ok" for c in clusters)
+        and isinstance(sections["nodes"], list)
+        and not nodes_degraded(sections["nodes"], now=now)
+    )
     body = {
         "status": "ok" if healthy else "degraded",
         "checked_at": now.isoformat(),

@@ -7,7 +7,8 @@ failure hook (``jobs.failures``) moves it to ``retrying`` or ``dead``. A task
 keeps its id, payload and row across every attempt and every manual retry.
 
 ``JobAttempt`` is the history: one row per finished attempt (failed or not),
-never overwritten. ``WorkerHeartbeat`` is the last sign of life per cluster.
+never overwritten. ``WorkerNode`` is one running ``qcluster`` process (the owner
+of the tasks it claimed); ``WorkerHeartbeat`` is the last beat job per cluster.
 ``SyncedSchedule`` is what the schedule sync last wrote (``jobs.schedules``).
 """
 
@@ -25,10 +26,10 @@ class Job(models.Model):
         RETRYING = "retrying", "retrying"
         DEAD = "dead", "dead"
 
-    # States the broker may hand out (a RUNNING row whose lock expired is a
-    # task whose worker died: at-least-once delivery takes it again).
-    CLAIMABLE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
-    ACTIVE_STATES = CLAIMABLE_STATES
+    # States the broker may hand out. A RUNNING row belongs to its owner node
+    # until that node is found dead (jobs.nodes hands it out again then).
+    CLAIMABLE_STATES = (State.QUEUED, State.RETRYING)
+    ACTIVE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
 
     id = models.BigAutoField(primary_key=True)
     task_id = models.CharField(max_length=32, unique=True)
@@ -43,7 +44,7 @@ class Job(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     run_at = models.DateTimeField(
         default=timezone.now,
-        help_text="claimable from this time; for a running task, when its lock expires",
+        help_text="claimable from this time; for a running task, when it was claimed",
     )
     attempt = models.PositiveIntegerField(default=0, help_text="claims so far, never reset")
     max_attempts = models.PositiveIntegerField(
@@ -54,6 +55,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=255, blank=True, default="")
+    owner = models.BigIntegerField(
+        null=True, blank=True, help_text="the WorkerNode holding this running task"
+    )
 
     # Failure summary of the latest failed attempt (details in JobAttempt).
     first_failed_at = models.DateTimeField(null=True, blank=True)
@@ -82,9 +86,11 @@ class Job(models.Model):
                 models.F("priority").desc(),
                 "run_at",
                 "id",
-                condition=Q(state__in=["queued", "retrying", "running"]),
-                name="jobs_job_claim_idx",
+                condition=Q(state__in=["queued", "retrying"]),
+                name="jobs_job_claim_ready_idx",
             ),
+            # jobs.nodes: the running tasks of one node (rescue, hand-back, /healthz).
+            models.Index("owner", condition=Q(state="running"), name="jobs_job_running_owner_idx"),
             # Failed tasks admin and list_failed_jobs: newest failure first,
             # optionally by state, function or error signature.
             models.Index(
@@ -118,7 +124,7 @@ class Job(models.Model):
                 condition=Q(last_failed_at__isnull=False),
                 name="jobs_job_failed_sig_idx",
             ),
-            # /healthz (runtime, issue 4): count and oldest per state, running
+            # /healthz: count and oldest per state, running
             # jobs, without scanning the whole claim index and its payloads.
             models.Index(fields=["state", "created_at"], name="jobs_job_state_created_idx"),
         ]
@@ -165,6 +171,46 @@ class JobAttempt(models.Model):
         return f"{self.task_id} #{self.attempt}"
 
 
+class WorkerNode(models.Model):
+    """One ``qcluster`` process, from its start to its end (``jobs.nodes``).
+
+    Its main process beats every few seconds; a node whose beats stopped, or whose
+    process is gone from its host, is declared dead by a peer (``dead_at``) and the
+    tasks it held are handed out again.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    cluster = models.CharField(max_length=100, help_text="the queue it serves")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    process_key = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="boot, pid namespace and start time of its process (tells a reused pid apart)",
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    last_beat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True, help_text="clean shutdown")
+    dead_at = models.DateTimeField(null=True, blank=True, help_text="declared dead by a peer")
+    tasks_rescued = models.PositiveIntegerField(
+        default=0, help_text="running tasks handed out again when it was declared dead"
+    )
+
+    class Meta:
+        indexes = [
+            # jobs.nodes.rescue_dead_nodes: the nodes still counted as alive.
+            models.Index(
+                "last_beat_at",
+                condition=Q(stopped_at__isnull=True, dead_at__isnull=True),
+                name="jobs_node_live_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster}@{self.host}:{self.pid}"
+
+
 class WorkerHeartbeat(models.Model):
     """The last proof of life of one worker cluster (written by the heartbeat job)."""
 
@@ -179,7 +225,7 @@ class WorkerHeartbeat(models.Model):
         return self.cluster
 
 
-# --- failures (issue 6): the admin's "Failed tasks" page -------------------
+# --- failures: the admin's "Failed tasks" page ---------------------------
 class FailedJob(Job):
     """Tasks that failed at least once (jobs.admin shows them; no table of its own)."""
 
@@ -200,7 +246,7 @@ class QueuedJob(Job):
 
 
 class TaskCounter(models.Model):
-    """Runs finished per minute and cluster, for /healthz (runtime, issue 4).
+    """Runs finished per minute and cluster, for /healthz.
 
     django-q2 keeps no row for a successful task here (``save_limit=-1``) and
     ``JobAttempt`` only records failures, so the monitor counts runs in memory

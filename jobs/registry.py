@@ -26,13 +26,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.humanhash import uuid as human_uuid
 from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
+from django_q.utils import get_func_repr
+
+from jobs.channels import notify
 
 # Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
 JOB_TABLE_BROKERS = ("jobs.broker.DatabaseBroker",)
@@ -104,6 +107,26 @@ def all_jobs() -> list[JobSpec]:
 def uses_job_table() -> bool:
     """True when the configured broker keeps its queue in the ``jobs.Job`` table."""
     return Conf.BROKER_CLASS in JOB_TABLE_BROKERS
+
+
+def apply_declared_options(
+    sender: Any = None, task: dict[str, Any] | None = None, **_: Any
+) -> None:
+    """``pre_enqueue`` receiver: a registered job keeps its declared timeout and queue.
+
+    ``async_task`` by path, django-q2's scheduler and "Run now" build packages
+    without them; the worker's guard reads ``timeout`` from the package and the
+    broker routes on ``cluster``. Options the caller gave explicitly win.
+    """
+    if not task or task.get("func") is None:
+        return
+    spec = for_func(get_func_repr(task["func"]))
+    if spec is None:
+        return
+    if spec.timeout and not task.get("timeout"):
+        task["timeout"] = spec.timeout
+    if spec.cluster and not task.get("cluster"):
+        task["cluster"] = spec.cluster
 
 
 def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +235,7 @@ def _insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
         Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
         keys = {row.unique_key for row in rows if row.unique_key is not None}
         active = _active_task_ids(alias, keys) if keys else {}
-        _notify(alias, queue)
+        notify(alias, [queue])
     return [
         active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
     ]
@@ -227,16 +250,3 @@ def _active_task_ids(alias: str, keys: set[str | None]) -> dict[str, str]:
         .filter(unique_key__in=keys, state__in=Job.ACTIVE_STATES)
         .values_list("unique_key", "task_id")
     )
-
-
-def _notify(alias: str, queue: str) -> None:
-    """Wake the PostgreSQL listeners of ``queue`` (sent at commit, like the broker's)."""
-    connection = connections[alias]
-    if connection.vendor != "postgresql":
-        return
-    try:
-        from jobs.broker import channel_name
-    except ImportError:  # the broker module is not there: nobody listens
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [channel_name(queue)])

@@ -8,7 +8,9 @@ process, around the call of the task's function. The runtime uses them to:
   monitor, where the failure hook (``jobs.failures``) reads these fields;
 * set ``jobs.context.current_task_id`` (``jobs.progress`` needs it) and bind the
   task's context to structlog, so every line the job logs carries it;
-* log ``task started`` and ``task finished`` once per run, for every job.
+* log ``task started`` and ``task finished`` once per run, for every job;
+* note the running task in the node's in-flight slots (``jobs.inflight``), so a
+  worker process that dies mid-task does not strand its claim.
 
 django-q2 sends these signals with ``send``, not ``send_robust``: a receiver
 that raises would kill the worker. Every receiver here is wrapped and logs its
@@ -30,10 +32,16 @@ from typing import Any
 import structlog
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.signals import post_execute, post_execute_in_worker, post_spawn, pre_execute
+from django_q.signals import (
+    post_execute,
+    post_execute_in_worker,
+    post_spawn,
+    pre_enqueue,
+    pre_execute,
+)
 from django_q.utils import get_func_repr
 
-from jobs import counters, registry
+from jobs import counters, inflight, registry
 from jobs.context import current_task_id
 
 logger = structlog.stdlib.get_logger("jobs.runtime")
@@ -115,7 +123,10 @@ def on_pre_execute(
     if task is None:
         return
     identity = worker_identity()
-    task["attempt"] = attempt_from_ack_id(task.get("ack_id"))
+    ack_id = task.get("ack_id")
+    task["attempt"] = attempt_from_ack_id(ack_id)
+    if isinstance(ack_id, list | tuple) and len(ack_id) == 2:
+        inflight.started(int(ack_id[0]), task["attempt"])
     task["started_at"] = timezone.now()
     task["worker"] = identity
     _started_monotonic = time.monotonic()
@@ -148,6 +159,7 @@ def on_post_execute_in_worker(
         log = logger.info if success else logger.warning
         log("task finished", duration_ms=duration_ms, success=success)
     finally:
+        inflight.finished()
         _started_monotonic = None
         current_task_id.set(None)
         _current_run.set(None)
@@ -178,6 +190,9 @@ def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
 
 def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
+    pre_enqueue.connect(
+        registry.apply_declared_options, dispatch_uid="jobs.registry.apply_declared_options"
+    )
     post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
     post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.counters.post_execute")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")

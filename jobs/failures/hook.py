@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.utils import get_func_repr
 
-from jobs import backoff, registry
+from jobs import backoff, nodes, registry
 from jobs.failures.errors import DoNotRetry
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, JobAttempt
@@ -154,6 +154,7 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
             host=str(worker.get("host") or ""),
             pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
         ),
+        owner=nodes.current_node_id() if job is not None else None,
     )
     return {
         "task_id": task_id,
@@ -173,7 +174,18 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_success_after_failure(task: dict[str, Any]) -> None:
-    """A retried task finally succeeded: close its history with a succeeded attempt."""
+    """A retried task finally succeeded: close its history with a succeeded attempt.
+
+    Not when its row now belongs to another claim (this node lost the task).
+    """
+    owner = nodes.current_node_id()
+    if (
+        owner is not None
+        and Job.objects.filter(task_id=str(task.get("id") or ""))
+        .exclude(owner=owner, attempt=int(task["attempt"]))
+        .exists()
+    ):
+        return
     worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
     func = get_func_repr(task.get("func")) if task.get("func") is not None else ""
     spec = registry.for_func(func)

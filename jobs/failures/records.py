@@ -1,10 +1,11 @@
 """Writing a failed attempt down: the Job row's new state and one JobAttempt.
 
 Every path that ends an attempt in failure goes through ``record_failure``: the
-failure hook (an exception in the task), the broker (a worker that died holding
-the task, a payload that cannot be read). The update is conditional on the
-attempt number, so a late report about an old attempt never overwrites the
-state of a newer claim.
+failure hook (an exception in the task), the broker (a payload that cannot be
+read), the node registry (a worker node that died holding the task). The update
+is conditional on the attempt number, so a late report about an old attempt never
+overwrites the state of a newer claim; a report from the node that ran the task
+also requires that node to still own it (a node declared dead lost its claims).
 """
 
 from __future__ import annotations
@@ -53,11 +54,15 @@ def record_failure(
     finished_at: datetime | None = None,
     retry_at: datetime | None,
     worker: WorkerInfo | None = None,
+    owner: int | None = None,
 ) -> bool:
     """Record a failed attempt; ``retry_at=None`` makes the task dead.
 
-    Returns False when the Job row is gone or already belongs to a later attempt
-    (the attempt is still written to the history).
+    ``owner``: the node reporting its own run. The report is dropped (no state
+    change, no history) when the row is now someone else's: that node lost the
+    task, which was handed out again with a ``WorkerLost`` attempt. Returns False
+    when the Job row is gone or belongs to a later attempt or another node (a
+    report about a gone row is still written to the history).
     """
     now = finished_at or timezone.now()
     worker = worker or WorkerInfo()
@@ -76,14 +81,21 @@ def record_failure(
     with transaction.atomic():
         job = (
             Job.objects.filter(task_id=task_id)
-            .only("id", "func", "job_name", "first_failed_at")
+            .only("id", "func", "job_name", "first_failed_at", "owner", "attempt", "state")
             .first()
         )
         updated = 0
         if job is not None:
+            if owner is not None and (
+                job.owner != owner or job.attempt != attempt or job.state != Job.State.RUNNING
+            ):
+                return False
             if job.first_failed_at is None:
                 fields["first_failed_at"] = now
-            updated = Job.objects.filter(id=job.id, attempt=attempt).update(**fields)
+            current = Job.objects.filter(id=job.id, attempt=attempt)
+            if owner is not None:
+                current = current.filter(owner=owner, state=Job.State.RUNNING)
+            updated = current.update(**fields, owner=None)
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -15,13 +16,14 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
+from jobs import nodes
 from jobs.broker import (
     DatabaseBroker,
-    channel_name,
     flush_acknowledgements,
     stop_ack_buffers,
 )
-from jobs.models import Job, JobAttempt
+from jobs.channels import channel_name
+from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
 
 
@@ -97,33 +99,39 @@ def test_claim_order_is_priority_then_fifo(broker: DatabaseBroker) -> None:
 
 
 @pytest.mark.django_db
-def test_claim_marks_running_with_a_lock_from_the_task_timeout(
-    broker: DatabaseBroker, settings
-) -> None:
-    settings.JOBS_LOCK_MARGIN_SECONDS = 7
-    short = enqueue(broker, timeout=30)
-    default = enqueue(broker)
+def test_claim_marks_running_and_owned_by_this_process_node(broker: DatabaseBroker) -> None:
+    first = enqueue(broker, timeout=30)
+    second = enqueue(broker)
     before = timezone.now()
 
     claimed = broker.claim()
 
-    assert [ack for ack, _ in claimed] == [(short.id, 1), (default.id, 1)]
-    short.refresh_from_db()
-    default.refresh_from_db()
-    assert short.state == default.state == Job.State.RUNNING
-    assert short.claimed_at >= before
-    assert short.claimed_by.startswith(Conf.CLUSTER_NAME)
-    lock = short.run_at - short.claimed_at
-    assert lock == timedelta(seconds=30 + 7)
-    # The second row may wait in the local queue behind the first: its lock also
-    # covers the first one's timeout shared among the workers.
-    assert default.run_at - default.claimed_at == timedelta(
-        seconds=Conf.TIMEOUT + 7 + 30 / Conf.WORKERS
-    )
-    # A running row with a valid lock is not handed out again.
-    assert broker.claim() == []
+    assert [ack for ack, _ in claimed] == [(first.id, 1), (second.id, 1)]
+    node = nodes.current_node_id()
+    assert WorkerNode.objects.filter(id=node, pid=os.getpid()).exists()
+    for job in (first, second):
+        ready_at = job.run_at
+        job.refresh_from_db()
+        assert job.state == Job.State.RUNNING
+        assert job.owner == node
+        assert job.claimed_at >= before
+        assert job.claimed_by.startswith(Conf.CLUSTER_NAME)
+        assert job.run_at == ready_at  # kept: a task handed back keeps its place
     assert broker.lock_size() == 2
     assert broker.queue_size() == 0
+
+
+@pytest.mark.django_db
+def test_a_running_task_of_a_live_node_is_never_claimed_again(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    broker.claim()
+    # However long ago it was claimed: no lock time, only the owner's liveness counts.
+    Job.objects.filter(id=job.id).update(claimed_at=timezone.now() - timedelta(days=3))
+
+    assert broker.claim() == []
+    assert nodes.rescue_dead_nodes() == 0
+    assert broker.claim() == []
+    assert Job.objects.get(id=job.id).attempt == 1
 
 
 @pytest.mark.django_db
@@ -140,72 +148,6 @@ def test_future_retries_are_not_claimed_until_due(broker: DatabaseBroker) -> Non
 
 
 @pytest.mark.django_db
-def test_expired_lock_is_redelivered_with_the_next_attempt(broker: DatabaseBroker) -> None:
-    job = enqueue(broker)
-    [(ack, _)] = broker.claim()
-    assert ack == (job.id, 1)
-    # The worker holding attempt 1 died: its lock passes.
-    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
-    assert broker.queue_size() == 1
-
-    [(ack, payload)] = broker.claim()
-
-    assert ack == (job.id, 2)
-    assert payload_id(payload) == job.task_id
-    job.refresh_from_db()
-    assert job.state == Job.State.RUNNING
-    assert job.attempt == 2
-    lost = JobAttempt.objects.get(task_id=job.task_id)
-    assert lost.attempt == 1
-    assert lost.error_type == "WorkerLost"
-    assert not lost.succeeded
-
-
-@pytest.mark.django_db
-def test_expired_lock_at_max_attempts_makes_the_task_dead(broker: DatabaseBroker) -> None:
-    job = enqueue(broker)
-    Job.objects.filter(id=job.id).update(max_attempts=2)
-    broker.claim()
-    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
-    broker.claim()  # attempt 2, the last one
-    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
-
-    assert broker.claim() == []
-    assert broker.sweep_dead() == 1
-
-    job.refresh_from_db()
-    assert job.state == Job.State.DEAD
-    assert job.attempt == 2
-    assert job.last_error_type == "WorkerLost"
-    assert "attempt 2 was the last allowed" in job.last_error_message
-    attempts = list(
-        JobAttempt.objects.filter(task_id=job.task_id)
-        .order_by("attempt")
-        .values_list("attempt", "error_type")
-    )
-    assert attempts == [(1, "WorkerLost"), (2, "WorkerLost")]
-    # Dead rows are never handed out, and a second sweep writes nothing.
-    assert broker.claim() == []
-    assert broker.sweep_dead() == 0
-    assert broker.queue_size() == 0
-
-
-@pytest.mark.django_db
-def test_dequeue_sweeps_dead_rows_when_idle(broker: DatabaseBroker) -> None:
-    job = enqueue(broker)
-    Job.objects.filter(id=job.id).update(
-        state=Job.State.RUNNING,
-        attempt=3,
-        max_attempts=3,
-        run_at=timezone.now() - timedelta(seconds=1),
-    )
-
-    assert broker.dequeue() == []
-
-    assert Job.objects.get(id=job.id).state == Job.State.DEAD
-
-
-@pytest.mark.django_db
 def test_acknowledge_deletes_the_row(broker: DatabaseBroker) -> None:
     job = enqueue(broker)
     other = enqueue(broker)
@@ -215,6 +157,20 @@ def test_acknowledge_deletes_the_row(broker: DatabaseBroker) -> None:
 
     assert not Job.objects.filter(id=job.id).exists()
     assert Job.objects.filter(id=other.id).exists()
+
+
+@pytest.mark.django_db
+def test_acknowledging_a_task_this_node_lost_deletes_nothing(broker: DatabaseBroker) -> None:
+    job = enqueue(broker)
+    [(ack, _)] = broker.claim()
+    # A peer declared this node dead and the task was claimed again elsewhere.
+    nodes.declare_dead(nodes.current_node_id(), why="test")
+    Job.objects.filter(id=job.id).update(state=Job.State.RUNNING, attempt=2, owner=None)
+
+    broker.acknowledge(ack)
+    broker.acknowledge((job.id, 2))  # the right attempt, but not this node's claim
+
+    assert Job.objects.filter(id=job.id, attempt=2).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,6 @@
-"""Fault tests on a real qcluster: kill -9, SIGTERM during a long task, poison tasks.
+"""Fault tests on a real qcluster: SIGTERM during a long task, poison tasks.
+
+kill -9 of whole nodes is tests/reliability/test_delivery.py.
 
 Each task applies an idempotent effect keyed by its argument (``tests.reliability.jobs``),
 so "none lost" is checked on the effects, whatever the broker keeps internally.
@@ -10,7 +12,6 @@ import signal
 import time
 
 import pytest
-from django.db import transaction
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.tasks import async_task
@@ -21,9 +22,8 @@ from tests.support.runtime import log_events
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RECORD = "tests.reliability.jobs.record"
-# Small locks so that redelivery after a crash happens within the test.
-FAST_LOCKS = {"Q_TIMEOUT": "5", "Q_RETRY": "35", "JOBS_LOCK_MARGIN_SECONDS": "5", "Q_WORKERS": "2"}
-LOCK_SECONDS = 35  # the longest of the two lock rules above (django-q2 retry)
+# A short global timeout: a poison task's attempts end within the test.
+FAST = {"Q_TIMEOUT": "5", "Q_WORKERS": "2"}
 
 
 def wait_for(predicate, *, timeout: float, what: str, worker=None) -> float:
@@ -44,44 +44,8 @@ def queue_is_empty() -> bool:
     return (broker.queue_size() or 0) + (broker.lock_size() or 0) == 0
 
 
-def test_kill_9_of_the_whole_worker_loses_no_task(worker_factory, effects) -> None:
-    keys = [f"k{i:03d}" for i in range(500)]
-    with transaction.atomic():  # one commit: the queue rows appear at once
-        for key in keys:
-            async_task(RECORD, key, 0.03)
-    worker = worker_factory(**FAST_LOCKS)
-    wait_for(lambda: len(effects.all()) >= 40, timeout=60, what="40 tasks done", worker=worker)
-    worker.kill()  # SIGKILL to the process group: main process, pusher, workers, monitor
-    killed_at = time.monotonic()
-    done_at_kill = len(effects.all())
-    assert done_at_kill < len(keys), "the worker finished everything before the kill"
-
-    restarted = worker_factory(**FAST_LOCKS)
-    wait_for(
-        lambda: set(effects.all()) == set(keys),
-        timeout=LOCK_SECONDS + 150, what="every task's effect", worker=restarted,
-    )  # fmt: skip
-    recovered_in = time.monotonic() - killed_at
-    wait_for(queue_is_empty, timeout=30, what="an empty queue", worker=restarted)
-    runs = effects.all()
-    lost = [k for k in keys if runs.get(k, 0) == 0]
-    duplicates = sum(n - 1 for n in runs.values())
-    print(
-        f"kill -9: sent={len(keys)} done_before_kill={done_at_kill} completed={len(runs)} "
-        f"lost={len(lost)} applied_twice={duplicates} recovered_in={recovered_in:.1f}s"
-    )
-    assert lost == []
-    # Only tasks held by the killed processes can run twice: at most the claimed batch.
-    assert duplicates <= 40
-    # Redelivery of what the dead worker held happens once its lock expires: the
-    # bound is the lock plus a generous allowance for running the ~460 other tasks
-    # and starting a cluster on a loaded 2-core CI machine (82.9 s was seen once).
-    assert recovered_in < LOCK_SECONDS + 120
-    assert restarted.stop() == 0
-
-
 def test_sigterm_lets_a_long_task_finish_and_commit(worker_factory, effects) -> None:
-    worker = worker_factory(**FAST_LOCKS)
+    worker = worker_factory(**FAST)
     task_id = async_task(RECORD, "long", 4.0)
     wait_for(
         lambda: task_id in {e["task_id"] for e in log_events(worker.log(), "task started")},
@@ -113,7 +77,7 @@ def test_unreadable_payload_becomes_dead_and_others_run(
         m.setattr(Conf, "SECRET_KEY", "a-key-from-another-deployment-0123456789")
         poison = async_task(RECORD, "never-run")
     keys = enqueue_bystanders("u")
-    worker = worker_factory(**FAST_LOCKS)
+    worker = worker_factory(**FAST)
     wait_for(lambda: dead_job(poison) is not None, timeout=60, what="a dead row", worker=worker)
     wait_for(lambda: set(keys) <= set(effects.all()), timeout=60, what="others", worker=worker)
     job = dead_job(poison)
@@ -127,7 +91,7 @@ def test_unreadable_payload_becomes_dead_and_others_run(
 def test_missing_function_becomes_dead_with_a_clear_error(worker_factory, effects) -> None:
     poison = async_task("tests.reliability.jobs.no_such_task", "x")
     keys = enqueue_bystanders("m")
-    worker = worker_factory(**FAST_LOCKS)
+    worker = worker_factory(**FAST)
     wait_for(lambda: dead_job(poison) is not None, timeout=60, what="a dead row", worker=worker)
     wait_for(lambda: set(keys) <= set(effects.all()), timeout=60, what="others", worker=worker)
     job = dead_job(poison)
@@ -140,7 +104,7 @@ def test_task_that_kills_its_worker_process_ends_dead(worker_factory, effects, s
     settings.JOBS_DEFAULT_MAX_ATTEMPTS = 2
     poison = async_task("tests.reliability.jobs.kill_own_process", timeout=2)
     keys = enqueue_bystanders("x")
-    worker = worker_factory(**FAST_LOCKS)
+    worker = worker_factory(**FAST)
     wait_for(
         lambda: dead_job(poison) is not None,
         timeout=2 * (2 + 5) + 60, what="the poison task dead after 2 attempts", worker=worker,
@@ -149,6 +113,7 @@ def test_task_that_kills_its_worker_process_ends_dead(worker_factory, effects, s
     job = dead_job(poison)
     assert job.attempt == 2
     assert job.last_error_type == "WorkerLost"
+    assert "worker process" in job.last_error_message
     attempts = JobAttempt.objects.filter(task_id=poison).order_by("attempt")
     assert [a.error_type for a in attempts] == ["WorkerLost", "WorkerLost"]
     # The cluster replaced its dead worker process and kept serving.

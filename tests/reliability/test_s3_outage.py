@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 WORKER = {
     "Q_TIMEOUT": "20",
-    "JOBS_LOCK_MARGIN_SECONDS": "5",
     "JOBS_BACKOFF_SCALE": "0.1",  # retries after ~0.1 s, 1.6 s, 8 s
     "Q_WORKERS": "1",
 }

@@ -1,0 +1,32 @@
+"""Waking the workers of a queue: PostgreSQL NOTIFY on one channel per queue.
+
+The broker LISTENs on ``channel_name(queue)``; whoever makes a task of that queue
+ready (an enqueue, a retry, a hand-back, a rescue) calls ``notify``. The
+notification is sent when the caller's transaction commits and dropped on
+rollback. SQLite has no NOTIFY: its pushers poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from django.db import connections
+
+
+def channel_name(queue: str) -> str:
+    """The NOTIFY channel of a queue (an identifier: at most 63 bytes)."""
+    name = f"jobs_{queue}"
+    if len(name.encode()) > 63:
+        name = "jobs_" + hashlib.sha1(queue.encode(), usedforsecurity=False).hexdigest()
+    return name
+
+
+def notify(alias: str, queues: Iterable[str]) -> None:
+    """Wake the listeners of each queue (no-op on SQLite)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for queue in sorted(set(queues)):
+            cursor.execute("SELECT pg_notify(%s, '')", [channel_name(queue)])

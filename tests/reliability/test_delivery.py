@@ -1,0 +1,274 @@
+"""The delivery contract on real qcluster processes: a claim belongs to a live node.
+
+Default ``Q_TIMEOUT`` and ``bulk`` throughout: recovery never waits on a lock time.
+Each task applies an effect counted per key (``rel_effect``), so "none lost" and
+"applied twice" are read from the effects, not from the broker's own tables.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
+from django_q.tasks import async_task
+
+from jobs.failures.services import schedule_run_now
+from jobs.models import Job, JobAttempt, WorkerNode
+from tests.support.runtime import log_events
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+RECORD = "tests.reliability.jobs.record"
+# The contract: a dead node's tasks start again within this long.
+RECOVERY_BOUND = 30.0
+
+
+def wait_for(predicate, *, timeout: float, what: str, workers=()) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        for worker in workers:
+            if worker.process.poll() is not None:
+                raise AssertionError(f"worker exited:\n{worker.log()[-4000:]}")
+        time.sleep(0.05)
+    tails = "\n".join(w.log()[-3000:] for w in workers)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
+
+
+def node_of(worker) -> WorkerNode:
+    return WorkerNode.objects.get(pid=worker.pid, stopped_at__isnull=True, dead_at__isnull=True)
+
+
+def enqueue_records(count: int, *, sleep: float) -> dict[str, str]:
+    """task id -> key, committed at once."""
+    with transaction.atomic():
+        return {async_task(RECORD, f"k{i:04d}", sleep): f"k{i:04d}" for i in range(count)}
+
+
+def held_rows(node_id: int) -> dict[int, int]:
+    """Job id -> attempt of what the node holds."""
+    return dict(
+        Job.objects.filter(owner=node_id, state=Job.State.RUNNING).values_list("id", "attempt")
+    )
+
+
+def held_nodes() -> set[int]:
+    return set(Job.objects.filter(state=Job.State.RUNNING).values_list("owner", flat=True))
+
+
+def started_again(held: dict[int, int]) -> bool:
+    """Each held row finished (deleted) or was claimed again as a later attempt."""
+    rows = dict(Job.objects.filter(id__in=held).values_list("id", "attempt"))
+    return all(row_id not in rows or rows[row_id] > attempt for row_id, attempt in held.items())
+
+
+def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
+    worker_factory, effects
+) -> None:
+    rng = random.Random(os.getpid())
+    keys = enqueue_records(1000, sleep=0.01)
+    recoveries, held_keys = [], set()
+    restarted = None
+    for _ in range(3):
+        victim = restarted or worker_factory()
+        goal = len(effects.all()) + rng.randint(40, 200)
+        wait_for(
+            lambda goal=goal: len(effects.all()) >= goal,
+            timeout=90,
+            what="progress",
+            workers=[victim],
+        )
+        node = node_of(victim)
+        victim.kill()
+        held = held_rows(node.id)
+        held_keys |= {
+            keys[t] for t in Job.objects.filter(id__in=held).values_list("task_id", flat=True)
+        }
+        started = time.monotonic()
+        restarted = worker_factory()
+        wait_for(
+            lambda held=held: started_again(held),
+            timeout=60,
+            what="held tasks",
+            workers=[restarted],
+        )
+        recoveries.append(time.monotonic() - started)
+        assert WorkerNode.objects.get(id=node.id).dead_at is not None
+        lost = JobAttempt.objects.filter(error_type="WorkerLost", task_id__in=keys).count()
+        assert lost >= len(held) > 0
+
+    wait_for(
+        lambda: len(effects.all()) == len(keys),
+        timeout=180,
+        what="every effect",
+        workers=[restarted],
+    )
+    runs = effects.all()
+    twice = {key for key, n in runs.items() if n > 1}
+    print(f"kill -9 x3 restart: recoveries={[f'{r:.1f}s' for r in recoveries]} "
+          f"held={len(held_keys)} applied_twice={len(twice)}")  # fmt: skip
+    assert set(runs) == set(keys.values())  # none lost
+    assert twice <= held_keys  # only tasks the killed node held can run twice
+    assert all(r < RECOVERY_BOUND for r in recoveries)
+    assert restarted.stop() == 0
+
+
+def test_a_live_peer_takes_over_a_killed_node_and_healthz_shows_both(
+    worker_factory, effects, client
+) -> None:
+    rng = random.Random(os.getpid() + 1)
+    # Slower tasks: two nodes must not finish everything before the third kill.
+    keys = enqueue_records(1000, sleep=0.08)
+    peer = worker_factory()
+    held_keys, recoveries = set(), []
+    for _ in range(3):
+        victim = worker_factory()
+        goal = len(effects.all()) + rng.randint(40, 200)
+        wait_for(
+            lambda goal=goal: len(effects.all()) >= goal,
+            timeout=90,
+            what="progress",
+            workers=[victim],
+        )
+        node, peer_node = node_of(victim), node_of(peer)
+        listed = {n["id"]: n for n in client.get("/healthz").json()["nodes"]}
+        assert listed[node.id]["status"] == listed[peer_node.id]["status"] == "ok"
+        assert listed[node.id]["pid"] == victim.pid
+
+        victim.kill()
+        held = held_rows(node.id)
+        held_keys |= {
+            keys[t] for t in Job.objects.filter(id__in=held).values_list("task_id", flat=True)
+        }
+        started = time.monotonic()
+        wait_for(
+            lambda held=held: started_again(held), timeout=60, what="held tasks", workers=[peer]
+        )
+        recoveries.append(time.monotonic() - started)
+
+        body = client.get("/healthz").json()
+        listed = {n["id"]: n for n in body["nodes"]}
+        assert listed[node.id]["status"] == "dead"
+        assert listed[node.id]["tasks_handed_out_at_death"] == len(held)
+        assert body["status"] == "degraded"  # a node died holding tasks
+
+    wait_for(
+        lambda: len(effects.all()) == len(keys), timeout=180, what="every effect", workers=[peer]
+    )
+    runs = effects.all()
+    twice = {key for key, n in runs.items() if n > 1}
+    print(f"kill -9 x3 peer: recoveries={[f'{r:.1f}s' for r in recoveries]} "
+          f"held={len(held_keys)} applied_twice={len(twice)}")  # fmt: skip
+    assert set(runs) == set(keys.values())
+    assert twice <= held_keys
+    assert all(r < RECOVERY_BOUND for r in recoveries)
+    assert peer.stop() == 0
+
+
+def test_a_slow_monitor_never_lets_a_task_run_twice(worker_factory, effects, tmp_path) -> None:
+    # Each failure costs the monitor 0.4 s: with 60 tasks failing twice, results
+    # wait ~50 s behind the workers, far beyond Q_TIMEOUT.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with transaction.atomic():
+        ids = {async_task("tests.support.delivery.fails_twice", f"t{i:02d}", str(markers)): i
+               for i in range(60)}  # fmt: skip
+    worker = worker_factory(Q_TIMEOUT="5")
+
+    wait_for(lambda: len(effects.all()) == 60, timeout=240, what="every effect", workers=[worker])
+    wait_for(lambda: not Job.objects.filter(task_id__in=ids).exists(), timeout=60,
+             what="an empty queue", workers=[worker])  # fmt: skip
+
+    assert set(effects.all().values()) == {1}  # each success applied exactly once
+    assert len(list(markers.iterdir())) == 120  # two failed runs each, no more
+    assert not JobAttempt.objects.filter(error_type="WorkerLost").exists()
+    assert worker.stop() == 0
+
+
+def test_sigterm_hands_back_the_tasks_that_had_not_started(worker_factory, effects) -> None:
+    keys = enqueue_records(200, sleep=0.3)
+    worker = worker_factory(Q_WORKERS="2")
+    wait_for(lambda: len(effects.all()) >= 4, timeout=60, what="some progress", workers=[worker])
+
+    assert worker.stop(signal.SIGTERM, timeout=60) == 0
+
+    runs = effects.all()
+    rows = Job.objects.filter(task_id__in=keys)
+    # Every claimed task either ran to completion or is ready again, no attempt used.
+    assert rows.count() + len(runs) == len(keys)
+    assert set(rows.values_list("state", "attempt", "owner")) == {(Job.State.QUEUED, 0, None)}
+    assert not JobAttempt.objects.exists()
+    assert set(runs.values()) == {1}
+    handed_back = [e for e in log_events(worker.log()) if "handed back" in e.get("event", "")]
+    assert handed_back  # what sat in the local queue went back at once
+
+
+def test_declared_timeouts_hold_on_the_schedule_paths(worker_factory, tmp_path: Path) -> None:
+    worker = worker_factory(Q_TIMEOUT="2")
+    done = tmp_path / "long-done"
+    never = tmp_path / "never"
+    # An operator-made schedule of a registered job, fired by django-q2's scheduler.
+    Schedule.objects.create(
+        func="tests.support.delivery.longer_than_q_timeout",
+        args=f"(4, {str(done)!r})",
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now(),
+    )
+    scheduler()
+    # "Run now" from the admin on a schedule of a job with a short timeout.
+    short = Schedule.objects.create(
+        func="tests.support.delivery.over_its_own_timeout",
+        args=f"({str(never)!r},)",
+        schedule_type=Schedule.HOURLY,
+        next_run=timezone.now() + timezone.timedelta(hours=1),
+    )
+    task_id = schedule_run_now(schedule=short)
+
+    # Longer than Q_TIMEOUT (2 s), within its own 20 s: it finishes.
+    wait_for(done.exists, timeout=60, what="the long job to finish", workers=[worker])
+    # Its own 2 s timeout stops the other one, long before its 30 s body ends.
+    wait_for(
+        lambda: Job.objects.filter(task_id=task_id, state=Job.State.DEAD).exists(),
+        timeout=60, what="the overlong job to be stopped", workers=[worker],
+    )  # fmt: skip
+    attempt = JobAttempt.objects.get(task_id=task_id)
+    assert "timeout" in attempt.error_message.lower()
+    assert (attempt.finished_at - attempt.started_at).total_seconds() < 10
+    assert not never.exists()
+    assert worker.stop() == 0
+
+
+def test_killing_the_main_process_takes_every_child_with_it(worker_factory) -> None:
+    worker = worker_factory()
+    worker.wait_for_log("pushing tasks at")
+    children = [
+        int(line.rsplit(" ", 1)[-1])
+        for line in (e["event"] for e in log_events(worker.log()))
+        if " at " in line
+        and ("ready for work" in line or "pushing" in line or "monitoring" in line)
+    ]
+    assert len(children) == 4  # two workers, the pusher, the monitor
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.process.wait()
+
+    def all_gone() -> bool:
+        for pid in children:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                return False
+        return True
+
+    wait_for(all_gone, timeout=10, what="the cluster's children to die")
