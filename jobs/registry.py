@@ -22,6 +22,8 @@ by one and ``unique`` is not enforced (those brokers have no place to keep a key
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +102,23 @@ def for_func(path: str) -> JobSpec | None:
     return _by_path.get(path)
 
 
+def spec_for(path: str) -> JobSpec | None:
+    """The spec of the function at ``path``, importing its module first if needed.
+
+    A job is registered when its module is imported; a process handed a task by
+    path (a worker's monitor, the scheduler) may not have imported it yet.
+    """
+    spec = _by_path.get(path)
+    module = path.rpartition(".")[0]
+    if spec is None and module and module not in sys.modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # the function may be gone, or not a module path at all
+            return None
+        spec = _by_path.get(path)
+    return spec
+
+
 def all_jobs() -> list[JobSpec]:
     return sorted(_by_name.values(), key=lambda spec: spec.name)
 
@@ -114,13 +133,18 @@ def apply_declared_options(
 ) -> None:
     """``pre_enqueue`` receiver: a registered job keeps its declared timeout and queue.
 
-    ``async_task`` by path, django-q2's scheduler and "Run now" build packages
-    without them; the worker's guard reads ``timeout`` from the package and the
+    ``async_task`` by path or by job name, django-q2's scheduler and "Run now" build
+    packages without them; the worker's guard reads ``timeout`` from the package and the
     broker routes on ``cluster``. Options the caller gave explicitly win.
     """
     if not task or task.get("func") is None:
         return
-    spec = for_func(get_func_repr(task["func"]))
+    func = task["func"]
+    spec = _by_name.get(func) if isinstance(func, str) else None
+    if spec is not None:
+        task["func"] = spec.path  # async_task("files.purge_tablo", ...) by job name
+    else:
+        spec = spec_for(get_func_repr(func))
     if spec is None:
         return
     if spec.timeout and not task.get("timeout"):

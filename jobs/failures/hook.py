@@ -11,7 +11,6 @@ retry or dead, writes it down (``records.record_failure``) and logs one
 from __future__ import annotations
 
 import contextlib
-import pydoc
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,18 +92,6 @@ def is_missing_function(task: dict[str, Any], parsed: ParsedError) -> bool:
     )
 
 
-def spec_for(func: str) -> registry.JobSpec | None:
-    """The registry spec; imports the function's module first if this process has not."""
-    spec = registry.for_func(func)
-    if spec is None and func:
-        try:
-            pydoc.locate(func)  # registers the module's @job declarations
-        except Exception:  # the function may be gone: no spec then
-            return None
-        spec = registry.for_func(func)
-    return spec
-
-
 def _as_datetime(value: Any) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
@@ -120,7 +107,7 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
         .only("id", "attempt", "max_attempts", "job_name", "func")
         .first()
     )
-    spec = spec_for(func)
+    spec = registry.spec_for(func)
     attempt = int(task.get("attempt") or 0) or (job.attempt if job is not None else 0) or 1
     if job is not None:
         max_attempts = job.max_attempts
@@ -154,7 +141,8 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
             host=str(worker.get("host") or ""),
             pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
         ),
-        owner=nodes.current_node_id() if job is not None else None,
+        # On the database broker the reporting node must still own the row.
+        owner=nodes.current_node_id() if registry.uses_job_table() else None,
     )
     return {
         "task_id": task_id,

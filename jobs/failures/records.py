@@ -61,8 +61,8 @@ def record_failure(
     ``owner``: the node reporting its own run. The report is dropped (no state
     change, no history) when the row is now someone else's: that node lost the
     task, which was handed out again with a ``WorkerLost`` attempt. Returns False
-    when the Job row is gone or belongs to a later attempt or another node (a
-    report about a gone row is still written to the history).
+    when the Job row is gone or belongs to a later attempt or another node (without
+    ``owner``, a report about a gone row is still written to the history).
     """
     now = finished_at or timezone.now()
     worker = worker or WorkerInfo()
@@ -85,6 +85,8 @@ def record_failure(
             .first()
         )
         updated = 0
+        if job is None and owner is not None:
+            return False  # finished or discarded elsewhere: the reporting node lost it
         if job is not None:
             if owner is not None and (
                 job.owner != owner or job.attempt != attempt or job.state != Job.State.RUNNING

@@ -16,9 +16,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from jobs.failures.hook import spec_for
 from jobs.failures.selectors import FAILED_STATES
 from jobs.models import Job
+from jobs.registry import spec_for
 
 BATCH = 1000
 

@@ -70,7 +70,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     def job(self, obj: Job) -> str:
         return format_html("{}<br><small>{}</small>", obj.job_name or "(unregistered)", obj.func)
 
-    @admin.display(description="runs at / lock until")
+    @admin.display(description="runs at")
     def runs_at(self, obj: Job) -> Any:
         return obj.run_at
 

@@ -8,10 +8,12 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
+from django_q.tasks import async_task
 
 from jobs import registry
 from jobs.models import Job
 from jobs.registry import UnknownJob
+from tests.support import delivery as declared  # registers the jobs used below
 from tests.support import runtime as support
 from tests.support.runtime import job_table_broker
 
@@ -218,3 +220,22 @@ def test_registry_inserts_wake_a_listening_worker_and_are_claimable() -> None:
         assert ack_id[1] == 1
     finally:
         broker.close_listener()
+
+
+@pytest.mark.parametrize(
+    "func", ["tests.support.delivery.longer_than_q_timeout", "tests.longer_than_q_timeout"]
+)
+def test_async_task_by_path_or_name_gets_the_declared_timeout(func: str) -> None:
+    task_id = async_task(func, 1, "marker")
+
+    job = Job.objects.get(task_id=task_id)
+    package = SignedPackage.loads(job.payload)
+    assert package["func"] == f"{declared.__name__}.longer_than_q_timeout"
+    assert package["timeout"] == job.timeout == 20
+    assert job.job_name == "tests.longer_than_q_timeout"
+
+
+def test_an_explicit_timeout_wins_over_the_declared_one() -> None:
+    task_id = async_task("tests.support.delivery.longer_than_q_timeout", 1, "m", timeout=7)
+
+    assert SignedPackage.loads(Job.objects.get(task_id=task_id).payload)["timeout"] == 7

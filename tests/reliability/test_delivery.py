@@ -213,6 +213,7 @@ def test_sigterm_hands_back_the_tasks_that_had_not_started(worker_factory, effec
 
 
 def test_declared_timeouts_hold_on_the_schedule_paths(worker_factory, tmp_path: Path) -> None:
+    Schedule.objects.all().delete()  # only the schedules below fire
     worker = worker_factory(Q_TIMEOUT="2")
     done = tmp_path / "long-done"
     never = tmp_path / "never"

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from django.db import connection
@@ -47,15 +47,18 @@ def worker_env(**extra: str) -> dict[str, str]:
 class Worker:
     """One ``qcluster`` process; its output goes to ``log_path``."""
 
-    def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log_path: Path, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.log_path = log_path
         self.env = env if env is not None else worker_env()
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NAME]: another host
         self.process: subprocess.Popen | None = None
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> Worker:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [*self.prefix, sys.executable, "manage.py", "qcluster"],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self._log,

@@ -32,7 +32,8 @@ def _bin(name: str) -> str:
 class PgCluster:
     """One private PostgreSQL instance in a temporary directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "127.0.0.1") -> None:
+        self.listen = listen
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="tablo-pg-"))
         self.data = self.root / "data"
@@ -58,9 +59,15 @@ class PgCluster:
         )  # fmt: skip
         return self
 
+    def trust(self, cidr: str) -> PgCluster:
+        """Accept connections from ``cidr`` too (initdb trusts loopback only)."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\n")
+        return self
+
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run(
