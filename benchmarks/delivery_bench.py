@@ -78,7 +78,8 @@ class Tree:
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return conn.execute(query, params).fetchall()
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
 
     def reset(self) -> None:
         self.sql("TRUNCATE jobs_job, jobs_jobattempt RESTART IDENTITY")
