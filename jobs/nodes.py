@@ -48,6 +48,8 @@ from jobs.models import Job, JobAttempt, WorkerNode
 logger = structlog.stdlib.get_logger("jobs.nodes")
 
 AckId = tuple[int, int]  # (Job.id, attempt)
+# What handing a row out again needs to read.
+_RESCUE_FIELDS = ("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
 
 # The node of this process, set by register(); forked children inherit it.
 _node_id: int | None = None
@@ -261,7 +263,7 @@ def _rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
             Job.objects.using(alias)
             .select_for_update(skip_locked=True)
             .filter(state=Job.State.RUNNING, owner__isnull=True, claimed_at__lt=cutoff)
-            .only("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
+            .only(*_RESCUE_FIELDS)
             .order_by("id")[:500]
         )
         _hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
@@ -272,15 +274,12 @@ def hand_out_lost(node_id: int, acks: Sequence[AckId], *, alias: str = DEFAULT_D
     """Tasks whose worker process died inside a live node: a lost attempt each."""
     if not acks:
         return 0
-    owned = Q()
-    for row_id, attempt in acks:
-        owned |= Q(id=row_id, attempt=attempt)
     with transaction.atomic(using=alias):
         rows = list(
             Job.objects.using(alias)
             .select_for_update()
-            .filter(owned, owner=node_id, state=Job.State.RUNNING)
-            .only("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
+            .filter(_attempts(acks), owner=node_id, state=Job.State.RUNNING)
+            .only(*_RESCUE_FIELDS)
         )
         _hand_out_again(rows, reason="the worker process running this attempt died", alias=alias)
     if rows:
@@ -292,11 +291,10 @@ def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB
     """Return claimed tasks that never started: ready again, no attempt used."""
     if not ack_ids:
         return 0
-    owned = Q()
-    for row_id, attempt in ack_ids:
-        owned |= Q(id=row_id, attempt=attempt)
     with transaction.atomic(using=alias):
-        rows = Job.objects.using(alias).filter(owned, owner=node_id, state=Job.State.RUNNING)
+        rows = Job.objects.using(alias).filter(
+            _attempts(ack_ids), owner=node_id, state=Job.State.RUNNING
+        )
         queues = set(rows.values_list("queue", flat=True))
         count = rows.update(
             state=_ready_state(),
@@ -307,6 +305,14 @@ def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB
         )
         notify(alias, queues)
     return count
+
+
+def _attempts(acks: Sequence[AckId]) -> Q:
+    """The rows at exactly these (id, attempt) pairs."""
+    q = Q(pk__in=[])
+    for row_id, attempt in acks:
+        q |= Q(id=row_id, attempt=attempt)
+    return q
 
 
 def _ready_state() -> Case:
@@ -322,7 +328,7 @@ def _take_running(node_id: int, *, alias: str) -> list[Job]:
         Job.objects.using(alias)
         .select_for_update()
         .filter(owner=node_id, state=Job.State.RUNNING)
-        .only("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
+        .only(*_RESCUE_FIELDS)
         .order_by("id")
     )
 

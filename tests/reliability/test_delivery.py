@@ -61,8 +61,10 @@ def held_rows(node_id: int) -> dict[int, int]:
     )
 
 
-def held_nodes() -> set[int]:
-    return set(Job.objects.filter(state=Job.State.RUNNING).values_list("owner", flat=True))
+def run_a_while(victim, effects, rng: random.Random) -> None:
+    """Until a random number of further effects is applied (the moment of the kill)."""
+    goal = len(effects.all()) + rng.randint(40, 200)
+    wait_for(lambda: len(effects.all()) >= goal, timeout=90, what="progress", workers=[victim])
 
 
 def started_again(held: dict[int, int]) -> bool:
@@ -80,13 +82,7 @@ def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
     restarted = None
     for _ in range(3):
         victim = restarted or worker_factory()
-        goal = len(effects.all()) + rng.randint(40, 200)
-        wait_for(
-            lambda goal=goal: len(effects.all()) >= goal,
-            timeout=90,
-            what="progress",
-            workers=[victim],
-        )
+        run_a_while(victim, effects, rng)
         node = node_of(victim)
         victim.kill()
         held = held_rows(node.id)
@@ -132,13 +128,7 @@ def test_a_live_peer_takes_over_a_killed_node_and_healthz_shows_both(
     held_keys, recoveries = set(), []
     for _ in range(3):
         victim = worker_factory()
-        goal = len(effects.all()) + rng.randint(40, 200)
-        wait_for(
-            lambda goal=goal: len(effects.all()) >= goal,
-            timeout=90,
-            what="progress",
-            workers=[victim],
-        )
+        run_a_while(victim, effects, rng)
         node, peer_node = node_of(victim), node_of(peer)
         listed = {n["id"]: n for n in client.get("/healthz").json()["nodes"]}
         assert listed[node.id]["status"] == listed[peer_node.id]["status"] == "ok"
