@@ -132,3 +132,26 @@ def test_tablos_are_paginated(client_ann, ann):
     assert len(client_ann.get(reverse("tablos:list")).context["tablos"]) == PAGE_SIZE
     last = client_ann.get(reverse("tablos:list"), {"page": 2})
     assert len(last.context["tablos"]) == 1
+
+
+def _events(caplog, name: str) -> list[dict]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == name]
+
+
+def test_create_and_delete_are_logged_with_the_request_and_the_purge_task(
+    storage, client_ann, ann, caplog
+):
+    from jobs.models import Job
+
+    caplog.set_level("INFO")
+    client_ann.post(reverse("tablos:list"), {"name": "Trip"}, HTTP_X_REQUEST_ID="req-create")
+    tablo = Tablo.objects.get(name="Trip")
+    client_ann.post(reverse("tablos:delete", args=[tablo.id]), HTTP_X_REQUEST_ID="req-delete")
+
+    [created] = _events(caplog, "tablo created")
+    [deleted] = _events(caplog, "tablo deleted")
+    assert (created["tablo_id"], created["owner_id"]) == (str(tablo.id), ann.pk)
+    assert created["request_id"] == "req-create"
+    assert (deleted["tablo_id"], deleted["request_id"]) == (str(tablo.id), "req-delete")
+    purge = Job.objects.get(job_name="files.purge_tablo")
+    assert deleted["purge_task_id"] == purge.task_id
