@@ -27,6 +27,6 @@ class RequestIdGuard:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         for name in _ID_HEADERS:
             value = request.META.get(name)
-            if value is not None and not _REQUEST_ID.match(value):
+            if value is not None and not _REQUEST_ID.fullmatch(value):
                 del request.META[name]
         return self.get_response(request)

@@ -30,7 +30,7 @@ MAX_TEXT = 1000  # characters in a --func/--error/--error-type filter
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     """``30m``, ``2h``, ``7d`` (or ``45s``) before now; from 1s up to MAX_SINCE."""
-    match = _SINCE.match(value.strip())
+    match = _SINCE.fullmatch(value.strip())
     if not match:
         raise CommandError(
             f"--since {value!r} is not a duration: use a number and a unit, like 30m, 2h or 7d."
@@ -50,7 +50,7 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
 def parse_limit(value: str) -> int:
     """``--limit``: a whole number from 1 to MAX_LIMIT."""
     text = value.strip()
-    if not _ID.match(text) or len(text) > 12 or not 1 <= int(text) <= MAX_LIMIT:
+    if not _ID.fullmatch(text) or len(text) > 12 or not 1 <= int(text) <= MAX_LIMIT:
         raise CommandError(f"--limit must be a whole number from 1 to {MAX_LIMIT} (got {value!r}).")
     return int(text)
 
@@ -107,7 +107,7 @@ def selection(options: dict[str, Any]) -> QuerySet[Job]:
 def parse_ids(values: list[str]) -> list[int]:
     ids = []
     for value in values:
-        if not _ID.match(value) or len(value) > 19 or int(value) > MAX_ID:
+        if not _ID.fullmatch(value) or len(value) > 19 or int(value) > MAX_ID:
             raise CommandError(
                 f"{value[:40]!r} is not a task id (the numeric id list_failed_jobs shows)."
             )

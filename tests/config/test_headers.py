@@ -43,7 +43,8 @@ def request_ids(caplog: pytest.LogCaptureFixture) -> set[str]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "sent", ["abc</script><x>", "a b", "x" * 129, "-starts-with-dash", "id\x1b[31m", ""]
+    "sent",
+    ["abc</script><x>", "a b", "x" * 129, "-starts-with-dash", "id\x1b[31m", "", "req\n"],
 )
 def test_a_request_id_that_is_not_a_plain_id_is_replaced(sent: str, caplog) -> None:
     caplog.set_level("INFO")

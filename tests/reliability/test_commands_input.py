@@ -36,7 +36,7 @@ LIMITS = [
     ("\u0661", "--limit must be a whole number from 1 to 10000"),
     ("1.5", "--limit must be a whole number from 1 to 10000"),
 ]
-IDS = ["\u00b2", "\u0661", "-1", "99999999999999999999", "9223372036854775808", "1\x00"]
+IDS = ["\u00b2", "\u0661", "-1", "99999999999999999999", "9223372036854775808", "1\x00", "1\n"]
 
 BAD_INPUT = [
     (("list_failed_jobs", "--state", "bogus"), "--state must be one of: retrying, dead"),
