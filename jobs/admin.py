@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -34,6 +33,7 @@ from jobs.failures.admin import (
     CappedPaginator,
     JobRowsMixin,
     decode_payload,
+    job_id,
 )
 from jobs.failures.selectors import HEAVY_FIELDS, failed_groups, search_failed, task_attempts
 from jobs.models import FailedJob, Job
@@ -275,7 +275,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         return self._matching_view(request, verb="discard")
 
     def _one(self, request: HttpRequest, object_id: str) -> Job:
-        return get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+        return get_object_or_404(self.get_queryset(request), pk=job_id(object_id))
 
     def retry_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._retry_one)(request, object_id)
@@ -325,7 +325,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         """The task's detail: arguments and every attempt with its traceback."""
         job = get_object_or_404(
-            Job.objects.filter(last_failed_at__isnull=False), pk=unquote(object_id)
+            Job.objects.filter(last_failed_at__isnull=False), pk=job_id(object_id)
         )
         if not self.has_view_permission(request, job):
             raise PermissionDenied

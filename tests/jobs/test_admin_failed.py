@@ -389,3 +389,13 @@ def test_discard_selected_asks_first_then_discards(admin_client: Client, admin_u
     assert messages_of(done) == ["Discarded 2 task(s)."]
     assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
     assert LogEntry.objects.filter(user=admin_user, action_flag=DELETION).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["failedjob", "queuedjob"])
+@pytest.mark.parametrize("bad_id", ["abc", "1.5", "-1", "99999999999999999999", "%C2%B2"])
+def test_a_task_url_with_a_bad_id_is_a_404(admin_client: Client, page: str, bad_id: str) -> None:
+    assert admin_client.get(f"/admin/jobs/{page}/{bad_id}/change/").status_code == 404
+    if page == "failedjob":
+        for action in ("retry", "discard"):
+            assert admin_client.post(f"/admin/jobs/{page}/{bad_id}/{action}/").status_code == 404

@@ -155,3 +155,21 @@ def test_create_and_delete_are_logged_with_the_request_and_the_purge_task(
     assert (deleted["tablo_id"], deleted["request_id"]) == (str(tablo.id), "req-delete")
     purge = Job.objects.get(job_name="files.purge_tablo")
     assert deleted["purge_task_id"] == purge.task_id
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "x" * 100_000, "   ", "", "\t"])
+def test_hostile_tablo_names_are_refused_and_create_nothing(client_ann, name):
+    response = client_ann.post(reverse("tablos:list"), {"name": name})
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"]
+    assert not Tablo.objects.exists()
+
+
+def test_a_file_field_sent_as_text_is_a_clear_error(client_ann, ann, storage):
+    tablo = make_tablo(ann, "Trip")
+    response = client_ann.post(
+        reverse("tablos:upload", args=[tablo.id]), {"file": "not a file"}, follow=True
+    )
+    assert messages_of(response) == ["Choose a file to upload."]
+    assert not TabloFile.objects.exists()
+    assert storage.keys() == set()
