@@ -162,6 +162,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Dates on pages and in the admin name their time zone (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 
 # --- Security (production) ------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

@@ -399,3 +399,12 @@ def test_a_task_url_with_a_bad_id_is_a_404(admin_client: Client, page: str, bad_
     if page == "failedjob":
         for action in ("retry", "discard"):
             assert admin_client.post(f"/admin/jobs/{page}/{bad_id}/{action}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_admin_dates_name_their_time_zone(admin_client: Client) -> None:
+    [job] = failed_rows(1)
+    listing = admin_client.get(url(CHANGELIST)).content.decode()
+    assert f"{job.last_failed_at:%Y-%m-%d %H:%M} UTC" in listing
+    detail = admin_client.get(url("admin:jobs_failedjob_change", job.id)).content.decode()
+    assert f"{job.last_failed_at:%Y-%m-%d %H:%M:%S} UTC" in detail

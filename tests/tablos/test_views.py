@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -173,3 +175,12 @@ def test_a_file_field_sent_as_text_is_a_clear_error(client_ann, ann, storage):
     assert messages_of(response) == ["Choose a file to upload."]
     assert not TabloFile.objects.exists()
     assert storage.keys() == set()
+
+
+def test_dates_on_pages_name_their_time_zone(client_ann, ann, storage):
+    tablo = make_tablo(ann, "Trip")
+    file_services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    listing = client_ann.get(reverse("tablos:list")).content.decode()
+    assert f"{tablo.created_at:%Y-%m-%d %H:%M} UTC</time>" in listing
+    detail = client_ann.get(reverse("tablos:detail", args=[tablo.id])).content.decode()
+    assert re.search(r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">', detail)
