@@ -61,6 +61,10 @@ def check_text(name: str, value: str) -> str:
         raise CommandError(f"--{name} is too long: at most {MAX_TEXT} characters.")
     if any(ord(char) < 32 and char not in "\t" for char in value):
         raise CommandError(f"--{name} contains a control character (such as NUL): remove it.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes from the shell that are not UTF-8 (surrogate escapes)
+        raise CommandError(f"--{name} is not valid UTF-8 text: retype it.") from None
     return value
 
 

@@ -28,6 +28,7 @@ HOSTILE = [
     (("--func", "a\x00b"), "--func contains a control character"),
     (("--error-type", "E" * 5000), "--error-type is too long"),
     (("--state", "dead\x00"), "--state contains a control character"),
+    (("--error", "\udcff"), "--error is not valid UTF-8 text"),
 ]
 LIMITS = [
     ("100000000000000000000", "--limit must be a whole number from 1 to 10000"),
