@@ -25,7 +25,7 @@ def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> di
 
 
 class DropPerTaskLines(logging.Filter):
-    """Drop django-q2's per-task INFO lines; the runtime logs each task itself.
+    """Drop django-q2's per-task lines; the runtime and the failure hook log each task.
 
     django-q2 writes "Enqueued [queue] id" on every ``async_task()``, then
     "Process-1 processing <name> '<func>'" and "Processed '<func>' (<name>)" for
@@ -33,13 +33,20 @@ class DropPerTaskLines(logging.Filter):
     (jobs.runtime) carry the same facts with the task id, job, attempt and
     duration, so these lines only double the log volume; rendering them through
     the structlog pipeline was most of the cost of an ``async_task()`` call
-    above its INSERT. Warnings, errors and the cluster's own start/stop lines pass.
+    above its INSERT. Its per-task "Failed '<func>' (<name>) - <error> : <traceback>"
+    error goes too: the failure hook (jobs.failures.hook) logs one ``task failed``
+    event for it, with the same traceback and the retry decision. Other warnings
+    and errors and the cluster's own start/stop lines pass.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+        if not isinstance(record.msg, str):
             return True
         message = record.msg
+        if record.levelno == logging.ERROR:
+            return not message.startswith("Failed '")
+        if record.levelno != logging.INFO:
+            return True
         return not (message.startswith(("Enqueued [", "Processed '")) or " processing " in message)
 
 

@@ -10,3 +10,6 @@ urlpatterns = [
     path("tablos/", include("tablos.urls")),
     path("files/", include("files.urls")),
 ]
+
+# A database outage is a 503 "try again" page, not a bare "Server Error (500)".
+handler500 = "config.errors.server_error"

@@ -4,10 +4,11 @@ The order is always object first, row second: a crash in between leaves a row
 pointing at a missing object, which the next run finishes (a missing object
 counts as deleted); the other order would leak objects nobody can find.
 
-Rows are read in keyset batches by primary key (never all at once). On
-PostgreSQL each batch is claimed with ``FOR UPDATE SKIP LOCKED`` and held until
-its rows are deleted, so two runs (or a purge and an orphan run) never work on
-the same rows and never count the same deletion twice.
+Rows are read in keyset batches by primary key (never all at once), with no
+transaction or row lock held across the storage calls (which can take seconds
+each). Two runs (or a purge and an orphan run) may therefore work on the same
+batch; deleting an object twice is harmless, and the figures count the rows each
+run's own ``DELETE`` removed, so no deletion is counted twice.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.core.files.storage import Storage, default_storage
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 
 from files import storage_ops
@@ -100,23 +101,10 @@ def _orphan_rows() -> QuerySet[TabloFile]:
     return TabloFile.objects.filter(~Exists(Tablo.objects.filter(id=OuterRef("tablo_id"))))
 
 
-def _batch_transaction() -> contextlib.AbstractContextManager[Any]:
-    # With SKIP LOCKED the claim lasts until the batch's rows are deleted. SQLite has
-    # no row locks, and holding its database lock across storage calls would only
-    # make concurrent runs fail with "database is locked"; there each statement
-    # commits on its own and the row delete's count keeps the figures honest.
-    if connection.features.has_select_for_update_skip_locked:
-        return transaction.atomic()
-    return contextlib.nullcontext()
-
-
-def _claim_batch(queryset: QuerySet[TabloFile], after: uuid.UUID | None, size: int) -> list[tuple]:
+def _read_batch(queryset: QuerySet[TabloFile], after: uuid.UUID | None, size: int) -> list[tuple]:
     if after is not None:
         queryset = queryset.filter(id__gt=after)
-    queryset = queryset.order_by("id")
-    if connection.features.has_select_for_update_skip_locked:
-        queryset = queryset.select_for_update(skip_locked=True, of=("self",))
-    return list(queryset.values_list("id", "storage_key", "tablo_id")[:size])
+    return list(queryset.order_by("id").values_list("id", "storage_key", "tablo_id")[:size])
 
 
 def _delete_batch(*, rows: list[tuple], storage: Storage, report: CleanupReport) -> None:
@@ -130,7 +118,10 @@ def _delete_batch(*, rows: list[tuple], storage: Storage, report: CleanupReport)
         rows = [row for row in rows if row[2] not in live]
     if not rows:
         return
-    result = storage_ops.delete_objects(storage=storage, names=[key for _, key, _ in rows])
+    # The rows' tablos are gone (re-checked above): their directories may go too.
+    result = storage_ops.delete_objects(
+        storage=storage, names=[key for _, key, _ in rows], empty_dirs=2
+    )
     for reason in result.errors.values():
         report.add_error(reason)
     done = set(result.deleted)
@@ -138,8 +129,8 @@ def _delete_batch(*, rows: list[tuple], storage: Storage, report: CleanupReport)
     if ids:
         deleted, _ = TabloFile.objects.filter(id__in=ids).delete()
         report.rows_deleted += deleted
-        # Counted from the rows this run removed, so that two runs racing on SQLite
-        # (no row locks) never both claim the same object.
+        # Counted from the rows this run removed: two runs racing on one batch never
+        # both claim the same object.
         report.objects_deleted += deleted
 
 
@@ -148,13 +139,12 @@ def _delete_rows(
 ) -> None:
     after: uuid.UUID | None = None
     while True:
-        with _batch_transaction():
-            rows = _claim_batch(queryset, after, batch_size)
-            if not rows:
-                return
-            after = rows[-1][0]
-            report.rows_scanned += len(rows)
-            _delete_batch(rows=rows, storage=storage, report=report)
+        rows = _read_batch(queryset, after, batch_size)
+        if not rows:
+            return
+        after = rows[-1][0]
+        report.rows_scanned += len(rows)
+        _delete_batch(rows=rows, storage=storage, report=report)
         report_progress(
             done=report.rows_scanned,
             message=f"orphan rows: {report.rows_scanned} scanned, {report.rows_deleted} deleted",

@@ -21,7 +21,7 @@ from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.utils.http import content_disposition_header
 
-from files import naming
+from files import naming, storage_ops
 from files.models import TabloFile
 from tablos.models import Tablo
 
@@ -85,6 +85,7 @@ def file_upload(
         # orphan cleanup): remove it now, then let the error propagate.
         try:
             storage.delete(saved_key)
+            storage_ops.remove_empty_parents(storage=storage, name=saved_key, levels=1)
         except Exception:
             log.exception("upload rollback failed", storage_key=saved_key)
         raise
@@ -97,6 +98,7 @@ def file_delete(*, tablo_file: TabloFile, storage: Storage | None = None) -> Non
     storage = storage or default_storage
     file_id = tablo_file.id  # Model.delete() clears the pk on the instance
     storage.delete(tablo_file.storage_key)
+    storage_ops.remove_empty_parents(storage=storage, name=tablo_file.storage_key, levels=1)
     tablo_file.delete()
     log.info("file deleted", file_id=str(file_id), tablo_id=str(tablo_file.tablo_id))
 

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.storage import FileSystemStorage, Storage
 
 S3_DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys per request.
+UNCONFIRMED = "NotConfirmed: the storage did not report this object as deleted"
 
 
 class StorageUnavailable(Exception):
@@ -66,16 +67,42 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def delete_objects(*, storage: Storage, names: Iterable[str]) -> DeleteResult:
+def delete_objects(*, storage: Storage, names: Iterable[str], empty_dirs: int = 1) -> DeleteResult:
     """Delete the objects ``names``; an object that is already gone counts as deleted.
 
-    Raises StorageUnavailable when a whole request fails: the caller must then
-    treat none of the remaining names as deleted.
+    On local storage up to ``empty_dirs`` parent directories left empty are removed
+    too (see remove_empty_parents). Raises StorageUnavailable when a whole request
+    fails: the caller must then treat none of the remaining names as deleted.
     """
     names = list(names)
     if is_s3(storage):
         return _s3_delete(storage, names)
-    return _generic_delete(storage, names)
+    result = _generic_delete(storage, names)
+    for name in result.deleted:
+        remove_empty_parents(storage=storage, name=name, levels=empty_dirs)
+    return result
+
+
+def remove_empty_parents(*, storage: Storage, name: str, levels: int) -> None:
+    """Remove up to ``levels`` directories above ``name`` that are now empty (local only).
+
+    Each upload has its own directory (``tablos/<tablo>/<file>/``), which nobody
+    else writes to: one level is always safe. The tablo's directory (two levels)
+    is only safe once the tablo is gone, or it could vanish under a concurrent
+    upload's ``makedirs``.
+    """
+    if not isinstance(storage, FileSystemStorage):
+        return
+    root = Path(storage.location).resolve()
+    directory = Path(storage.path(name)).parent
+    for _ in range(levels):
+        if directory == root or root not in directory.parents:
+            return
+        try:
+            directory.rmdir()  # only ever succeeds on an empty directory
+        except OSError:
+            return  # not empty, or already gone
+        directory = directory.parent
 
 
 def _s3_delete(storage: Storage, names: list[str]) -> DeleteResult:
@@ -86,24 +113,27 @@ def _s3_delete(storage: Storage, names: list[str]) -> DeleteResult:
         chunk = names[start : start + S3_DELETE_BATCH]
         by_key = {_s3_key(storage, name): name for name in chunk}
         try:
-            # Quiet mode: the response lists only the failures, which keeps it small.
+            # Not quiet: success is what the response confirms in "Deleted", never
+            # inferred from a missing "Errors" list (an empty 200 would delete nothing).
             response = client.delete_objects(
                 Bucket=bucket,
-                Delete={"Objects": [{"Key": key} for key in by_key], "Quiet": True},
+                Delete={"Objects": [{"Key": key} for key in by_key], "Quiet": False},
             )
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(describe_error(exc)) from exc
+        confirmed = {entry.get("Key") for entry in response.get("Deleted", [])}
         failed: dict[str, str] = {}
         for error in response.get("Errors", []):
             key = error.get("Key", "")
             if error.get("Code") == "NoSuchKey":
-                continue  # already gone: that is what we wanted
+                confirmed.add(key)  # already gone: that is what we wanted
+                continue
             failed[key] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
         for key, name in by_key.items():
-            if key in failed:
-                result.errors[name] = failed[key]
-            else:
+            if key in confirmed and key not in failed:
                 result.deleted.append(name)
+            else:
+                result.errors[name] = failed.get(key, UNCONFIRMED)
     return result
 
 

@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from config.errors import DATABASE_OUTAGE
 from files import selectors, services
 from files.forms import UploadForm
 from files.uploads import install_size_limit, request_too_large
@@ -57,6 +58,11 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
     except services.FileRejected as exc:
         messages.error(request, str(exc))
         return back
+    except DATABASE_OUTAGE:
+        # file_upload removed the object; the 503 page says to try again (the
+        # redirect would only land on a page that needs the database too).
+        log.warning("upload failed: database unavailable", tablo_id=str(tablo.id))
+        raise
     except Exception:
         # Storage or database trouble: file_upload already removed whatever it
         # stored, so the user can simply try again.

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from django_q.admin import ScheduleAdmin
 from django_q.conf import Conf
 from django_q.models import Failure, OrmQ, Schedule, Success
@@ -33,6 +33,7 @@ from jobs.failures.admin import (
     CappedPaginator,
     JobRowsMixin,
     decode_payload,
+    job_id,
 )
 from jobs.failures.selectors import HEAVY_FIELDS, failed_groups, search_failed, task_attempts
 from jobs.models import FailedJob, Job
@@ -56,6 +57,7 @@ if Conf.SAVE_LIMIT < 0:
 
 MESSAGE_WIDTH = 80
 GROUPS_SHOWN = 200
+CONFIRM_SHOWN = 50  # tasks a discard confirmation lists before "and N more"
 GROUPS_DEFAULT_WINDOW = "7d"
 
 
@@ -137,10 +139,30 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         count = services.retry_failed(queryset=queryset, user=request.user)
         self.message_user(request, f"Retried {count} task(s).", messages.SUCCESS)
 
-    @admin.action(description="Discard selected tasks", permissions=["delete"])
-    def discard_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = services.discard_failed(queryset=queryset, user=request.user)
-        self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
+    @admin.action(description="Discard selected tasks…", permissions=["delete"])
+    def discard_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> Any:
+        # Like Django's "Delete selected": a confirmation page first, the change on
+        # its "Yes" (which posts the same action again with post=yes).
+        if request.POST.get("post") == "yes":
+            count = services.discard_failed(queryset=queryset, user=request.user)
+            self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
+            return None
+        failed = queryset.filter(state__in=(Job.State.RETRYING, Job.State.DEAD)).order_by("id")
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/confirm_discard.html",
+            self._context(
+                request,
+                title="Discard the selected failed tasks?",
+                jobs=failed[:CONFIRM_SHOWN],
+                count=(count := failed.count()),
+                more=count - CONFIRM_SHOWN,
+                selected=request.POST.getlist(ACTION_CHECKBOX_NAME),
+                select_across=request.POST.get("select_across", "0"),
+                action_url=request.get_full_path(),
+                cancel_url=request.get_full_path(),
+            ),
+        )
 
     # --- extra pages ------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
@@ -253,7 +275,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         return self._matching_view(request, verb="discard")
 
     def _one(self, request: HttpRequest, object_id: str) -> Job:
-        return get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+        return get_object_or_404(self.get_queryset(request), pk=job_id(object_id))
 
     def retry_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._retry_one)(request, object_id)
@@ -271,12 +293,26 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
 
     def discard_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._discard_one)(request, object_id)
+        return require_http_methods(["GET", "POST"])(self._discard_one)(request, object_id)
 
     def _discard_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         job = self._one(request, object_id)
         if not self.has_delete_permission(request, job):
             raise PermissionDenied
+        if request.method == "GET":  # the detail page's Discard asks first
+            return TemplateResponse(
+                request,
+                "admin/jobs/failedjob/confirm_discard.html",
+                self._context(
+                    request,
+                    title=f"Discard {job}?",
+                    jobs=[job],
+                    count=1,
+                    more=0,
+                    action_url=request.path,
+                    cancel_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
+                ),
+            )
         if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
             self.message_user(request, f"Discarded {job}.", messages.SUCCESS)
         else:
@@ -289,7 +325,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         """The task's detail: arguments and every attempt with its traceback."""
         job = get_object_or_404(
-            Job.objects.filter(last_failed_at__isnull=False), pk=unquote(object_id)
+            Job.objects.filter(last_failed_at__isnull=False), pk=job_id(object_id)
         )
         if not self.has_view_permission(request, job):
             raise PermissionDenied

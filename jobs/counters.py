@@ -4,8 +4,9 @@ django-q2's monitor sends ``post_execute`` once per finished run. Writing a row
 per run would cost what the broker saves by not keeping Success rows, so the
 monitor adds to in-memory counts per (minute, cluster) and writes them with one
 upsert per minute bucket at most about once a second; a timer writes the tail
-of a burst. A run counted in the last second before the monitor dies is lost:
-the figures are for operators, not for accounting.
+of a burst. Counts that could not be written (database down) are kept and
+written by a later flush. A run counted in the last second before the monitor
+dies is lost: the figures are for operators, not for accounting.
 """
 
 from __future__ import annotations
@@ -75,14 +76,33 @@ def flush() -> int:
         _last_flush = time.monotonic()
     if not batch:
         return 0
+    written = 0
     try:
         with connection.cursor() as cursor:
             for (minute, cluster), (succeeded, failed) in batch.items():
                 cursor.execute(_UPSERT, [minute, cluster, succeeded, failed])
+                written += 1
+                batch[(minute, cluster)] = [0, 0]
     except Exception:
-        logger.exception("task counters not written", buckets=len(batch))
-        return 0
-    return len(batch)
+        logger.exception("task counters not written", buckets=len(batch) - written)
+        _keep_for_next_flush(batch)
+        # The monitor has no request cycle to drop a broken connection: without
+        # this, every later flush would fail on it after the database is back.
+        if not connection.in_atomic_block:
+            connection.close()
+        return written
+    return written
+
+
+def _keep_for_next_flush(batch: dict[tuple[datetime, str], list[int]]) -> None:
+    """Put unwritten counts back (merged with newer ones); too old buckets are dropped."""
+    oldest = timezone.now() - RETENTION
+    with _lock:
+        for key, (succeeded, failed) in batch.items():
+            if (succeeded or failed) and key[0] >= oldest:
+                counts = _pending.setdefault(key, [0, 0])
+                counts[0] += succeeded
+                counts[1] += failed
 
 
 def _flush_from_timer() -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -38,6 +39,8 @@ from django_q.signing import SignedPackage
 from django_q.utils import get_func_repr
 
 from jobs.channels import notify
+
+logger = structlog.get_logger("jobs.registry")
 
 # Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
 JOB_TABLE_BROKERS = ("jobs.broker.DatabaseBroker",)
@@ -106,17 +109,27 @@ def spec_for(path: str) -> JobSpec | None:
     """The spec of the function at ``path``, importing its module first if needed.
 
     A job is registered when its module is imported; a process handed a task by
-    path (a worker's monitor, the scheduler) may not have imported it yet.
+    path (a worker's monitor, the scheduler) may not have imported it yet. A
+    function that no longer exists has no spec. A module that fails to import is
+    logged: its jobs' own policy is unknown until it is fixed.
     """
     spec = _by_path.get(path)
     module = path.rpartition(".")[0]
-    if spec is None and module and module not in sys.modules:
-        try:
-            importlib.import_module(module)
-        except Exception:  # the function may be gone, or not a module path at all
-            return None
-        spec = _by_path.get(path)
-    return spec
+    if spec is not None or not module or module in sys.modules:
+        return spec
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):
+            return None  # the module itself is gone (or the path names no module)
+        logger.error("job module import failed", func=path, module=module,
+                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        return None
+    except Exception as exc:
+        logger.error("job module import failed", func=path, module=module,
+                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        return None
+    return _by_path.get(path)
 
 
 def all_jobs() -> list[JobSpec]:
@@ -178,15 +191,18 @@ def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str
 
     By default the task is enqueued after the current transaction commits, so
     the worker never sees data that was rolled back (the returned id is the one
-    the task gets then). ``on_commit=False`` puts the queue row inside the
-    caller's transaction instead: it commits or rolls back with the caller's data.
+    the task gets then); a failure to enqueue then is logged (``enqueue after
+    commit failed``) and never raised into the committed caller. A unique job on
+    the job table is inserted inside the caller's transaction (see _defer).
+    ``on_commit=False`` puts the queue row inside the caller's transaction
+    instead: it commits or rolls back with the caller's data.
     A unique job whose key is already queued or running is not enqueued again:
     the id of the task already there is returned.
     """
     spec = get(name)
     task = build_package(spec, args, kwargs)
-    if on_commit and not transaction.get_autocommit():
-        transaction.on_commit(lambda: _push([task], spec=spec))
+    if on_commit and _defer(spec):
+        transaction.on_commit(_after_commit([task], spec=spec), robust=True)
         return task["id"]
     return _push([task], spec=spec)[0]
 
@@ -210,10 +226,40 @@ def enqueue_many(
         tasks.append(build_package(spec, args, kwargs))
     if not tasks:
         return []
-    if on_commit and not transaction.get_autocommit():
-        transaction.on_commit(lambda: _push(tasks, spec=spec))
+    if on_commit and _defer(spec):
+        transaction.on_commit(_after_commit(tasks, spec=spec), robust=True)
         return [task["id"] for task in tasks]
     return _push(tasks, spec=spec)
+
+
+def _defer(spec: JobSpec) -> bool:
+    """Whether an ``on_commit`` enqueue must wait for the caller's commit.
+
+    A unique job on the job table is inserted in the caller's transaction instead:
+    workers see the row only once it commits (what deferring is for), and the id
+    returned is the task that really holds the key, not one that a duplicate would
+    never create. Its row also commits or rolls back with the caller's data.
+    """
+    if transaction.get_autocommit():
+        return False
+    return not (spec.unique is not None and uses_job_table() and not Conf.SYNC)
+
+
+def _after_commit(tasks: list[dict[str, Any]], *, spec: JobSpec) -> Callable[[], None]:
+    def push() -> None:
+        # The caller's work is committed: a failing insert must not turn it into an
+        # error page, but it must be visible.
+        try:
+            _push(tasks, spec=spec)
+        except Exception:
+            logger.exception(
+                "enqueue after commit failed",
+                job=spec.name,
+                task_ids=[task["id"] for task in tasks],
+            )
+            raise  # robust=True: Django logs it too and runs the other callbacks
+
+    return push
 
 
 def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:

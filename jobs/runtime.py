@@ -39,10 +39,10 @@ from django_q.signals import (
     pre_enqueue,
     pre_execute,
 )
-from django_q.utils import get_func_repr
 
 from jobs import counters, inflight, registry
 from jobs.context import current_task_id
+from jobs.funcs import func_path
 
 logger = structlog.stdlib.get_logger("jobs.runtime")
 
@@ -98,7 +98,7 @@ def attempt_from_ack_id(ack_id: Any) -> int:
 
 def job_name_for(func: Any) -> str:
     """The registry name of the task's function, else its dotted path."""
-    path = get_func_repr(func) if func is not None else ""
+    path = func_path(func)
     spec = registry.for_func(path)
     return spec.name if spec is not None else path
 

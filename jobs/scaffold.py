@@ -8,6 +8,7 @@ once) imports every module of the package, and ``jobs.apps`` autodiscovers
 from __future__ import annotations
 
 import keyword
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from django.apps import apps
 from django.conf import settings
 
 from jobs import registry
+
+MAX_NAME = 60
+_JOB_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_NAME - 1}}}$")
 
 PACKAGE_INIT = '''"""Jobs of this app, one module each (manage.py startjob), all imported here."""
 
@@ -78,10 +82,11 @@ class Scaffold:
 
 def plan_job(*, app_label: str, name: str, tests_dir: Path | None = None) -> Scaffold:
     """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot."""
-    if not name.isidentifier() or keyword.iskeyword(name) or not name.islower():
+    # ASCII and short: the name becomes a file name and part of a dotted path.
+    if not _JOB_NAME.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(
-            f"{name!r} is not a valid job name: use a lowercase Python identifier "
-            "such as send_digest."
+            f"{name[:80]!r} is not a valid job name: use a lowercase ASCII Python identifier "
+            f"of at most {MAX_NAME} characters, such as send_digest."
         )
     try:
         app = apps.get_app_config(app_label)

@@ -14,9 +14,10 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -48,6 +49,14 @@ class CappedPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self.count > self.cap
+
+
+def job_id(object_id: str) -> int:
+    """The ``Job`` id in an admin URL; anything but a bigint is a 404, not a ValueError."""
+    value = unquote(object_id)
+    if not (value.isascii() and value.isdigit()) or int(value) > 2**63 - 1:
+        raise Http404("No such task.")
+    return int(value)
 
 
 def decode_payload(payload: str) -> dict[str, Any]:

@@ -16,20 +16,56 @@ from jobs import registry
 from jobs.failures.selectors import failed_jobs
 from jobs.models import Job
 
-_SINCE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# ASCII digits only: str.isdigit() and \d also accept superscripts and other scripts'
+# digits, which int() rejects or reads as another number.
+_SINCE = re.compile(r"^([0-9]+)([smhd])$")
+_ID = re.compile(r"^[0-9]+$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 STATES = ("retrying", "dead")
+MAX_ID = 2**63 - 1  # the id column is a bigint
+MAX_LIMIT = 10_000
+MAX_SINCE = timedelta(days=3650)
+MAX_TEXT = 1000  # characters in a --func/--error/--error-type filter
 
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
-    """``30m``, ``2h``, ``7d`` (or ``45s``) before now."""
-    match = _SINCE.match(value.strip())
+    """``30m``, ``2h``, ``7d`` (or ``45s``) before now; from 1s up to MAX_SINCE."""
+    match = _SINCE.fullmatch(value.strip())
     if not match:
         raise CommandError(
             f"--since {value!r} is not a duration: use a number and a unit, like 30m, 2h or 7d."
         )
-    amount, unit = int(match.group(1)), match.group(2)
-    return (now or timezone.now()) - timedelta(**{_UNITS[unit]: amount})
+    amount, unit = match.group(1), match.group(2)
+    # In plain seconds first: timedelta() and datetime arithmetic overflow on huge values,
+    # and the digit count bounds int() of a very long string.
+    seconds = int(amount) * _UNIT_SECONDS[unit] if len(amount) <= 12 else 0
+    if not 1 <= seconds <= MAX_SINCE.total_seconds():
+        raise CommandError(
+            f"--since {value!r} is out of range: give a duration from 1s to "
+            f"{MAX_SINCE.days}d, like 30m, 2h or 7d."
+        )
+    return (now or timezone.now()) - timedelta(seconds=seconds)
+
+
+def parse_limit(value: str) -> int:
+    """``--limit``: a whole number from 1 to MAX_LIMIT."""
+    text = value.strip()
+    if not _ID.fullmatch(text) or len(text) > 12 or not 1 <= int(text) <= MAX_LIMIT:
+        raise CommandError(f"--limit must be a whole number from 1 to {MAX_LIMIT} (got {value!r}).")
+    return int(text)
+
+
+def check_text(name: str, value: str) -> str:
+    """A free-text filter the database can take: no NUL or control bytes, not huge."""
+    if len(value) > MAX_TEXT:
+        raise CommandError(f"--{name} is too long: at most {MAX_TEXT} characters.")
+    if any(ord(char) < 32 and char not in "\t" for char in value):
+        raise CommandError(f"--{name} contains a control character (such as NUL): remove it.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes from the shell that are not UTF-8 (surrogate escapes)
+        raise CommandError(f"--{name} is not valid UTF-8 text: retype it.") from None
+    return value
 
 
 def resolve_func(value: str) -> str:
@@ -48,8 +84,17 @@ def add_filter_arguments(parser: CommandParser) -> None:
     parser.add_argument("--since", help="failed within this long: 30m, 2h, 7d")
 
 
+def allow_dash_values(parser: CommandParser) -> None:
+    """Let ``--since -2h`` or an id ``-1`` reach our checks (and their clear message)
+    instead of argparse's "expected one argument" (exit 2)."""
+    parser._negative_number_matcher = re.compile(r"^-[0-9]")
+
+
 def selection(options: dict[str, Any]) -> QuerySet[Job]:
     """The failed tasks the filter options select (state retrying or dead)."""
+    for name in ("state", "func", "error", "error_type"):
+        if options.get(name):
+            check_text(name.replace("_", "-"), options[name])
     state = options.get("state")
     if state and state not in STATES:
         raise CommandError(f"--state must be one of: {', '.join(STATES)} (got {state!r}).")
@@ -66,9 +111,9 @@ def selection(options: dict[str, Any]) -> QuerySet[Job]:
 def parse_ids(values: list[str]) -> list[int]:
     ids = []
     for value in values:
-        if not value.isdigit():
+        if not _ID.fullmatch(value) or len(value) > 19 or int(value) > MAX_ID:
             raise CommandError(
-                f"{value!r} is not a task id (the numeric id list_failed_jobs shows)."
+                f"{value[:40]!r} is not a task id (the numeric id list_failed_jobs shows)."
             )
         ids.append(int(value))
     return ids
@@ -147,6 +192,7 @@ class FailedJobsActionCommand(BaseCommand):
     action: ClassVar[Callable[..., int]]  # called as action(queryset=...)
 
     def add_arguments(self, parser: CommandParser) -> None:
+        allow_dash_values(parser)
         parser.add_argument("ids", nargs="*", help="task ids (list_failed_jobs shows them)")
         parser.add_argument(
             "--all", action="store_true", help="every failed task the filters match"

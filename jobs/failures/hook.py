@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,12 +20,11 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.utils import timezone
-from django.utils.module_loading import import_string
-from django_q.utils import get_func_repr
 
 from jobs import backoff, nodes, registry
 from jobs.failures.errors import DoNotRetry
 from jobs.failures.records import WorkerInfo, record_failure
+from jobs.funcs import func_path
 from jobs.models import Job, JobAttempt
 
 logger = structlog.get_logger("jobs.failures")
@@ -73,16 +73,33 @@ def _exception_type(tb: str) -> str:
 
 
 def is_do_not_retry(error_type: str) -> bool:
-    """``DoNotRetry`` or a subclass of it (types outside builtins are printed dotted)."""
+    """``DoNotRetry`` or a subclass of it (types outside builtins are printed dotted).
+
+    The name comes from a traceback, i.e. from whatever the task raised: it is
+    resolved only against modules this process has already imported, never by
+    importing one (which would run its code). The job's own module, and what it
+    imports, is loaded by ``spec_for`` before this is asked.
+    """
     if error_type in (DO_NOT_RETRY_PATH, "DoNotRetry"):
         return True
-    if "." not in error_type:
-        return False
-    try:
-        cls = import_string(error_type)
-    except Exception:  # a type we cannot import is not ours
-        return False
+    cls = _loaded_attribute(error_type)
     return isinstance(cls, type) and issubclass(cls, DoNotRetry)
+
+
+def _loaded_attribute(dotted: str) -> Any:
+    """``pkg.mod.Outer.Inner`` looked up in ``sys.modules`` only (None if not there)."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        value: Any = module
+        for name in parts[split:]:
+            value = getattr(value, name, None)
+            if value is None:
+                return None
+        return value
+    return None
 
 
 def is_missing_function(task: dict[str, Any], parsed: ParsedError) -> bool:
@@ -100,7 +117,7 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     """Record one failed attempt; return the fields of the ``task failed`` event."""
     now = timezone.now()
     task_id = str(task.get("id") or "")
-    func = get_func_repr(task.get("func")) if task.get("func") is not None else ""
+    func = func_path(task.get("func"))
     parsed = parse_result(task.get("result"))
     job = (
         Job.objects.filter(task_id=task_id)
@@ -147,7 +164,8 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     return {
         "task_id": task_id,
         "task_name": task.get("name"),
-        "job": spec.name if spec is not None else (job.job_name if job is not None else ""),
+        # Like the runtime's task started/finished: the registry name, else the path.
+        "job": spec.name if spec is not None else ((job.job_name if job else "") or func),
         "func": func,
         "attempt": attempt,
         "max_attempts": max_attempts,
@@ -175,7 +193,7 @@ def record_success_after_failure(task: dict[str, Any]) -> None:
     ):
         return
     worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
-    func = get_func_repr(task.get("func")) if task.get("func") is not None else ""
+    func = func_path(task.get("func"))
     spec = registry.for_func(func)
     JobAttempt.objects.create(
         task_id=str(task.get("id") or ""),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import getpass
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -20,7 +22,25 @@ from jobs.failures.selectors import FAILED_STATES
 from jobs.models import Job
 from jobs.registry import spec_for
 
+logger = structlog.get_logger("jobs.failures")
+
 BATCH = 1000
+AUDIT_IDS = 100  # ids an audit line lists; the count is always exact
+
+
+def _audit(event: str, *, user: AbstractBaseUser | None, ids: list[int], **fields: Any) -> None:
+    """One log line per operator action, admin or command line: who, how many, which."""
+    if not ids:
+        return
+    if user is not None:
+        actor = {"user": user.get_username()}
+    else:
+        # A management command: the shell account is all we know of the operator.
+        try:
+            actor = {"user": None, "os_user": getpass.getuser()}
+        except Exception:  # no passwd entry (some containers)
+            actor = {"user": None, "os_user": None}
+    logger.info(event, count=len(ids), job_ids=ids[:AUDIT_IDS], **actor, **fields)
 
 
 def _budget(func: str) -> int:
@@ -85,7 +105,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     rows are left alone: a retry never makes a task run twice.
     """
     now = timezone.now()
-    changed = 0
+    changed: list[int] = []
     for batch in _in_batches(queryset):
         by_budget: dict[int, list[int]] = {}
         for job in batch:
@@ -94,8 +114,11 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
             done: list[int] = []
             for budget, ids in by_budget.items():
                 rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
-                done += list(rows.values_list("id", flat=True))
-                rows.update(
+                # Locked like delete_jobs: a row the broker claims meanwhile is
+                # neither counted nor logged as retried.
+                locked = list(rows.select_for_update().values_list("id", flat=True))
+                done += locked
+                Job.objects.filter(id__in=locked).update(
                     state=Job.State.QUEUED,
                     run_at=now,
                     max_attempts=F("attempt") + budget,
@@ -109,8 +132,9 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
                 flag=CHANGE,
                 message="Retried: queued to run now with a fresh attempt budget.",
             )
-        changed += len(done)
-    return changed
+        changed += done
+    _audit("failed tasks retried", user=user, ids=changed)
+    return len(changed)
 
 
 def delete_jobs(
@@ -126,7 +150,7 @@ def delete_jobs(
     The rows are locked before the delete: the broker claims with ``SKIP LOCKED``,
     so a row is either deleted or claimed, never counted as deleted and run.
     """
-    deleted = 0
+    deleted: list[int] = []
     for batch in _in_batches(queryset, states):
         with transaction.atomic():
             rows = Job.objects.filter(id__in=[job.id for job in batch], state__in=states)
@@ -139,8 +163,9 @@ def delete_jobs(
                 message=message,
                 model=model,
             )
-        deleted += len(gone)
-    return deleted
+        deleted += sorted(gone)
+    _audit("tasks deleted", user=user, ids=deleted, change_message=message)
+    return len(deleted)
 
 
 def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -18,7 +17,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.failures.admin import CappedPaginator, JobRowsMixin, StateFilter, decode_payload
+from jobs.failures.admin import (
+    CappedPaginator,
+    JobRowsMixin,
+    StateFilter,
+    decode_payload,
+    job_id,
+)
 from jobs.failures.selectors import HEAVY_FIELDS
 from jobs.models import Job, QueuedJob
 from jobs.queued.services import cancel_queued
@@ -118,7 +123,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
         """The task's detail: its row and its arguments."""
-        job = get_object_or_404(Job.objects.filter(state__in=SHOWN_STATES), pk=unquote(object_id))
+        job = get_object_or_404(Job.objects.filter(state__in=SHOWN_STATES), pk=job_id(object_id))
         if not self.has_view_permission(request, job):
             raise PermissionDenied
         return TemplateResponse(

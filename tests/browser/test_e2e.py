@@ -121,7 +121,7 @@ def test_user_creates_uploads_downloads_and_deletes(
     assert len(s3_storage.keys(f"tablos/{tablo_id}/")) == 1
 
     with page.expect_download() as info:
-        page.get_by_role("link", name="beach.bin").click()
+        page.get_by_role("link", name="beach.bin", exact=True).click()
     download = info.value
     assert download.suggested_filename == "beach.bin"
     assert Path(download.path()).read_bytes() == content

@@ -15,6 +15,7 @@ from files.models import TabloFile
 from jobs.context import current_task_id
 from jobs.models import Job
 from tests.support.cleanup import make_tablo, put_file, put_object, refuse
+from tests.support.s3 import EmptyOkEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -88,11 +89,11 @@ def test_orphan_rows_are_removed_object_first_and_live_files_kept(storage, monke
     real_delete = cleanup.storage_ops.delete_objects
     calls = []
 
-    def delete_objects_checking_order(*, storage, names):
+    def delete_objects_checking_order(*, storage, names, **options):
         names = list(names)
         # The rows are still there while their objects are deleted ...
         assert TabloFile.objects.filter(storage_key__in=names).count() == len(names)
-        result = real_delete(storage=storage, names=names)
+        result = real_delete(storage=storage, names=names, **options)
         calls.append(names)
         return result
 
@@ -152,7 +153,7 @@ def test_a_row_of_a_live_tablo_is_never_deleted_even_if_read_as_orphan(storage, 
     orphan_rows, _ = orphans_and_live(storage, orphans=2, live=0)
     racing = make_tablo("racing")
     raced = put_file(storage.storage, racing.id)
-    real_claim = cleanup._claim_batch
+    real_claim = cleanup._read_batch
     claims = []
 
     def claim_seeing_racing_as_orphan(queryset, after, size):
@@ -161,7 +162,7 @@ def test_a_row_of_a_live_tablo_is_never_deleted_even_if_read_as_orphan(storage, 
             return []
         return [*real_claim(queryset, after, size), (raced.pk, raced.storage_key, raced.tablo_id)]
 
-    monkeypatch.setattr(cleanup, "_claim_batch", claim_seeing_racing_as_orphan)
+    monkeypatch.setattr(cleanup, "_read_batch", claim_seeing_racing_as_orphan)
 
     report = cleanup.orphan_cleanup(grace_seconds=3600)
 
@@ -282,3 +283,40 @@ def test_progress_is_reported_to_the_running_job(storage):
     assert job.progress_done == 5
     assert job.progress_message == "orphan rows: 5 scanned, 5 deleted"
     assert job.progress_updated_at is not None
+
+
+def test_purge_keeps_every_row_when_s3_answers_delete_with_an_empty_200(s3_storage):
+    gone = make_tablo()
+    files = [put_file(s3_storage.storage, gone.id, f"f{i}.txt") for i in range(5)]
+    gone_id = gone.id
+    gone.delete()
+    with EmptyOkEndpoint() as endpoint:
+        report = cleanup.purge_tablo_files(
+            tablo_id=gone_id, storage=endpoint.storage(s3_storage.server, s3_storage.bucket)
+        )
+    assert (report.rows_deleted, report.objects_deleted, report.errors) == (0, 0, 5)
+    assert TabloFile.objects.filter(tablo_id=gone_id).count() == 5
+    assert s3_storage.keys("tablos/") == {f.storage_key for f in files}
+    with pytest.raises(cleanup.CleanupFailed, match="5 error"):
+        report.raise_for_errors("purge")
+
+
+def test_no_transaction_is_open_while_the_storage_deletes(storage, monkeypatch):
+    orphans_and_live(storage, orphans=6, live=1)
+    gone = make_tablo()
+    put_file(storage.storage, gone.id)
+    gone_id = gone.id
+    gone.delete()
+    outside = len(connection.atomic_blocks)  # the test's own transaction
+    depths: list[int] = []
+    real_delete = cleanup.storage_ops.delete_objects
+
+    def delete_objects(**kwargs):
+        depths.append(len(connection.atomic_blocks) - outside)
+        return real_delete(**kwargs)
+
+    monkeypatch.setattr(cleanup.storage_ops, "delete_objects", delete_objects)
+    cleanup.purge_tablo_files(tablo_id=gone_id, batch_size=2).raise_for_errors("purge")
+    cleanup.orphan_cleanup(batch_size=2, grace_seconds=3600).raise_for_errors("orphans")
+    assert depths
+    assert set(depths) == {0}

@@ -8,6 +8,7 @@ from django.core.files.storage import default_storage
 
 from files import storage_ops
 from tests.support.cleanup import put_object
+from tests.support.s3 import EmptyOkEndpoint
 
 
 def test_s3_deletes_go_in_requests_of_at_most_1000_keys_and_missing_keys_count(s3_storage):
@@ -52,3 +53,13 @@ def test_local_listing_pages_old_files_only(local_storage):
     assert [len(page) for page in pages] == [2, 2, 1]
     assert sorted(name for page in pages for name in page) == sorted(names)
     assert old == []
+
+
+def test_s3_objects_count_as_deleted_only_when_the_response_says_so(s3_storage):
+    names = [put_object(s3_storage.storage, uuid.uuid4(), f"k{i}.txt") for i in range(3)]
+    with EmptyOkEndpoint() as endpoint:
+        storage = endpoint.storage(s3_storage.server, s3_storage.bucket)
+        result = storage_ops.delete_objects(storage=storage, names=names)
+    assert result.deleted == []
+    assert result.errors == dict.fromkeys(names, storage_ops.UNCONFIRMED)
+    assert s3_storage.keys() == set(names)

@@ -1,11 +1,12 @@
 import urllib.request
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.db import DatabaseError, IntegrityError
 from django.http import FileResponse, HttpResponseRedirect
 
-from files import services
+from files import cleanup, services
 from files.models import TabloFile
 from tests.support.web import make_tablo, make_user, upload
 
@@ -135,3 +136,28 @@ def test_real_integrity_error_deletes_the_object(storage, tablo):
 
     assert storage.keys() == {taken.storage_key}
     assert list(TabloFile.objects.values_list("id", flat=True)) == [taken.id]
+
+
+def _directories(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+
+
+def test_local_delete_removes_the_upload_directory_and_keeps_the_tablos(local_storage, tablo):
+    root = Path(local_storage.storage.location)
+    first = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    second = services.file_upload(tablo=tablo, uploaded=upload("b.txt", b"data"))
+    services.file_delete(tablo_file=first)
+    assert _directories(root) == {"tablos", f"tablos/{tablo.id}", f"tablos/{tablo.id}/{second.id}"}
+    services.file_delete(tablo_file=second)
+    # The tablo lives on: its directory stays for the next upload.
+    assert _directories(root) == {"tablos", f"tablos/{tablo.id}"}
+
+
+def test_local_purge_leaves_no_empty_directories(local_storage, tablo):
+    root = Path(local_storage.storage.location)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        services.file_upload(tablo=tablo, uploaded=upload(name, b"data"))
+    tablo_id = tablo.id
+    tablo.delete()
+    cleanup.purge_tablo_files(tablo_id=tablo_id, batch_size=2).raise_for_errors("purge")
+    assert _directories(root) == {"tablos"}

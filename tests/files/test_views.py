@@ -231,3 +231,15 @@ def test_download_of_a_missing_local_object_is_404(local_storage, client_ann, ta
     tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
     local_storage.storage.delete(tablo_file.storage_key)
     assert client_ann.get(reverse("files:download", args=[tablo_file.id])).status_code == 404
+
+
+def test_the_delete_button_on_the_tablo_page_asks_first(storage, client_ann, tablo):
+    tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    page = client_ann.get(reverse("tablos:detail", args=[tablo.id])).content.decode()
+    delete_url = reverse("files:delete", args=[tablo_file.id])
+    # A link to the confirmation page, not a form that deletes on click.
+    assert f'<a href="{delete_url}"' in page
+    assert f'action="{delete_url}"' not in page
+    confirm = client_ann.get(delete_url)
+    assert "Delete “a.txt”?" in confirm.content.decode()
+    assert TabloFile.objects.filter(id=tablo_file.id).exists()

@@ -230,7 +230,8 @@ def test_retry_and_discard_selected_actions(admin_client: Client, admin_user: Us
         second.id,
     }
     admin_client.post(
-        url(CHANGELIST), {"action": "discard_selected", "_selected_action": [third.id]}
+        url(CHANGELIST),
+        {"action": "discard_selected", "_selected_action": [third.id], "post": "yes"},
     )
     assert not Job.objects.filter(id=third.id).exists()
     assert LogEntry.objects.filter(user=admin_user).count() == 3
@@ -357,3 +358,53 @@ def test_schedule_arguments_are_parsed_like_the_scheduler() -> None:
         {"x": 2, "y": "b"},
     )
     assert _schedule_arguments(Schedule(args="", kwargs="{'x': 1}")) == ((), {"x": 1})
+
+
+@pytest.mark.django_db
+def test_discard_on_the_detail_page_asks_first(admin_client: Client) -> None:
+    [job] = failed_rows(1)
+    detail = admin_client.get(url("admin:jobs_failedjob_change", job.id)).content.decode()
+    discard = url("admin:jobs_failedjob_discard", job.id)
+    assert f'<a href="{discard}"' in detail
+    assert f'action="{discard}"' not in detail
+    confirm = admin_client.get(discard)
+    assert confirm.status_code == 200
+    assert "Discard <strong>1</strong> failed task (retrying or dead)?" in confirm.content.decode()
+    assert Job.objects.filter(id=job.id).exists()
+    admin_client.post(discard)
+    assert not Job.objects.filter(id=job.id).exists()
+
+
+@pytest.mark.django_db
+def test_discard_selected_asks_first_then_discards(admin_client: Client, admin_user: User) -> None:
+    first, second, kept = failed_rows(3)
+    chosen = {"action": "discard_selected", "_selected_action": [first.id, second.id]}
+    confirm = admin_client.post(url(CHANGELIST), chosen)
+    assert confirm.status_code == 200
+    body = confirm.content.decode()
+    assert "Discard <strong>2</strong> failed tasks (retrying or dead)?" in body
+    assert str(first) in body
+    assert Job.objects.count() == 3  # nothing yet
+    done = admin_client.post(url(CHANGELIST), {**chosen, "post": "yes"}, follow=True)
+    assert messages_of(done) == ["Discarded 2 task(s)."]
+    assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
+    assert LogEntry.objects.filter(user=admin_user, action_flag=DELETION).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["failedjob", "queuedjob"])
+@pytest.mark.parametrize("bad_id", ["abc", "1.5", "-1", "99999999999999999999", "%C2%B2"])
+def test_a_task_url_with_a_bad_id_is_a_404(admin_client: Client, page: str, bad_id: str) -> None:
+    assert admin_client.get(f"/admin/jobs/{page}/{bad_id}/change/").status_code == 404
+    if page == "failedjob":
+        for action in ("retry", "discard"):
+            assert admin_client.post(f"/admin/jobs/{page}/{bad_id}/{action}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_admin_dates_name_their_time_zone(admin_client: Client) -> None:
+    [job] = failed_rows(1)
+    listing = admin_client.get(url(CHANGELIST)).content.decode()
+    assert f"{job.last_failed_at:%Y-%m-%d %H:%M} UTC" in listing
+    detail = admin_client.get(url("admin:jobs_failedjob_change", job.id)).content.decode()
+    assert f"{job.last_failed_at:%Y-%m-%d %H:%M:%S} UTC" in detail

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import getpass
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -122,7 +124,7 @@ def test_list_ignores_tasks_that_never_failed_or_are_queued_again() -> None:
         (["--state", "running"], "--state must be one of: retrying, dead (got 'running')."),
         (["--since", "yesterday"], "--since 'yesterday' is not a duration"),
         (["--since", "5w"], "--since '5w' is not a duration"),
-        (["--limit", "0"], "--limit must be at least 1 (got 0)."),
+        (["--limit", "0"], "--limit must be a whole number from 1 to 10000 (got '0')."),
     ],
 )
 def test_list_bad_input(args: list, message: str) -> None:
@@ -222,3 +224,38 @@ def test_unknown_or_running_ids_change_nothing(command: str) -> None:
     with pytest.raises(CommandError, match=f"running/queued\\): {running.id}, 999999"):
         run(command, str(dead.id), str(running.id), "999999")
     assert Job.objects.get(id=dead.id).state == "dead"
+
+
+def _audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict]:
+    return [
+        r.msg
+        for r in caplog.records
+        if r.name == "jobs.failures" and isinstance(r.msg, dict) and r.msg["event"] == event
+    ]
+
+
+@pytest.mark.django_db
+def test_cli_retry_and_discard_log_who_did_what(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jobs.failures")
+    first, second = failed_rows(2)
+    run("retry_failed_jobs", str(first.id))
+    run("discard_failed_jobs", str(second.id))
+    [retried] = _audit_events(caplog, "failed tasks retried")
+    [deleted] = _audit_events(caplog, "tasks deleted")
+    assert (retried["count"], retried["job_ids"]) == (1, [first.id])
+    assert (deleted["count"], deleted["job_ids"]) == (1, [second.id])
+    assert deleted["change_message"] == "Discarded."
+    for event in (retried, deleted):
+        assert event["user"] is None
+        assert event["os_user"] == getpass.getuser()
+
+
+@pytest.mark.django_db
+def test_a_dry_run_and_a_refused_command_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jobs.failures")
+    [row] = failed_rows(1)
+    run("retry_failed_jobs", "--all", "--dry-run")
+    with pytest.raises(CommandError):
+        run("discard_failed_jobs", str(row.id), "999999")
+    assert _audit_events(caplog, "failed tasks retried") == []
+    assert _audit_events(caplog, "tasks deleted") == []

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from jobs import registry
 from jobs.failures import hook
 from jobs.failures.errors import DoNotRetry
 from jobs.models import Job, JobAttempt
@@ -295,3 +298,63 @@ def test_connected_to_post_execute() -> None:
         receiver() is hook.on_post_execute
         for _key, receiver in ((k, r) for k, r, *_ in post_execute.receivers)
     )
+
+
+@pytest.mark.django_db
+def test_an_unregistered_builtin_is_named_by_its_dotted_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import math
+
+    caplog.set_level(logging.INFO)
+    row, task = queue_job("math.sqrt", -1, attempt=1)
+    task["func"] = math.sqrt  # async_task(math.sqrt, ...) pickles the function itself
+    hook.on_post_execute(task=finished(task, exc=ValueError("math domain error"), attempt=1))
+    [event] = failure_events(caplog)
+    # The runtime's task started/finished name it the same way: never a repr, never empty.
+    assert (event["job"], event["func"]) == ("math.sqrt", "math.sqrt")
+    assert JobAttempt.objects.get(task_id=row.task_id).func == "math.sqrt"
+
+
+def test_a_type_named_in_a_traceback_is_never_imported(tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "tablo_side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from jobs.failures.errors import DoNotRetry\n"
+        "class Boom(DoNotRetry):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tablo_side_effect", raising=False)
+    assert not hook.is_do_not_retry("tablo_side_effect.Boom")
+    assert "tablo_side_effect" not in sys.modules
+    assert not marker.exists()
+    # Once the module is loaded (the job's own module, by spec_for) its types count.
+    importlib.import_module("tablo_side_effect")
+    assert hook.is_do_not_retry("tablo_side_effect.Boom")
+    monkeypatch.delitem(sys.modules, "tablo_side_effect")
+
+
+@pytest.mark.django_db
+def test_a_job_module_that_fails_to_import_is_logged(
+    tmp_path, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "tablo_broken_jobs.py").write_text("raise ImportError('needs libfoo')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    row, task = queue_job("tablo_broken_jobs.work", attempt=1)
+    hook.on_post_execute(task=finished(task, exc=RuntimeError("boom"), attempt=1))
+    [event] = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "job module import failed"
+    ]
+    assert event["func"] == "tablo_broken_jobs.work"
+    assert event["error"] == "ImportError: needs libfoo"
+    assert event["level"] == "error"
+    # The attempt is still recorded, with the default budget.
+    assert JobAttempt.objects.filter(task_id=row.task_id).count() == 1
+
+
+def test_a_function_that_is_gone_has_no_spec_and_logs_nothing(caplog) -> None:
+    assert registry.spec_for("tests.support.failures.no_such_function") is None
+    assert registry.spec_for("no_such_module_anywhere.f") is None
+    assert not [r for r in caplog.records if "job module import failed" in str(r.msg)]

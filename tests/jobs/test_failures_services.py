@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from jobs.failures import services
@@ -88,3 +91,53 @@ def test_prune_job_is_registered() -> None:
     from jobs import registry
 
     assert registry.get("jobs.prune_history").path == "jobs.failures.tasks.prune_history_job"
+
+
+def _wait_for_a_lock_waiter(deadline_seconds: float = 10.0) -> None:
+    """PostgreSQL: until some backend waits on a row lock. SQLite's writer lock makes
+    the order irrelevant there (the retry's transaction starts after the claim's)."""
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError("the retry never waited for the claimed row")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_does_not_count_a_row_the_broker_claims_meanwhile() -> None:
+    dead, claimed = failed_rows(2)
+    locked, release = threading.Event(), threading.Event()
+    result: list[int] = []
+
+    def claim_and_hold() -> None:  # what the broker's claim does, held open
+        try:
+            with transaction.atomic():
+                Job.objects.filter(id=claimed.id).update(state=Job.State.RUNNING)
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def retry() -> None:
+        try:
+            result.append(services.retry_failed(queryset=Job.objects.all()))
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=claim_and_hold)
+    holder.start()
+    assert locked.wait(10)
+    retrier = threading.Thread(target=retry)
+    retrier.start()
+    _wait_for_a_lock_waiter()
+    release.set()
+    holder.join(10)
+    retrier.join(30)
+    assert result == [1]
+    assert Job.objects.get(id=claimed.id).state == Job.State.RUNNING
+    assert Job.objects.get(id=dead.id).state == Job.State.QUEUED

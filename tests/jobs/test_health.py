@@ -167,3 +167,10 @@ def test_a_failing_section_is_reported_without_failing_the_check(client, monkeyp
     assert body["status"] == "degraded"
     assert body["dead"] == {"error": "DatabaseError"}
     assert body["database"]["status"] == "ok"
+
+
+def test_head_answers_like_get_for_uptime_monitors(client, job_table) -> None:
+    response = client.head("/healthz")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert client.post("/healthz").status_code == 405

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from django_q.conf import Conf
 
@@ -60,3 +62,41 @@ def test_the_receiver_never_raises(
     monkeypatch.setattr(counters, "count_run", broken)
     counters.on_post_execute(sender="django_q", task={"success": True})
     assert support.events(caplog, "task counter failed")
+
+
+def _break_the_connection() -> None:
+    """Kill this connection's session under Django, as a database restart does."""
+    if connection.vendor == "postgresql":
+        pid = connection.connection.info.backend_pid
+        with _other() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    else:
+        connection.connection.close()
+
+
+@contextlib.contextmanager
+def _other():
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        password=settings["PASSWORD"] or None,
+        autocommit=True,
+    ) as other:
+        yield other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_flush_keeps_its_counts_and_the_next_one_reconnects(caplog) -> None:
+    now = timezone.now()
+    counters.count_run(success=True, at=now)  # opens the connection
+    _break_the_connection()
+    counters.count_run(success=False, at=now)  # this flush fails
+    counters.count_run(success=True, at=now)  # and this one writes all that is pending
+    assert counters.totals_since(now - timedelta(minutes=1)) == {"succeeded": 2, "failed": 1}
+    failures = [r for r in caplog.records if "task counters not written" in str(r.msg)]
+    assert len(failures) == 1

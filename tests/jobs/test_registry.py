@@ -239,3 +239,46 @@ def test_an_explicit_timeout_wins_over_the_declared_one() -> None:
     task_id = async_task("tests.support.delivery.longer_than_q_timeout", 1, "m", timeout=7)
 
     assert SignedPackage.loads(Job.objects.get(task_id=task_id).payload)["timeout"] == 7
+
+
+def test_a_deferred_unique_enqueue_returns_the_task_that_holds_the_key() -> None:
+    with job_table_broker():
+        first = registry.enqueue("tests.unique", "k", on_commit=False)
+        with transaction.atomic():
+            again = registry.enqueue("tests.unique", "k", "more")
+            fresh = registry.enqueue("tests.unique", "other")
+    assert again == first
+    assert Job.objects.filter(task_id=fresh).exists()
+    assert Job.objects.count() == 2
+
+
+def test_a_unique_enqueue_rolls_back_with_the_caller() -> None:
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            registry.enqueue("tests.unique", "k")
+            raise RuntimeError("rollback")
+
+    with job_table_broker(), pytest.raises(RuntimeError):
+        enqueue_then_fail()
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_enqueue_after_commit_is_logged_and_never_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(tasks, *, spec):
+        raise RuntimeError("queue table unavailable")
+
+    monkeypatch.setattr(registry, "_push", refuse)
+    with job_table_broker(), transaction.atomic():
+        task_id = registry.enqueue("tests.echo", "x")
+        Job.objects.create(task_id="c" * 32, queue="q", name="n", func="f", payload="")
+    # The caller's own write committed; the failure is on record with the task id.
+    assert Job.objects.filter(task_id="c" * 32).exists()
+    [event] = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "enqueue after commit failed"
+    ]
+    assert (event["job"], event["task_ids"]) == ("tests.echo", [task_id])

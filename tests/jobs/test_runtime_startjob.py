@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from io import StringIO
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def project_files() -> set[Path]:
         (["files", "Send-Digest"], "not a valid job name"),
         (["files", "class"], "not a valid job name"),
         (["files", "SendDigest"], "not a valid job name"),
+        (["files", "dig\u00e9st"], "not a valid job name: use a lowercase ASCII"),
+        (["files", "d" * 61], "of at most 60 characters"),
+        (["files", "a\x00b"], "not a valid job name"),
+        (["files", "\u0661"], "not a valid job name"),
+        (["files", "digest\n"], "not a valid job name"),
+        (["nope\x00", "send_digest"], "unknown app"),
         (["nope", "send_digest"], "unknown app 'nope'; the project's apps are: "),
         (["django_q", "send_digest"], "is not part of this project"),
         (["files", "purge_tablo"], "job 'files.purge_tablo' already exists"),
@@ -59,19 +66,19 @@ def test_generated_job_and_test_pass_as_generated(tmp_path: Path) -> None:
             [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True
         )
 
-    created = run("manage.py", "startjob", "tablos", "send_digest")
+    # A name no working tree has: the copy may hold jobs someone generated there already.
+    name = f"digest_{uuid.uuid4().hex[:8]}"
+    created = run("manage.py", "startjob", "tablos", name)
     assert created.returncode == 0, created.stderr
-    assert "created tablos/jobs/send_digest.py" in created.stdout
-    assert "created tests/tablos/test_job_send_digest.py" in created.stdout
+    assert f"created tablos/jobs/{name}.py" in created.stdout
+    assert f"created tests/tablos/test_job_{name}.py" in created.stdout
     assert (project / "tablos/jobs/__init__.py").exists()
 
-    again = run("manage.py", "startjob", "tablos", "send_digest")
+    again = run("manage.py", "startjob", "tablos", name)
     assert again.returncode != 0
-    assert "job 'tablos.send_digest' already exists" in again.stderr
+    assert f"job 'tablos.{name}' already exists" in again.stderr
 
-    tested = run(
-        "-m", "pytest", "tests/tablos/test_job_send_digest.py", "-p", "no:cacheprovider", "-q"
-    )
+    tested = run("-m", "pytest", f"tests/tablos/test_job_{name}.py", "-p", "no:cacheprovider", "-q")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "2 passed" in tested.stdout
     linted = subprocess.run(

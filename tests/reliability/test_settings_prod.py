@@ -125,3 +125,29 @@ def test_worker_log_never_prints_secrets(worker_factory, s3_server) -> None:
     assert "running." in log
     assert PROD_SECRET_KEY not in log
     assert s3_secret not in log
+
+
+@pytest.mark.parametrize(
+    ("key", "figures"),
+    [
+        ("secret", "it has 6, 5 distinct"),
+        ("a", "it has 1, 1 distinct"),
+        ("a" * 60, "it has 60, 1 distinct"),
+    ],
+)
+@pytest.mark.parametrize("command", [("check",), ("qcluster",)])
+def test_a_weak_production_key_is_refused_at_start(
+    key: str, figures: str, command: tuple[str, ...]
+) -> None:
+    result = run_manage(*command, timeout=60, **{**PROD_ENV, "DJANGO_SECRET_KEY": key})
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is too weak: it needs at least 50 characters, 5 of them" in (
+        result.stderr
+    )
+    assert figures in result.stderr
+    assert "running." not in result.stdout + result.stderr
+
+
+def test_a_weak_key_is_fine_in_development() -> None:
+    result = run_manage("check", DJANGO_DEBUG="true", DJANGO_SECRET_KEY="a")
+    assert result.returncode == 0, result.stderr

@@ -104,3 +104,50 @@ class MotoServer:
                 "file_overwrite": True,
             },
         }
+
+
+class EmptyOkEndpoint:
+    """An "S3 endpoint" that answers every request with an empty HTTP 200.
+
+    What a misbehaving S3-compatible server (or a proxy eating bodies) does to
+    ``DeleteObjects``: no ``Deleted`` list, no ``Errors`` list, nothing deleted.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _empty(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET = do_PUT = do_DELETE = do_HEAD = _empty
+
+            def log_message(self, *args) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> EmptyOkEndpoint:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def storage(self, real: MotoServer, bucket: str):
+        """An S3Storage configured like ``real``'s for ``bucket``, but talking to this endpoint."""
+        from storages.backends.s3 import S3Storage
+
+        options = real.storage_settings(bucket)["OPTIONS"]
+        return S3Storage(**{**options, "endpoint_url": self.endpoint_url})

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -70,7 +72,7 @@ def test_detail_lists_files_with_human_sizes(local_storage, client_ann, ann):
     assert 'enctype="multipart/form-data"' in page
 
 
-def test_delete_tablo_enqueues_the_purge_after_commit(
+def test_delete_tablo_queues_the_purge_in_the_same_transaction(
     storage, client_ann, ann, django_capture_on_commit_callbacks
 ):
     tablo = make_tablo(ann, "Trip")
@@ -78,10 +80,10 @@ def test_delete_tablo_enqueues_the_purge_after_commit(
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client_ann.post(reverse("tablos:delete", args=[tablo.id]))
-        # Still inside the transaction: the tablo is gone, nothing is queued yet.
-        assert not Tablo.objects.filter(id=tablo.id).exists()
-        assert queued_purges(tablo.id) == 0
-    assert len(callbacks) == 1
+    # The purge is a unique job: its row commits (or rolls back) with the deletion,
+    # nothing is left to run after the commit, and workers only see it then.
+    assert callbacks == []
+    assert not Tablo.objects.filter(id=tablo.id).exists()
     assert queued_purges(tablo.id) == 1
 
     assert response.status_code == 302
@@ -132,3 +134,53 @@ def test_tablos_are_paginated(client_ann, ann):
     assert len(client_ann.get(reverse("tablos:list")).context["tablos"]) == PAGE_SIZE
     last = client_ann.get(reverse("tablos:list"), {"page": 2})
     assert len(last.context["tablos"]) == 1
+
+
+def _events(caplog, name: str) -> list[dict]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == name]
+
+
+def test_create_and_delete_are_logged_with_the_request_and_the_purge_task(
+    storage, client_ann, ann, caplog
+):
+    from jobs.models import Job
+
+    caplog.set_level("INFO")
+    client_ann.post(reverse("tablos:list"), {"name": "Trip"}, HTTP_X_REQUEST_ID="req-create")
+    tablo = Tablo.objects.get(name="Trip")
+    client_ann.post(reverse("tablos:delete", args=[tablo.id]), HTTP_X_REQUEST_ID="req-delete")
+
+    [created] = _events(caplog, "tablo created")
+    [deleted] = _events(caplog, "tablo deleted")
+    assert (created["tablo_id"], created["owner_id"]) == (str(tablo.id), ann.pk)
+    assert created["request_id"] == "req-create"
+    assert (deleted["tablo_id"], deleted["request_id"]) == (str(tablo.id), "req-delete")
+    purge = Job.objects.get(job_name="files.purge_tablo")
+    assert deleted["purge_task_id"] == purge.task_id
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "x" * 100_000, "   ", "", "\t"])
+def test_hostile_tablo_names_are_refused_and_create_nothing(client_ann, name):
+    response = client_ann.post(reverse("tablos:list"), {"name": name})
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"]
+    assert not Tablo.objects.exists()
+
+
+def test_a_file_field_sent_as_text_is_a_clear_error(client_ann, ann, storage):
+    tablo = make_tablo(ann, "Trip")
+    response = client_ann.post(
+        reverse("tablos:upload", args=[tablo.id]), {"file": "not a file"}, follow=True
+    )
+    assert messages_of(response) == ["Choose a file to upload."]
+    assert not TabloFile.objects.exists()
+    assert storage.keys() == set()
+
+
+def test_dates_on_pages_name_their_time_zone(client_ann, ann, storage):
+    tablo = make_tablo(ann, "Trip")
+    file_services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    listing = client_ann.get(reverse("tablos:list")).content.decode()
+    assert f"{tablo.created_at:%Y-%m-%d %H:%M} UTC</time>" in listing
+    detail = client_ann.get(reverse("tablos:detail", args=[tablo.id])).content.decode()
+    assert re.search(r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">', detail)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from jobs.failures import cli
 from jobs.models import Job
@@ -34,14 +34,15 @@ class Command(BaseCommand):
     help = "List failed tasks (retrying or dead), newest failure first."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        cli.allow_dash_values(parser)
         cli.add_filter_arguments(parser)
-        parser.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+        # Parsed in handle(): a bad value is a CommandError (exit 1), not argparse's exit 2.
+        parser.add_argument("--limit", default="50", help="at most this many (50, up to 10000)")
         parser.add_argument("--json", action="store_true", help="one JSON array (stable schema)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["limit"] < 1:
-            raise CommandError(f"--limit must be at least 1 (got {options['limit']}).")
-        jobs = list(cli.selection(options)[: options["limit"]])
+        limit = cli.parse_limit(str(options["limit"]))
+        jobs = list(cli.selection(options)[:limit])
         if options["json"]:
             self.stdout.write(json.dumps([as_json(job) for job in jobs], indent=2))
             return
