@@ -306,15 +306,24 @@ class DatabaseBroker(Broker):
     # -- dequeue ------------------------------------------------------------------
     def dequeue(self) -> list[tuple[AckId, str]] | None:
         """Claim up to ``bulk`` ready tasks; when none are ready, wait for a NOTIFY."""
+        from jobs import pauses
+
         self._check_connection()
         if self.is_postgresql:
             self._ensure_listener()
+        # A paused queue hands out nothing (jobs.pauses); resume's NOTIFY ends the wait.
+        if pauses.held(self):
+            self.wait(pauses.CHECK_SECONDS)
+            pauses.forget(self)
+            return None
         if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
             self.sweep_dead()
         tasks = self.claim()
         if tasks:
             return tasks
         self.wait(Conf.POLL)
+        if pauses.held(self):  # paused during the wait
+            return None
         return self.claim()
 
     def claim(self, *, bulk: int | None = None) -> list[tuple[AckId, str]]:

@@ -20,7 +20,7 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from jobs import counters, registry
-from jobs.models import Job, JobAttempt, WorkerHeartbeat
+from jobs.models import Job, JobAttempt, QueuePause, WorkerHeartbeat
 
 # At most this many running jobs are listed with their progress.
 RUNNING_LIMIT = 50
@@ -188,6 +188,19 @@ def running_report(*, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def paused_report(*, now: datetime) -> list[dict[str, Any]]:
+    """Queues an operator paused (jobs.pauses): their tasks wait, on purpose."""
+    return [
+        {
+            "queue": pause.queue,
+            "paused_at": _iso(pause.paused_at),
+            "paused_seconds": _age(now, pause.paused_at),
+            "paused_by": pause.paused_by or None,
+        }
+        for pause in QueuePause.objects.order_by("queue")
+    ]
+
+
 @dataclass(frozen=True)
 class HealthReport:
     ok: bool  # the database answers: HTTP 200, else 503
@@ -220,6 +233,7 @@ def health_report() -> HealthReport:
         ("last_hour", last_hour_report),
         ("dead", dead_report),
         ("running", running_report),
+        ("paused_queues", paused_report),
     ):
         try:
             sections[name] = build(now=now)

@@ -33,7 +33,7 @@ from django_q.conf import Conf
 from django_q.signals import post_execute, post_execute_in_worker, post_spawn, pre_execute
 from django_q.utils import get_func_repr
 
-from jobs import counters, registry
+from jobs import counters, registry, stats
 from jobs.context import current_task_id
 
 logger = structlog.stdlib.get_logger("jobs.runtime")
@@ -180,6 +180,7 @@ def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
     post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
     post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.counters.post_execute")
+    post_execute.connect(stats.on_post_execute, dispatch_uid="jobs.stats.post_execute")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")
     post_execute_in_worker.connect(
         on_post_execute_in_worker, dispatch_uid="jobs.runtime.post_execute_in_worker"
