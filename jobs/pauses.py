@@ -174,6 +174,11 @@ def held(broker: Any) -> bool:
     if checked is None or now - checked[0] >= CHECK_SECONDS:
         checked = (now, is_paused(broker.queue, using=broker.connection))
         broker.__dict__["_pause_checked"] = checked
+        was = broker.__dict__.get("_pause_seen", False)
+        if checked[1] != was:
+            broker.__dict__["_pause_seen"] = checked[1]
+            event = "queue paused: claiming nothing" if checked[1] else "queue resumed: claiming"
+            logger.info(event, queue=broker.queue)
     return checked[1]
 
 
