@@ -246,3 +246,9 @@ JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+
+# --- Metrics (/metrics, Prometheus) -----------------------------------------
+# Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed
+# without it. REMOTE_ADDR is used as is: behind a proxy, list the proxy's address.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
