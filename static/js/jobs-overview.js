@@ -30,11 +30,11 @@
   function depthConfig(series) {
     const datasets = ["queued", "retrying", "running", "dead"].map((name) => ({
       label: name, data: series[name], borderColor: colors[name], backgroundColor: colors[name],
-      pointRadius: 0, borderWidth: 2, spanGaps: true, yAxisID: "y",
+      pointRadius: 2, borderWidth: 2, spanGaps: true, yAxisID: "y",
     }));
     datasets.push({
       label: "oldest queued (s)", data: series.oldest, borderColor: colors.oldest,
-      backgroundColor: colors.oldest, borderDash: [4, 3], pointRadius: 0, borderWidth: 2,
+      backgroundColor: colors.oldest, borderDash: [4, 3], pointRadius: 2, borderWidth: 2,
       spanGaps: true, yAxisID: "age",
     });
     return {
