@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Max, Sum
+from django.db.models import F, Max, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from jobs import health, pauses, registry, stats
@@ -58,24 +59,29 @@ def throughput(*, window: Window, now: datetime) -> dict[str, list[Any]]:
 
 
 def depth_series(*, window: Window, now: datetime) -> dict[str, list[Any]]:
-    """Queue depth per bucket, every queue added up (the heartbeat samples once a minute;
-    an hour shows its largest sample), and the oldest queued task's age."""
+    """Queue depth per bucket, every queue added up, and the oldest queued task's age.
+
+    The heartbeat samples each queue once per beat; a minute bucket adds up the
+    queues' samples, an hour bucket adds up each queue's largest sample of that hour
+    (grouped in the database: 7 days are ~10,000 samples per queue).
+    """
     starts = window.starts(now)
-    per_minute: dict[datetime, dict[str, float]] = {}
-    rows = QueueSample.objects.filter(minute__gte=starts[0]).values_list(
-        "minute", *DEPTH_FIELDS, "oldest_queued_age"
+    rows = QueueSample.objects.filter(minute__gte=starts[0])
+    if window.step >= timedelta(hours=1):
+        rows = rows.annotate(bucket=TruncHour("minute", tzinfo=UTC))
+    else:
+        rows = rows.annotate(bucket=F("minute"))
+    grouped = (
+        rows.values("bucket", "queue")
+        .annotate(**{name: Max(name) for name in DEPTH_FIELDS}, oldest=Max("oldest_queued_age"))
+        .order_by()
     )
-    for minute, *counts, oldest in rows:
-        entry = per_minute.setdefault(minute, dict.fromkeys(DEPTH_FIELDS, 0) | {"oldest": 0.0})
-        for name, value in zip(DEPTH_FIELDS, counts, strict=True):
-            entry[name] += value
-        entry["oldest"] = max(entry["oldest"], oldest or 0.0)
     buckets: dict[datetime, dict[str, float]] = {}
-    for minute, entry in per_minute.items():
-        start = minute.replace(minute=0) if window is LAST_WEEK else minute
-        bucket = buckets.setdefault(start, dict.fromkeys(entry, 0))
-        for name, value in entry.items():
-            bucket[name] = max(bucket[name], value)
+    for row in grouped:
+        bucket = buckets.setdefault(row["bucket"], dict.fromkeys(DEPTH_FIELDS, 0) | {"oldest": 0.0})
+        for name in DEPTH_FIELDS:
+            bucket[name] += row[name]
+        bucket["oldest"] = max(bucket["oldest"], row["oldest"] or 0.0)
     series: dict[str, list[Any]] = {"labels": [_label(s, window) for s in starts]}
     for name in (*DEPTH_FIELDS, "oldest"):
         series[name] = [(buckets.get(s) or {}).get(name) for s in starts]
