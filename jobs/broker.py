@@ -313,8 +313,8 @@ class DatabaseBroker(Broker):
             self._ensure_listener()
         # A paused queue hands out nothing (jobs.pauses); resume's NOTIFY ends the wait.
         if pauses.held(self):
-            self.wait(pauses.CHECK_SECONDS)
-            pauses.forget(self)
+            if self.wait(pauses.CHECK_SECONDS):
+                pauses.forget(self)  # woken by a NOTIFY: maybe the resume
             return None
         if time.monotonic() - self._last_sweep > _SWEEP_INTERVAL:
             self.sweep_dead()

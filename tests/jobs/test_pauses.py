@@ -154,3 +154,33 @@ def test_a_running_cluster_holds_a_paused_queue_and_resume_releases_it(worker_fa
     print(f"held tasks done {time.monotonic() - resumed_at:.2f}s after resume")
     control.stop()
     worker.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_broker_hands_out_nothing_while_paused(monkeypatch) -> None:
+    from jobs.broker import DatabaseBroker
+    from tests.support import broker as tasks
+
+    monkeypatch.setattr(Conf, "BULK", 10)
+    monkeypatch.setattr(Conf, "POLL", 0.05)
+    broker = DatabaseBroker(list_key="pause-test")
+    try:
+        ids = [async_task(tasks.noop, i, broker=broker) for i in range(3)]
+        pauses.pause_queue(queue="pause-test")
+        assert broker.dequeue() is None
+        assert broker.dequeue() is None  # the cached answer, or a fresh read: still paused
+        rows = Job.objects.filter(queue="pause-test").order_by("id")
+        assert [(r.task_id, r.state, r.attempt) for r in rows] == [
+            (task_id, "queued", 0) for task_id in ids
+        ]
+        pauses.resume_queue(queue="pause-test")
+        # A pusher's pause check is at most CHECK_SECONDS old (PostgreSQL's pushers are
+        # also woken by the resume's NOTIFY): it claims again within a second.
+        deadline = time.monotonic() + 1.5
+        claimed = None
+        while not claimed and time.monotonic() < deadline:
+            claimed = broker.dequeue()
+        assert claimed, "nothing claimed within 1.5 s of the resume"
+        assert [ack[0] for ack, _ in claimed] == list(rows.values_list("id", flat=True))
+    finally:
+        broker.close_listener()
