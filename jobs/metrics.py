@@ -1,9 +1,11 @@
 """Prometheus metrics at /metrics, read from the database on every scrape.
 
-Every figure comes from tables all processes share (the queue, ``JobStat``'s
+Every jobs figure comes from tables all processes share (the queue, ``JobStat``'s
 running totals, heartbeats, pauses), so one scrape of any web process gives the
 whole site's values, however many web and worker processes there are. The
 collector runs a handful of small queries; nothing is kept in process memory.
+The web app's request metrics (django-prometheus) follow; they live in process
+memory, merged across web processes when ``PROMETHEUS_MULTIPROC_DIR`` is set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -107,10 +109,20 @@ class JobsCollector(Collector):
 
 
 def exposition() -> bytes:
-    """The metrics in Prometheus' text format (a registry of its own: no process state)."""
+    """The metrics in Prometheus' text format: the jobs' from the database (a registry
+    of its own), then the web app's requests (django-prometheus's middleware)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector())
-    return generate_latest(registry)
+    return generate_latest(registry) + generate_latest(web_registry())
+
+
+def web_registry() -> CollectorRegistry:
+    """This process's request metrics, or every web process's in multiprocess mode."""
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+        return registry
+    return REGISTRY
 
 
 def _client_ip(request: HttpRequest) -> Any:

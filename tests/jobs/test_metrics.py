@@ -58,6 +58,21 @@ def test_allowed_addresses_need_no_token(client, settings) -> None:
     )
 
 
+def test_the_web_apps_request_metrics_follow(client, settings) -> None:
+    settings.METRICS_TOKEN, settings.METRICS_ALLOWED_IPS = TOKEN, []
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    name = "django_http_requests_total_by_view_transport_method_total"
+    labels = (("method", "GET"), ("transport", "http"), ("view", "healthz"))
+
+    def healthz_requests() -> float:
+        return samples(client.get("/metrics", headers=auth).content).get((name, labels), 0.0)
+
+    before = healthz_requests()
+    for _ in range(3):
+        client.get("/healthz")
+    assert healthz_requests() == before + 3
+
+
 def wait_until(predicate, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,3 +135,34 @@ def test_values_after_a_known_workload(client, settings, worker_factory) -> None
     assert value("tablo_queue_paused", queue=queue) == 0
     assert value("tablo_worker_nodes", state="ok") == 1
     worker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_request_metrics_add_up_across_gunicorn_workers(tmp_path) -> None:
+    import urllib.request
+
+    from tests.reliability.webserver import WebServer
+    from tests.support.cluster import worker_env
+
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = worker_env(METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    server = WebServer(tmp_path / "web.log", env, workers=3, threads=2).start()
+    try:
+        name = "django_http_requests_total_by_view_transport_method_total"
+        labels = (("method", "GET"), ("transport", "http"), ("view", "healthz"))
+        for _ in range(30):  # each on a new connection: spread over the workers
+            urllib.request.urlopen(f"{server.url}/healthz", timeout=10).read()  # noqa: S310
+        counts = set()
+        for _ in range(6):
+            request = urllib.request.Request(  # noqa: S310 (our own server)
+                f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            body = urllib.request.urlopen(request, timeout=10).read()  # noqa: S310
+            counts.add(samples(body).get((name, labels), 0.0))
+        # The start-up probe made one more; every worker answers with the sum.
+        assert counts == {31.0}
+        assert len(list(multiproc.glob("counter_*.db"))) > 1, "one process served everything"
+    finally:
+        server.stop()
