@@ -137,10 +137,34 @@ def test_values_after_a_known_workload(client, settings, worker_factory) -> None
     worker.stop()
 
 
+def healthz_requests_per_process(folder) -> list[float]:
+    """The healthz request count each web process wrote (one counter file per pid)."""
+    import shutil
+    import tempfile
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    counts = []
+    for path in sorted(folder.glob("counter_*.db")):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(path, alone)
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=alone)
+            counts.append(samples(generate_latest(registry)).get(HEALTHZ_REQUESTS, 0.0))
+    return counts
+
+
+HEALTHZ_REQUESTS = (
+    "django_http_requests_total_by_view_transport_method_total",
+    (("method", "GET"), ("transport", "http"), ("view", "healthz")),
+)
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_request_metrics_add_up_across_gunicorn_workers(tmp_path) -> None:
     import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
 
     from tests.reliability.webserver import WebServer
     from tests.support.cluster import worker_env
@@ -148,21 +172,27 @@ def test_request_metrics_add_up_across_gunicorn_workers(tmp_path) -> None:
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     env = worker_env(METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
-    server = WebServer(tmp_path / "web.log", env, workers=3, threads=2).start()
+    # Sync workers (one thread) serve one request at a time: concurrent requests spread.
+    server = WebServer(tmp_path / "web.log", env, workers=3, threads=1).start()
     try:
-        name = "django_http_requests_total_by_view_transport_method_total"
-        labels = (("method", "GET"), ("transport", "http"), ("view", "healthz"))
-        for _ in range(30):  # each on a new connection: spread over the workers
-            urllib.request.urlopen(f"{server.url}/healthz", timeout=10).read()  # noqa: S310
-        counts = set()
-        for _ in range(6):
+
+        def scrape() -> float:
             request = urllib.request.Request(  # noqa: S310 (our own server)
                 f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
             )
             body = urllib.request.urlopen(request, timeout=10).read()  # noqa: S310
-            counts.add(samples(body).get((name, labels), 0.0))
-        # The start-up probe made one more; every worker answers with the sum.
-        assert counts == {31.0}
-        assert len(list(multiproc.glob("counter_*.db"))) > 1, "one process served everything"
+            return samples(body).get(HEALTHZ_REQUESTS, 0.0)
+
+        def healthz(_: int) -> None:
+            urllib.request.urlopen(f"{server.url}/healthz", timeout=10).read()  # noqa: S310
+
+        before = scrape()  # the start-up probes
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(healthz, range(30)))
+        served = [n for n in healthz_requests_per_process(multiproc) if n]
+        assert len(served) > 1, f"one process served every request: {served}"
+        assert sum(served) == before + 30
+        # Whichever worker answers the scrape, it answers with the sum over all of them.
+        assert {scrape() for _ in range(6)} == {before + 30}
     finally:
         server.stop()
