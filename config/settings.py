@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: the web app's request metrics for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.RejectNulInAddress",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "config.middleware.RequestIdGuard",
     # After authentication so the user id is bound too; binds request_id.
     "django_structlog.middlewares.RequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -284,3 +287,12 @@ JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+
+# --- Metrics (/metrics, Prometheus) -----------------------------------------
+# Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed
+# without it. REMOTE_ADDR is used as is: behind a proxy, list the proxy's address.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# prometheus_client reads it itself: with several web processes (gunicorn --workers)
+# set it to an empty directory, and the request metrics of every process are merged.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")

@@ -48,6 +48,7 @@ with contextlib.suppress(admin.sites.NotRegistered):
 with contextlib.suppress(admin.sites.NotRegistered):
     admin.site.unregister(OrmQ)
 import_module("jobs.queued.admin")
+import_module("jobs.dashboard.admin")
 # With save_limit -1 (the default, docs/broker.md) django-q2 keeps no Success
 # row: its "Successful tasks" page would always be empty. /healthz counts
 # successes per hour instead.

@@ -51,7 +51,7 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs import nodes
+from jobs import nodes, pauses
 from jobs.channels import channel_name
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -323,6 +323,11 @@ class DatabaseBroker(Broker):
             return None
         if self.is_postgresql:
             self._ensure_listener()
+        # A paused queue hands out nothing (jobs.pauses); resume's NOTIFY ends the wait.
+        if pauses.held(self):
+            if self.wait(pauses.CHECK_SECONDS):
+                pauses.forget(self)  # woken by a NOTIFY: maybe the resume
+            return None
         room = self._room()
         if room <= 0:
             time.sleep(_FULL_QUEUE_WAIT)
@@ -333,6 +338,8 @@ class DatabaseBroker(Broker):
         self.wait(Conf.POLL)
         if self._stopping():
             self.hand_back_local_queue()
+            return None
+        if pauses.held(self):  # paused during the wait
             return None
         return self.claim(bulk=room) or None
 

@@ -117,3 +117,23 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+@register(Tags.security)
+def check_metrics_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    import ipaddress
+
+    messages: list[CheckMessage] = []
+    for entry in getattr(settings, "METRICS_ALLOWED_IPS", []):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            messages.append(
+                Error(
+                    f"METRICS_ALLOWED_IPS has {entry!r}, which is not an address or network.",
+                    hint="List addresses or CIDR networks, comma-separated "
+                    "(METRICS_ALLOWED_IPS=127.0.0.1,10.0.0.0/8).",
+                    id="jobs.E101",
+                )
+            )
+    return messages

@@ -14,13 +14,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Min
+from django.db.models import Count, Min, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from jobs import counters, nodes, registry
-from jobs.models import Job, JobAttempt, WorkerHeartbeat, WorkerNode
+from jobs.models import Job, JobAttempt, QueuePause, WorkerHeartbeat, WorkerNode
 
 # At most this many running jobs are listed with their progress.
 RUNNING_LIMIT = 50
@@ -116,42 +117,50 @@ def node_status(node: dict[str, Any], *, now: datetime) -> str:
     return "stale" if silent > 2 * nodes.heartbeat_seconds() + 1 else "ok"
 
 
-def nodes_report(*, now: datetime) -> list[dict[str, Any]]:
-    """Every live worker node, and those that ended within the last hour."""
+def node_rows(*, now: datetime) -> list[dict[str, Any]]:
+    """Every live worker node, and those that ended within the last hour, with their
+    status and running tasks (datetimes as they are; ``nodes_report`` formats them)."""
     since = now - NODES_RECENT
+    running = (
+        Job.objects.filter(owner=OuterRef("id"), state=Job.State.RUNNING)
+        .values("owner")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
     rows = list(
-        WorkerNode.objects.filter(last_beat_at__gte=since)
-        .union(WorkerNode.objects.filter(stopped_at__isnull=True, dead_at__isnull=True))
+        WorkerNode.objects.filter(
+            Q(last_beat_at__gte=since) | Q(stopped_at__isnull=True, dead_at__isnull=True)
+        )
+        .annotate(tasks_running=Coalesce(Subquery(running), 0))
         .values(
             "id", "cluster", "host", "pid", "started_at", "last_beat_at", "stopped_at",
-            "dead_at", "tasks_rescued",
+            "dead_at", "tasks_rescued", "tasks_running",
         )
     )  # fmt: skip
-    running = dict(
-        Job.objects.filter(state=Job.State.RUNNING, owner__in=[r["id"] for r in rows])
-        .values_list("owner")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    report = []
-    for row in sorted(rows, key=lambda r: (r["cluster"], r["started_at"], r["id"])):
-        report.append(
-            {
-                "id": row["id"],
-                "cluster": row["cluster"],
-                "host": row["host"],
-                "pid": row["pid"],
-                "status": node_status(row, now=now),
-                "started_at": _iso(row["started_at"]),
-                "last_beat_at": _iso(row["last_beat_at"]),
-                "age_seconds": _age(now, row["last_beat_at"]),
-                "stopped_at": _iso(row["stopped_at"]),
-                "dead_at": _iso(row["dead_at"]),
-                "tasks_running": running.get(row["id"], 0),
-                "tasks_handed_out_at_death": row["tasks_rescued"],
-            }
-        )
-    return report
+    for row in rows:
+        row["status"] = node_status(row, now=now)
+        row["age_seconds"] = _age(now, row["last_beat_at"])
+    return sorted(rows, key=lambda r: (r["cluster"], r["started_at"], r["id"]))
+
+
+def nodes_report(*, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": row["id"],
+            "cluster": row["cluster"],
+            "host": row["host"],
+            "pid": row["pid"],
+            "status": row["status"],
+            "started_at": _iso(row["started_at"]),
+            "last_beat_at": _iso(row["last_beat_at"]),
+            "age_seconds": row["age_seconds"],
+            "stopped_at": _iso(row["stopped_at"]),
+            "dead_at": _iso(row["dead_at"]),
+            "tasks_running": row["tasks_running"],
+            "tasks_handed_out_at_death": row["tasks_rescued"],
+        }
+        for row in node_rows(now=now)
+    ]
 
 
 def nodes_degraded(report: list[dict[str, Any]], *, now: datetime) -> bool:
@@ -254,6 +263,19 @@ def running_report(*, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def paused_report(*, now: datetime) -> list[dict[str, Any]]:
+    """Queues an operator paused (jobs.pauses): their tasks wait, on purpose."""
+    return [
+        {
+            "queue": pause.queue,
+            "paused_at": _iso(pause.paused_at),
+            "paused_seconds": _age(now, pause.paused_at),
+            "paused_by": pause.paused_by or None,
+        }
+        for pause in QueuePause.objects.order_by("queue")
+    ]
+
+
 @dataclass(frozen=True)
 class HealthReport:
     ok: bool  # the database answers: HTTP 200, else 503
@@ -287,6 +309,7 @@ def health_report() -> HealthReport:
         ("last_hour", last_hour_report),
         ("dead", dead_report),
         ("running", running_report),
+        ("paused_queues", paused_report),
     ):
         try:
             sections[name] = build(now=now)

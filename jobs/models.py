@@ -280,3 +280,105 @@ class SyncedSchedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- operator's view: queue pauses and the dashboard's aggregates ----------
+class QueuePause(models.Model):
+    """A paused queue (a cluster name): its pushers claim nothing until it is resumed.
+
+    ``jobs.pauses`` writes it; ``jobs.broker.DatabaseBroker.dequeue`` reads it.
+    """
+
+    queue = models.CharField(max_length=100, unique=True)
+    paused_at = models.DateTimeField(default=timezone.now)
+    paused_by = models.CharField(max_length=150, blank=True, default="", help_text="user name")
+
+    def __str__(self) -> str:
+        return self.queue
+
+
+class Overview(QueuePause):
+    """The admin's Jobs -> Overview page (jobs.dashboard.admin); its permissions gate the
+    page (view) and pausing (change)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "overview"
+        verbose_name_plural = "overview"
+
+
+# Upper bounds (seconds) of the duration histogram buckets in JobStat; the last
+# bucket is everything slower. Fixed: Prometheus and the page both read them.
+DURATION_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0)
+
+
+class JobStat(models.Model):
+    """Runs of one job in one queue, per minute, per hour and since ever (``span``).
+
+    The monitors add to it in batches (``jobs.stats``); minute and hour rows are
+    pruned by age, the ``total`` rows (``start`` fixed) are the Prometheus counters.
+    """
+
+    class Span(models.TextChoices):
+        MINUTE = "minute", "minute"
+        HOUR = "hour", "hour"
+        TOTAL = "total", "since the first run"
+
+    id = models.BigAutoField(primary_key=True)
+    span = models.CharField(max_length=6, choices=Span.choices)
+    start = models.DateTimeField()
+    queue = models.CharField(max_length=100)
+    func = models.CharField(max_length=256, help_text="dotted path of the function")
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    duration_sum = models.FloatField(default=0.0, help_text="seconds, every run")
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    # Runs per duration bucket (DURATION_BOUNDS, then slower), not cumulative.
+    d0 = models.PositiveIntegerField(default=0)
+    d1 = models.PositiveIntegerField(default=0)
+    d2 = models.PositiveIntegerField(default=0)
+    d3 = models.PositiveIntegerField(default=0)
+    d4 = models.PositiveIntegerField(default=0)
+    d5 = models.PositiveIntegerField(default=0)
+    d6 = models.PositiveIntegerField(default=0)
+    d7 = models.PositiveIntegerField(default=0)
+    d8 = models.PositiveIntegerField(default=0)
+    d9 = models.PositiveIntegerField(default=0)
+    d10 = models.PositiveIntegerField(default=0)
+    d11 = models.PositiveIntegerField(default=0)
+    d12 = models.PositiveIntegerField(default=0)
+
+    BUCKET_FIELDS = tuple(f"d{i}" for i in range(len(DURATION_BOUNDS) + 1))
+
+    class Meta:
+        constraints = [
+            # jobs.stats upserts on it; the dashboard reads a span's time range through it.
+            models.UniqueConstraint(
+                fields=["span", "start", "queue", "func"], name="jobs_jobstat_bucket_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.func} {self.span} {self.start:%Y-%m-%d %H:%M}"
+
+
+class QueueSample(models.Model):
+    """Queue depth of one queue at one minute, taken by the heartbeat job (``jobs.stats``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=100)
+    queued = models.PositiveIntegerField(default=0)
+    retrying = models.PositiveIntegerField(default=0)
+    running = models.PositiveIntegerField(default=0)
+    dead = models.PositiveIntegerField(default=0)
+    oldest_queued_age = models.FloatField(null=True, blank=True, help_text="seconds")
+
+    class Meta:
+        constraints = [
+            # One sample per queue and minute; the dashboard reads a time range through it.
+            models.UniqueConstraint(fields=["minute", "queue"], name="jobs_queuesample_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.minute:%Y-%m-%d %H:%M}"

@@ -40,7 +40,7 @@ from django_q.signals import (
     pre_execute,
 )
 
-from jobs import counters, inflight, registry
+from jobs import counters, inflight, registry, stats
 from jobs.context import current_task_id
 from jobs.funcs import func_path
 
@@ -195,6 +195,7 @@ def connect_signals() -> None:
     )
     post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
     post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.counters.post_execute")
+    post_execute.connect(stats.on_post_execute, dispatch_uid="jobs.stats.post_execute")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")
     post_execute_in_worker.connect(
         on_post_execute_in_worker, dispatch_uid="jobs.runtime.post_execute_in_worker"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from jobs import counters, health, runtime
+from jobs import counters, health, runtime, stats
 from jobs.registry import job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -28,6 +28,8 @@ def heartbeat() -> None:
     beat = health.heartbeat_record(
         cluster=run.cluster, host=run.host, pid=run.pid, task_id=run.task_id
     )
+    stats.sample_queue(queue=run.cluster)
+    stats.prune()
     logger.info(
         "worker heartbeat",
         task_id=run.task_id,

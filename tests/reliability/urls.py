@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
 
-# Reachable without signing in, on purpose.
-PUBLIC_PREFIXES = ("accounts/", "admin/", "healthz", "static/", "media/")
+# Reachable without signing in, on purpose (metrics: behind its own token or address
+# list, tests/jobs/test_metrics.py).
+PUBLIC_PREFIXES = ("accounts/", "admin/", "healthz", "metrics", "static/", "media/")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""Admin: Jobs -> Overview, the operator's page (see docs/dashboard.md).
+
+The page is rendered once; its script then asks ``data/`` every few seconds for
+the chart series (JSON) and the tables (HTML rendered here), without reloading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from jobs import pauses
+from jobs.dashboard.selectors import overview
+from jobs.models import Overview
+
+REFRESH_SECONDS = 5
+
+
+@admin.register(Overview)
+class OverviewAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("", wrap(self.changelist_view), name="jobs_overview_changelist"),
+            path("data/", wrap(never_cache(self.data_view)), name="jobs_overview_data"),
+            path("pause/", wrap(require_POST(self.pause_view)), name="jobs_overview_pause"),
+            path("resume/", wrap(require_POST(self.resume_view)), name="jobs_overview_resume"),
+        ]
+
+    def _tables(self, request: HttpRequest, figures: dict[str, Any]) -> str:
+        failed_url = reverse("admin:jobs_failedjob_changelist")
+        for row in figures["jobs"]:
+            row["failed_url"] = f"{failed_url}?{urlencode({'func': row['func']})}"
+        return render_to_string(
+            "admin/jobs/overview/_tables.html",
+            {**figures, "can_pause": self.has_change_permission(request)},
+            request=request,
+        )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        figures = overview()
+        return TemplateResponse(
+            request,
+            "admin/jobs/overview/change_list.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Jobs overview",
+                "charts": figures["charts"],
+                "tables": self._tables(request, figures),
+                "data_url": reverse("admin:jobs_overview_data"),
+                "refresh_ms": REFRESH_SECONDS * 1000,
+                "refresh_seconds": REFRESH_SECONDS,
+            },
+        )
+
+    def data_view(self, request: HttpRequest) -> JsonResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        figures = overview()
+        return JsonResponse(
+            {
+                "now": figures["now"].isoformat(),
+                "charts": figures["charts"],
+                "tables": self._tables(request, figures),
+            }
+        )
+
+    def _pause_action(self, request: HttpRequest, *, resume: bool) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        action = pauses.resume_queue if resume else pauses.pause_queue
+        try:
+            status = action(queue=request.POST.get("queue", ""), user=request.user)
+        except pauses.QueueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            verb = "Resumed" if resume else "Paused"
+            if status.changed:
+                self.message_user(request, f"{verb} queue “{status.queue}”.", messages.SUCCESS)
+            else:
+                state = "paused" if status.paused else "not paused"
+                self.message_user(
+                    request, f"Queue “{status.queue}” was already {state}.", messages.WARNING
+                )
+        return HttpResponseRedirect(reverse("admin:jobs_overview_changelist"))
+
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        return self._pause_action(request, resume=False)
+
+    def resume_view(self, request: HttpRequest) -> HttpResponse:
+        return self._pause_action(request, resume=True)
+
+
+def _overview_first(get_app_list: Any) -> Any:
+    """The admin lists an app's models by name; Overview leads the Jobs section."""
+
+    def wrapper(request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = get_app_list(request, app_label)
+        for app in apps:
+            if app["app_label"] == "jobs":
+                app["models"].sort(key=lambda model: model["object_name"] != "Overview")
+        return apps
+
+    return wrapper
+
+
+admin.site.get_app_list = _overview_first(admin.site.get_app_list)

@@ -1,0 +1,244 @@
+"""Per-job run figures (runs, failures, durations) and queue depth samples, for the
+dashboard (jobs.dashboard) and /metrics (jobs.metrics).
+
+Like ``jobs.counters``, the monitor adds each finished run to in-memory sums and
+writes them about once a second: one upsert per (span, start, queue, function)
+for the minute, the hour and the running total (``JobStat``). A run counted in
+the last second before its monitor dies is lost. The heartbeat job samples its
+queue's depth once per beat (``QueueSample``) and prunes old rows.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from django.db import connection, connections
+from django.db.models import Count, Min
+from django.utils import timezone
+from django_q.conf import Conf
+
+from jobs.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
+from jobs.models import DURATION_BOUNDS, Job, JobStat, QueueSample
+
+logger = structlog.stdlib.get_logger("jobs.stats")
+
+MINUTE_RETENTION = timedelta(days=2)
+HOUR_RETENTION = timedelta(days=35)
+SAMPLE_RETENTION = timedelta(days=8)
+# The start of every ``total`` row: one row per queue and function, never pruned.
+TOTAL_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+_TABLE = JobStat._meta.db_table
+_BUCKETS = JobStat.BUCKET_FIELDS
+_ADDED = ("succeeded", "failed", "duration_sum", *_BUCKETS)
+_COLUMNS = ("span", "start", "queue", "func", "succeeded", "failed", "duration_sum")
+_COLUMNS = (*_COLUMNS, "last_failed_at", *_BUCKETS)
+_UPSERT = (
+    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608 (names from the model)
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+    "ON CONFLICT (span, start, queue, func) DO UPDATE SET "
+    + ", ".join(f"{c} = {_TABLE}.{c} + excluded.{c}" for c in _ADDED)
+    + f", last_failed_at = CASE WHEN excluded.last_failed_at IS NULL "
+    f"THEN {_TABLE}.last_failed_at ELSE excluded.last_failed_at END"
+)
+
+
+@dataclass
+class _Sums:
+    succeeded: int = 0
+    failed: int = 0
+    duration_sum: float = 0.0
+    last_failed_at: datetime | None = None
+    buckets: list[int] = field(default_factory=lambda: [0] * len(_BUCKETS))
+
+    def add(self, other: _Sums) -> None:
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.duration_sum += other.duration_sum
+        if other.last_failed_at and (
+            self.last_failed_at is None or other.last_failed_at > self.last_failed_at
+        ):
+            self.last_failed_at = other.last_failed_at
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+
+_lock = threading.Lock()
+_pending: dict[tuple[datetime, str, str], _Sums] = {}
+_last_flush = 0.0
+_timer: threading.Timer | None = None
+
+
+def bucket_index(seconds: float) -> int:
+    """The histogram bucket of a duration: the first bound it does not exceed."""
+    return bisect.bisect_left(DURATION_BOUNDS, seconds)
+
+
+def count_run(
+    *,
+    func: str,
+    queue: str,
+    success: bool,
+    duration: float | None,
+    at: datetime | None = None,
+) -> None:
+    """Count one finished run; written now (outside a cluster) or within about a second."""
+    global _timer
+    at = at or timezone.now()
+    key = (at.replace(second=0, microsecond=0), queue[:100], func[:256])
+    with _lock:
+        sums = _pending.setdefault(key, _Sums())
+        if success:
+            sums.succeeded += 1
+        else:
+            sums.failed += 1
+            sums.last_failed_at = at
+        if duration is not None:
+            sums.duration_sum += max(duration, 0.0)
+            sums.buckets[bucket_index(duration)] += 1
+        due = not _in_cluster_process() or time.monotonic() - _last_flush >= FLUSH_INTERVAL_SECONDS
+        if not due and _timer is None:
+            _timer = threading.Timer(FLUSH_INTERVAL_SECONDS, _flush_from_timer)
+            _timer.daemon = True
+            _timer.start()
+    if due:
+        flush()
+
+
+def _rows(batch: dict[tuple[datetime, str, str], _Sums]) -> dict[tuple, _Sums]:
+    """Each minute's sums, also added to its hour and to the running total."""
+    rows: dict[tuple, _Sums] = {}
+    for (minute, queue, func), sums in batch.items():
+        hour = minute.replace(minute=0)
+        for span, start in (
+            (JobStat.Span.MINUTE, minute),
+            (JobStat.Span.HOUR, hour),
+            (JobStat.Span.TOTAL, TOTAL_START),
+        ):
+            rows.setdefault((str(span), start, queue, func), _Sums()).add(sums)
+    return rows
+
+
+def flush() -> int:
+    """Write the pending sums; returns how many rows were written."""
+    global _last_flush
+    with _lock:
+        batch = dict(_pending)
+        _pending.clear()
+        _last_flush = time.monotonic()
+    if not batch:
+        return 0
+    rows = _rows(batch)
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [
+        [
+            span,
+            adapt(start),
+            queue,
+            func,
+            s.succeeded,
+            s.failed,
+            s.duration_sum,
+            adapt(s.last_failed_at),
+            *s.buckets,
+        ]
+        # One order for every writer: two monitors never wait on each other's rows.
+        for (span, start, queue, func), s in sorted(rows.items(), key=lambda kv: kv[0])
+    ]
+    try:
+        with connection.cursor() as cursor:
+            cursor.executemany(_UPSERT, params)
+    except Exception:
+        logger.exception("job stats not written", rows=len(params))
+        return 0
+    return len(params)
+
+
+def _flush_from_timer() -> None:
+    global _timer
+    with _lock:
+        _timer = None
+    try:
+        flush()
+    finally:
+        connections.close_all()  # this thread's own connection
+
+
+def _duration(task: dict[str, Any]) -> float | None:
+    started, stopped = task.get("started_at"), task.get("stopped")
+    if isinstance(started, datetime) and isinstance(stopped, datetime):
+        return (stopped - started).total_seconds()
+    return None
+
+
+def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> None:
+    """django-q2 ``post_execute`` (monitor process). Never raises."""
+    try:
+        if task:
+            from django_q.utils import get_func_repr
+
+            count_run(
+                func=get_func_repr(task.get("func")),
+                queue=str(task.get("cluster") or Conf.CLUSTER_NAME or ""),
+                success=bool(task.get("success")),
+                duration=_duration(task),
+            )
+    except Exception:
+        logger.exception("job stats failed")
+
+
+# --- queue depth samples (the heartbeat job) -------------------------------------
+def depth(queue: str | None = None) -> dict[str, dict[str, Any]]:
+    """Tasks per queue and state now, and the oldest queued task's enqueue time.
+
+    One grouped query: rows (queue, state) -> count, oldest created_at.
+    """
+    qs = Job.objects.all()
+    if queue is not None:
+        qs = qs.filter(queue=queue)
+    figures: dict[str, dict[str, Any]] = {}
+    for row in (
+        qs.values("queue", "state").annotate(count=Count("id"), oldest=Min("created_at")).order_by()
+    ):
+        entry = figures.setdefault(
+            row["queue"], {state: 0 for state in Job.State.values} | {"oldest_queued": None}
+        )
+        entry[row["state"]] = row["count"]
+        if row["state"] == Job.State.QUEUED:
+            entry["oldest_queued"] = row["oldest"]
+    return figures
+
+
+def sample_queue(*, queue: str, now: datetime | None = None) -> QueueSample:
+    """Record ``queue``'s depth for this minute (the last sample of a minute wins)."""
+    now = now or timezone.now()
+    entry = depth(queue).get(queue) or {}
+    oldest = entry.get("oldest_queued")
+    sample, _ = QueueSample.objects.update_or_create(
+        minute=now.replace(second=0, microsecond=0),
+        queue=queue[:100],
+        defaults={
+            "queued": entry.get(Job.State.QUEUED, 0),
+            "retrying": entry.get(Job.State.RETRYING, 0),
+            "running": entry.get(Job.State.RUNNING, 0),
+            "dead": entry.get(Job.State.DEAD, 0),
+            "oldest_queued_age": None if oldest is None else (now - oldest).total_seconds(),
+        },
+    )
+    return sample
+
+
+def prune(*, now: datetime | None = None) -> int:
+    """Delete minute rows, hour rows and samples past their retention."""
+    now = now or timezone.now()
+    deleted = 0
+    spans = ((JobStat.Span.MINUTE, MINUTE_RETENTION), (JobStat.Span.HOUR, HOUR_RETENTION))
+    for span, keep in spans:
+        deleted += JobStat.objects.filter(span=span, start__lt=now - keep).delete()[0]
+    deleted += QueueSample.objects.filter(minute__lt=now - SAMPLE_RETENTION).delete()[0]
+    return deleted
