@@ -191,8 +191,10 @@ def test_request_metrics_add_up_across_gunicorn_workers(tmp_path) -> None:
             list(pool.map(healthz, range(30)))
         served = [n for n in healthz_requests_per_process(multiproc) if n]
         assert len(served) > 1, f"one process served every request: {served}"
-        assert sum(served) == before + 30
+        # A late start-up probe may land after the first scrape: at least our 30 more.
+        total = sum(served)
+        assert total >= before + 30
         # Whichever worker answers the scrape, it answers with the sum over all of them.
-        assert {scrape() for _ in range(6)} == {before + 30}
+        assert {scrape() for _ in range(6)} == {total}
     finally:
         server.stop()
