@@ -6,6 +6,8 @@ Screenshots at 1024 and 1440 px are always written to ``artifacts/browser/dashbo
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db.models import Sum
@@ -29,13 +31,22 @@ SHOTS = ARTIFACTS / "dashboard"
 ECHO = "tests.support.runtime.echo"
 
 
+def wait_true(page, expression: str, timeout: float = 15.0) -> None:
+    """Poll ``expression`` from the test (the page's CSP forbids Playwright's string eval)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
+
+
 def screenshot(page: Page, name: str, width: int) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": width, "height": 900})
-    page.wait_for_function("document.body.dataset.chartsDrawn === 'true'")
+    wait_true(page, "document.body.dataset.chartsDrawn === 'true'")
     # Readable at this width: once the charts have followed the resize, nothing
     # sticks out sideways.
-    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
+    wait_true(page, "document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
 
 
@@ -89,7 +100,7 @@ def test_operator_reads_the_overview_and_pauses_a_queue(
     expect(jobs_section.locator("tbody tr").first).to_contain_text("Overview")
     jobs_section.get_by_role("link", name="Overview").click()
     expect(page.get_by_role("heading", name="Tasks per minute, last hour")).to_be_visible()
-    page.wait_for_function("document.body.dataset.chartsDrawn === 'true'")
+    wait_true(page, "document.body.dataset.chartsDrawn === 'true'")
     counted = JobStat.objects.filter(span="minute").aggregate(ok=Sum("succeeded"), ko=Sum("failed"))
     assert chart_totals(page, "chart-throughput-hour") == [counted["ok"], counted["ko"]]
     assert chart_totals(page, "chart-throughput-week") == [counted["ok"], counted["ko"]]
@@ -108,7 +119,7 @@ def test_operator_reads_the_overview_and_pauses_a_queue(
     steps.shot("failed-tasks-of-the-job")
 
     page.go_back()
-    page.wait_for_function("document.body.dataset.chartsDrawn === 'true'")
+    wait_true(page, "document.body.dataset.chartsDrawn === 'true'")
     page.get_by_role("button", name=f"Pause {queue}").click()
     expect(page.get_by_text(f"Paused queue “{queue}”.")).to_be_visible()
     worker.wait_for_log("queue paused: claiming nothing", timeout=10)
