@@ -11,11 +11,11 @@ class JobsConfig(AppConfig):
         from jobs import failures, runtime, schedules
 
         # Each app declares its jobs in its own `tasks` module (jobs.registry.job).
-        # runtime (issue 4): `startjob` writes jobs to an app's `jobs` package.
+        # `startjob` writes jobs to an app's `jobs` package.
         autodiscover_modules("tasks", "jobs")
         runtime.connect_signals()
         failures.connect_signals()
-        # runtime (issue 4): code-declared schedules are synced after every migrate;
+        # Code-declared schedules are synced after every migrate;
         # importing jobs.checks registers the worker's system checks.
         schedules.connect_signals()
         from jobs import checks  # noqa: F401
