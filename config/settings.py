@@ -217,6 +217,26 @@ DJANGO_STRUCTLOG_CELERY_ENABLED = False
 # Keep the X-Request-ID a proxy or client sent, so one id follows a request end to end.
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("LOG_TRUST_REQUEST_ID", default=True)
 
+# --- Cache ------------------------------------------------------------------
+# Shared by every process (web, scheduler, workers): django-q2's cached=True
+# results, async_iter and the qinfo/qmonitor statistics live here. The database
+# cache by default (its table is created on migrate); Redis when a URL is set.
+CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", default="")
+if CACHE_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "tablo_cache",
+        }
+    }
+
 # --- Worker (django-q2) ---------------------------------------------------
 # Tasks go through the jobs.Job table (jobs.broker.DatabaseBroker: SKIP LOCKED
 # claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
@@ -245,9 +265,10 @@ Q_CLUSTER = {
     # acknowledges a failure or stops counting on its own.
     "max_attempts": 0,
     "ack_failures": False,
-    # A Success row per task costs an INSERT, and pruning (save_limit > 0) locks
-    # the table on every save; the history that matters (failures) is ours.
-    "save_limit": env.int("Q_SAVE_LIMIT", default=-1),
+    # Results are kept (django_q.models.Task), written in batches with the
+    # acknowledgements (jobs.results); 0 stops django-q2 from pruning on every
+    # save: jobs.prune_results prunes in the background (JOBS_RESULTS_* below).
+    "save_limit": 0,
     # Rows claimed per query: fewer round trips, and a batch in hand keeps the
     # workers fed while the next is claimed.
     "bulk": Q_BULK,
@@ -272,6 +293,12 @@ if QUEUE_REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
+
+# Kept task results (django-q2's Successful tasks): pruned every few minutes to
+# the newest JOBS_RESULTS_MAX_ROWS successes and to JOBS_RESULTS_MAX_AGE_HOURS
+# (failures too); 0 turns a limit off.
+JOBS_RESULTS_MAX_ROWS = env.int("JOBS_RESULTS_MAX_ROWS", default=100_000)
+JOBS_RESULTS_MAX_AGE_HOURS = env.int("JOBS_RESULTS_MAX_AGE_HOURS", default=7 * 24)
 
 # Worker nodes (jobs.nodes): each qcluster beats this often; a node silent for
 # JOBS_NODE_DEAD_AFTER_SECONDS (or whose process is gone from this machine) is

@@ -22,8 +22,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_http_methods, require_POST
 from django_q.admin import ScheduleAdmin
-from django_q.conf import Conf
-from django_q.models import Failure, OrmQ, Schedule, Success
+from django_q.models import Failure, OrmQ, Schedule
 
 from jobs.failures import services
 from jobs.failures.admin import (
@@ -49,12 +48,6 @@ with contextlib.suppress(admin.sites.NotRegistered):
     admin.site.unregister(OrmQ)
 import_module("jobs.queued.admin")
 import_module("jobs.dashboard.admin")
-# With save_limit -1 (the default, docs/broker.md) django-q2 keeps no Success
-# row: its "Successful tasks" page would always be empty. /healthz counts
-# successes per hour instead.
-if Conf.SAVE_LIMIT < 0:
-    with contextlib.suppress(admin.sites.NotRegistered):
-        admin.site.unregister(Success)
 
 MESSAGE_WIDTH = 80
 GROUPS_SHOWN = 200

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -8,12 +9,14 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import failures, runtime, schedules
+        from jobs import cache, djangoq, failures, runtime, schedules
 
         # Each app declares its jobs in its own `tasks` module (jobs.registry.job).
         # `startjob` writes jobs to an app's `jobs` package.
         autodiscover_modules("tasks", "jobs")
         runtime.connect_signals()
+        djangoq.install()
+        post_migrate.connect(cache.create_cache_table, sender=self, dispatch_uid="jobs.cache")
         failures.connect_signals()
         # Code-declared schedules are synced after every migrate;
         # importing jobs.checks registers the worker's system checks.

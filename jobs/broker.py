@@ -17,7 +17,8 @@
   milliseconds. When the cluster stops, the tasks waiting in its local queue are
   handed back (ready again, no attempt used) instead of run.
 * ``acknowledge`` in the monitor (the task succeeded): the row is deleted, if
-  this node still owns that attempt.
+  this node still owns that attempt, in the same transaction as the task's
+  result (``jobs.results``, in batches).
 * ``fail`` in the pusher (the payload cannot be read): the row becomes dead.
 
 A running row belongs to its node for as long as the node lives, however long
@@ -31,15 +32,14 @@ django-q2's guard. Rows of a dead node are handed out again by ``jobs.nodes``.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.util
 import os
 import queue as queue_module
 import socket
-import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs import nodes, pauses
+from jobs import nodes, pauses, results
 from jobs.channels import channel_name
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -67,8 +67,6 @@ _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
 _CONNECTION_CHECK_INTERVAL = 10.0
-# An acknowledgement batch is deleted at once when it reaches this size.
-_ACK_BATCH_MAX = 500
 # SQLite has no LISTEN: an idle pusher polls this often (a cheap indexed read).
 _SQLITE_POLL_SECONDS = 0.05
 # A pusher whose local queue is full looks again after this long.
@@ -77,123 +75,6 @@ _FULL_QUEUE_WAIT = 0.005
 
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
-
-
-def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> None:
-    """Delete the rows of succeeded tasks in one statement.
-
-    Only rows ``owner`` still holds at that attempt: a node that lost a task
-    (declared dead, the task handed out again) cannot delete the new claim.
-    """
-    db = connections[alias]
-    # Every value is an int: the statement can be sent without parameters.
-    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
-    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
-    delete = f"DELETE FROM {_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs})"
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql" and db.get_autocommit():
-            # Losing an acknowledgement in a database crash only means the task runs
-            # again (delivery is at-least-once anyway): skip waiting for the WAL flush.
-            cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {delete}; COMMIT")
-        else:
-            cursor.execute(delete)
-
-
-class _AckBuffer:
-    """Acknowledgements of one process, deleted in batches by a background thread.
-
-    django-q2's monitor acknowledges task by task, each a round trip and a commit
-    in its single loop; here ``acknowledge`` only appends the id and a thread
-    deletes what piled up every ``delay`` seconds (or at ``_ACK_BATCH_MAX`` ids),
-    in one statement. A monitor that exits flushes first (multiprocessing
-    finalizer and atexit); one that is killed loses at most ``delay`` seconds of
-    acknowledgements, and its node is dead then: those tasks are handed out again.
-    """
-
-    def __init__(self, alias: str, delay: float) -> None:
-        self.alias = alias
-        self.delay = delay
-        self.ids: list[AckId] = []
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="jobs-ack-flusher", daemon=True)
-        self.thread.start()
-        multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
-        atexit.register(self.flush)
-
-    def add(self, ack: AckId) -> None:
-        with self.lock:
-            self.ids.append(ack)
-            full = len(self.ids) >= _ACK_BATCH_MAX
-        if full:
-            self.wake.set()
-
-    def pending(self) -> int:
-        with self.lock:
-            return len(self.ids)
-
-    def flush(self) -> None:
-        with self.lock:
-            ids, self.ids = self.ids, []
-        if not ids:
-            return
-        try:
-            delete_acknowledged(self.alias, ids, owner=nodes.current_node_id())
-        except Exception:
-            with self.lock:  # try again with the next batch
-                self.ids[:0] = ids
-            connections[self.alias].close()
-            raise
-
-    def stop(self) -> None:
-        """Flush what is pending, end the thread and close its database connection."""
-        self.stopping.set()
-        self.wake.set()
-        self.thread.join(timeout=10)
-        self.flush()
-
-    def _run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                self.wake.wait(self.delay)
-                self.wake.clear()
-                try:
-                    self.flush()
-                except Exception:
-                    logger.exception("could not delete acknowledged tasks; retrying")
-                    time.sleep(1.0)
-        finally:
-            connections[self.alias].close()  # this thread's own connection
-
-
-_ack_buffers: dict[tuple[int, str, float], _AckBuffer] = {}
-_ack_buffers_lock = threading.Lock()
-
-
-def _ack_buffer(alias: str, delay: float) -> _AckBuffer:
-    key = (os.getpid(), alias, delay)  # per process: a forked child starts its own thread
-    with _ack_buffers_lock:
-        buffer = _ack_buffers.get(key)
-        if buffer is None:
-            buffer = _ack_buffers[key] = _AckBuffer(alias, delay)
-        return buffer
-
-
-def flush_acknowledgements() -> None:
-    """Delete the rows of every acknowledgement this process still holds."""
-    for (pid, _alias, _delay), buffer in list(_ack_buffers.items()):
-        if pid == os.getpid():
-            buffer.flush()
-
-
-def stop_ack_buffers() -> None:
-    """Flush and stop this process's acknowledgement threads (a new ack starts one again)."""
-    with _ack_buffers_lock:
-        mine = [key for key in _ack_buffers if key[0] == os.getpid()]
-        buffers = [_ack_buffers.pop(key) for key in mine]
-    for buffer in buffers:
-        buffer.stop()
 
 
 def _local_queue() -> tuple[Any, Any] | None:
@@ -233,6 +114,7 @@ class DatabaseBroker(Broker):
         self._last_connection_check = time.monotonic()
         self._local: tuple[Any, Any] | None = None
         self._local_pid: int | None = None
+        self._unbatched: dict[AckId, dict[str, Any]] = {}
 
     # -- plumbing -----------------------------------------------------------------
     @staticmethod
@@ -286,7 +168,12 @@ class DatabaseBroker(Broker):
     # -- enqueue ------------------------------------------------------------------
     def enqueue(self, task: str) -> int | None:
         """Insert the task; returns the row id, or None for a duplicate unique task."""
-        package = SignedPackage.loads(task)
+        try:
+            package = SignedPackage.loads(task)
+        except Exception:
+            # Stored as given, like django-q2's brokers: the pusher cannot read it
+            # either, and ``fail`` makes it a dead task with a clear error.
+            package = {"id": uuid.uuid4().hex, "func": "", "name": "unreadable payload"}
         # A registered job's declared cluster wins over the default broker's queue.
         queue = package.get("cluster") or self.queue
         job = job_row_from_task(package, queue=queue, payload=task)
@@ -518,16 +405,32 @@ class DatabaseBroker(Broker):
 
     # -- results ------------------------------------------------------------------
     def acknowledge(self, task_id: AckId) -> None:
-        """The task succeeded: its row is deleted (batched, see ``JOBS_ACK_BATCH_SECONDS``)."""
+        """The task succeeded: its row is deleted and its result written (``jobs.results``)."""
         if not isinstance(task_id, (tuple, list)) or len(task_id) != 2:
             return  # not an ack id this broker handed out
         ack = (int(task_id[0]), int(task_id[1]))
-        delay = float(_setting("JOBS_ACK_BATCH_SECONDS", 0))
-        if delay > 0 and self.db.get_autocommit():
-            _ack_buffer(self.connection, delay).add(ack)
+        if self._batches():
+            results.finisher(self.connection, self).add_ack(ack)
             return
         self._check_connection()
-        delete_acknowledged(self.connection, [ack], owner=nodes.current_node_id())
+        tasks = self._unbatched.pop(ack, None)
+        results.finish(
+            self.connection,
+            [ack],
+            {ack: tasks} if tasks is not None else {},
+            owner=nodes.current_node_id(),
+            broker=self,
+        )
+
+    def keep_result(self, ack: AckId, task: dict[str, Any]) -> None:
+        """Hold a succeeded task's result until its acknowledgement finishes it."""
+        if self._batches():
+            results.finisher(self.connection, self).add_result(ack, task)
+        else:
+            self._unbatched[ack] = task
+
+    def _batches(self) -> bool:
+        return float(_setting("JOBS_ACK_BATCH_SECONDS", 0)) > 0 and self.db.get_autocommit()
 
     def delete(self, task_id: AckId | int) -> None:
         row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id

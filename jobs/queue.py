@@ -18,7 +18,7 @@ from jobs.models import Job
 
 def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
     """An unsaved ``Job`` for the task package ``task`` signed as ``payload``."""
-    func = get_func_repr(task["func"])
+    func = get_func_repr(task["func"]) or ""
     spec = registry.for_func(func)
     unique_key = None
     if spec is not None and spec.unique is not None:

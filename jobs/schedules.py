@@ -71,6 +71,7 @@ def declared() -> list[ScheduleSpec]:
             name="heartbeat", job="jobs.heartbeat", minutes=heartbeat_interval_seconds() // 60
         ),
         ScheduleSpec(name="orphan_cleanup", job="files.orphan_cleanup", minutes=60),
+        ScheduleSpec(name="prune_results", job="jobs.prune_results", minutes=10),
         # Daily at a quiet hour (UTC), not 24 h after whenever the last run happened.
         ScheduleSpec(name="prune_history", job="jobs.prune_history", cron="30 3 * * *"),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from jobs import counters, health, runtime, stats
+from jobs import counters, health, results, runtime, stats
 from jobs.registry import job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -38,3 +38,9 @@ def heartbeat() -> None:
         host=beat.host,
         pid=beat.pid,
     )
+
+
+@job("jobs.prune_results", timeout=600, max_attempts=3, unique=lambda: "jobs.prune_results")
+def prune_results() -> None:
+    """Keep task results within JOBS_RESULTS_MAX_ROWS and JOBS_RESULTS_MAX_AGE_HOURS."""
+    results.prune()

@@ -16,12 +16,8 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs import nodes
-from jobs.broker import (
-    DatabaseBroker,
-    flush_acknowledgements,
-    stop_ack_buffers,
-)
+from jobs import nodes, results
+from jobs.broker import DatabaseBroker
 from jobs.channels import channel_name
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
@@ -47,7 +43,7 @@ def payload_id(payload: str) -> str:
 
 def test_settings_make_it_the_broker() -> None:
     assert isinstance(get_broker(), DatabaseBroker)
-    assert Conf.SAVE_LIMIT == -1
+    assert Conf.SAVE_LIMIT == 0  # results kept; jobs.results prunes them
 
 
 @pytest.mark.django_db
@@ -184,7 +180,7 @@ def test_acknowledgements_are_deleted_in_batches(settings) -> None:
     b.acknowledge((second, 1))
     assert Job.objects.filter(id__in=[first, second]).count() == 2  # held in the batch
 
-    flush_acknowledgements()
+    results.flush_all()
 
     assert list(Job.objects.values_list("id", flat=True)) == [kept]
     assert len(claimed) == 3
@@ -197,10 +193,10 @@ def test_stopping_the_ack_threads_flushes_and_ends_them(settings) -> None:
     first, kept = (enqueue(b).id for _ in range(2))
     b.claim()
     b.acknowledge((first, 1))
-    threads = [t for t in threading.enumerate() if t.name == "jobs-ack-flusher"]
+    threads = [t for t in threading.enumerate() if t.name == "jobs-finisher"]
     assert threads
 
-    stop_ack_buffers()
+    results.stop_all()
 
     assert list(Job.objects.values_list("id", flat=True)) == [kept]
     assert not any(thread.is_alive() for thread in threads)
@@ -388,3 +384,23 @@ def test_a_real_cluster_makes_an_unreadable_task_dead(worker_factory, tmp_path: 
     assert job.last_error_type == "UnreadablePayload"
     assert not (tmp_path / "never.txt").exists()
     assert worker.stop() == 0
+
+
+@pytest.mark.django_db
+def test_enqueue_stores_a_payload_as_given_and_fail_makes_it_dead(broker: DatabaseBroker) -> None:
+    # django-q2's brokers store what they are handed; the pusher finds out it is unreadable.
+    broker.enqueue("not a signed package")
+
+    [(ack, payload)] = broker.claim()
+    assert payload == "not a signed package"
+    broker.fail(ack)
+    job = Job.objects.get(id=ack[0])
+    assert job.state == Job.State.DEAD
+    assert job.last_error_type == "UnreadablePayload"
+
+
+@pytest.mark.django_db
+def test_an_empty_dequeue_returns_none_like_django_q2s_brokers(broker: DatabaseBroker) -> None:
+    assert broker.dequeue() is None
+    assert broker.queue_size() == 0
+    assert broker.lock_size() == 0

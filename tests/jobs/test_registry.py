@@ -282,3 +282,34 @@ def test_a_failing_enqueue_after_commit_is_logged_and_never_raised(
         if isinstance(r.msg, dict) and r.msg.get("event") == "enqueue after commit failed"
     ]
     assert (event["job"], event["task_ids"]) == ("tests.echo", [task_id])
+
+
+def _policy(task_id: str) -> tuple:
+    job = Job.objects.get(task_id=task_id)
+    package = SignedPackage.loads(job.payload)
+    return (
+        job.func,
+        job.job_name,
+        job.queue,
+        job.priority,
+        job.timeout,
+        package.get("timeout"),
+        job.max_attempts,
+        job.unique_key,
+    )
+
+
+def test_async_task_by_path_gets_exactly_the_policy_registry_enqueue_gives() -> None:
+    by_registry = registry.enqueue("files.purge_tablo", "t-1", on_commit=False)
+    declared_policy = _policy(by_registry)
+    Job.objects.filter(task_id=by_registry).delete()  # frees the unique key
+    by_path = async_task("files.tasks.purge_tablo", "t-1")
+    again = async_task("files.tasks.purge_tablo", "t-1")  # the key is held: no second row
+
+    assert _policy(by_path) == declared_policy
+    assert declared_policy == (
+        "files.tasks.purge_tablo", "files.purge_tablo", "tablo", 0, 1800, 1800, 10,
+        "purge_tablo:t-1",
+    )  # fmt: skip
+    assert Job.objects.filter(unique_key="purge_tablo:t-1").count() == 1
+    assert not Job.objects.filter(task_id=again).exists()

@@ -10,10 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from jobs import registry
 from jobs.models import Job
 from tablos.models import Tablo
-from tablos.services import PURGE_JOB
+from tablos.services import PURGE_TASK
 
 
 def make_user(username: str) -> AbstractBaseUser:
@@ -42,7 +41,7 @@ def queued_purges(tablo_id: uuid.UUID) -> int:
     ``jobs.Job`` once the project broker is configured, django-q2's ``OrmQ``
     before; counting both keeps the assertion true across that change.
     """
-    func = registry.get(PURGE_JOB).path
+    func = PURGE_TASK
     jobs = sum(
         1
         for payload in Job.objects.filter(func=func).values_list("payload", flat=True)

@@ -1,0 +1,43 @@
+"""The django-q2 internals the project relies on, in one place.
+
+django-q2 has no extension point for how the monitor saves a result: its
+``monitor`` loop calls the module-level ``django_q.monitor.save_task`` for every
+finished task (``save_cached`` calls it too, for a finished ``async_iter``).
+``install()`` replaces that function with ``save_task`` below, so that a task of
+the database broker is finished in a batch with its acknowledgement
+(``jobs.results``). ``tests/jobs/test_djangoq.py`` fails when django-q2 changes
+what this relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_q.monitor
+from django_q.brokers import Broker
+
+from jobs import results
+
+
+def save_task(task: dict[str, Any], broker: Broker) -> None:
+    """django-q2's ``save_task``, for the monitor of a cluster on any broker."""
+    try:
+        ack = task.get("ack_id")
+        keep_result = getattr(broker, "keep_result", None)
+        if keep_result is not None and isinstance(ack, tuple | list) and len(ack) == 2:
+            # The database broker: a success is finished with its acknowledgement,
+            # a failure by the failure hook (retry, or a final result once dead).
+            if task.get("success"):
+                keep_result((int(ack[0]), int(ack[1])), task)
+            return
+        if task.get("success") and not results.keeps(task) and not task.get("chain"):
+            return
+        results.save_now(task, broker)
+    except Exception:
+        # As django-q2's own: the monitor must go on with the next task.
+        django_q.monitor.logger.exception("Could not save task result")
+
+
+def install() -> None:
+    """Route the monitor's result saving through ``save_task`` (idempotent)."""
+    django_q.monitor.save_task = save_task

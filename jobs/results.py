@@ -1,0 +1,342 @@
+"""Finishing succeeded tasks in batches: the queue row, the result, the chain, the hook.
+
+django-q2's monitor saves each result (``save_task``: a SELECT, an INSERT and,
+with ``save_limit`` > 0, a prune under a table lock) and then acknowledges the
+task, one task at a time. On the database broker, the monitor's ``save_task``
+(installed by ``jobs.djangoq``) hands a succeeded task to this process's
+``Finisher`` and ``DatabaseBroker.acknowledge`` adds its ack id. A thread
+finishes what piled up every ``JOBS_ACK_BATCH_SECONDS``, in one transaction:
+
+1. delete the ``Job`` rows this node still owns at that attempt (``RETURNING``);
+2. for exactly those rows, insert the ``Task`` results in one statement and
+   enqueue each chain's next link;
+
+and after the commit sends ``post_save`` for each result, which calls the task's
+``hook`` (django-q2's own receiver) and any receiver of the project's. A node that
+lost a task (declared dead, the task handed out again) writes nothing for it: the
+new attempt does. So a result, its hook and the next link of a chain happen once
+per finished task, and a crash before the commit only means the task runs again.
+
+Tasks that do not come from the database broker (``sync=True``, django-q2's Redis
+broker) are written at once, the same way, without the queue row.
+"""
+
+# SQL text here is built only from model metadata and integers, never from input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.models.signals import post_save
+from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import Task
+from django_q.tasks import async_chain
+
+from jobs import nodes
+from jobs.funcs import func_path
+from jobs.models import Job
+
+logger = structlog.stdlib.get_logger("jobs.results")
+
+AckId = tuple[int, int]  # (Job.id, attempt)
+
+_JOB_TABLE = Job._meta.db_table
+# A batch is finished at once when it reaches this size.
+BATCH_MAX = 500
+# The fields a result row gets again when the task finishes again (a retried dead task).
+_UPDATED_ON_CONFLICT = ["stopped", "result", "success", "attempt_count", "cluster", "started"]
+
+
+def keeps(task: dict[str, Any]) -> bool:
+    """Whether the task's result is saved (django-q2's per-task ``save`` option)."""
+    return bool(task.get("save", Conf.SAVE_LIMIT >= 0))
+
+
+def result_row(task: dict[str, Any]) -> Task:
+    """The ``Task`` row of a finished task package (as django-q2's ``save_task`` builds it)."""
+    return Task(
+        id=task["id"],
+        name=str(task.get("name") or "")[:100],
+        func=func_path(task.get("func"))[:256],
+        hook=func_path(task["hook"]) if task.get("hook") else None,
+        args=task.get("args"),
+        kwargs=task.get("kwargs"),
+        cluster=task.get("cluster") or Conf.CLUSTER_NAME,
+        started=task.get("started_at") or task.get("started") or timezone.now(),
+        stopped=task.get("stopped") or timezone.now(),
+        result=task.get("result"),
+        group=task.get("group"),
+        success=bool(task.get("success")),
+        attempt_count=max(int(task.get("attempt") or 1), 1),
+    )
+
+
+def _save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
+    rows = [result_row(task) for task in tasks if keeps(task) or not task.get("success")]
+    if rows:
+        Task.objects.using(alias).bulk_create(
+            rows, update_conflicts=True, unique_fields=["id"], update_fields=_UPDATED_ON_CONFLICT
+        )
+    return rows
+
+
+def _continue_chains(tasks: Iterable[dict[str, Any]], broker: Any) -> None:
+    for task in tasks:
+        if task.get("chain") and task.get("success"):
+            async_chain(
+                task["chain"],
+                group=task.get("group"),
+                cached=task.get("cached", Conf.CACHED),
+                sync=task.get("sync", False),
+                broker=broker,
+            )
+
+
+def _send_saved(alias: str, rows: list[Task]) -> None:
+    """``post_save`` for each result written: django-q2 calls ``hook=`` from it."""
+    for row in rows:
+        try:
+            post_save.send(
+                sender=Task, instance=row, created=True, raw=False, using=alias, update_fields=None
+            )
+        except Exception:
+            # django-q2's receiver logs a failing hook itself; another receiver that
+            # raises must not stop the hooks of the rest of the batch.
+            logger.exception("result receiver failed", task_id=row.id)
+
+
+def save_now(task: dict[str, Any], broker: Any) -> None:
+    """Write one finished task's result, next chain link and hook now (no queue row)."""
+    alias = router.db_for_write(Task)
+    with transaction.atomic(using=alias):
+        rows = _save_rows(alias, [task])
+        _continue_chains([task], broker)
+    _send_saved(alias, rows)
+
+
+def save_final_failure(task: dict[str, Any]) -> None:
+    """A task that failed for good (dead): its ``Failure`` result and hook, once.
+
+    A chain stops at a link that dies; the remaining links are logged, and run on
+    if the dead task is retried and succeeds (its payload still holds the chain).
+    """
+    task = {**task, "success": False}
+    alias = router.db_for_write(Task)
+    rows = _save_rows(alias, [task])
+    _send_saved(alias, rows)
+    if task.get("chain"):
+        logger.warning(
+            "chain stopped",
+            task_id=task.get("id"),
+            links_not_run=len(task["chain"]),
+            next_func=func_path(task["chain"][0][0]) if task["chain"][0] else "",
+        )
+
+
+def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> set[AckId]:
+    """Delete the rows of succeeded tasks in one statement; returns the acks deleted.
+
+    Only rows ``owner`` still holds at that attempt: a node that lost a task
+    (declared dead, the task handed out again) cannot delete the new claim.
+    """
+    if not acks:
+        return set()
+    db = connections[alias]
+    # Every value is an int: the statement can be sent without parameters.
+    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
+    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {_JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
+            "RETURNING id, attempt"
+        )
+        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+
+
+def finish(
+    alias: str,
+    acks: list[AckId],
+    tasks: dict[AckId, dict[str, Any]],
+    *,
+    owner: int | None,
+    broker: Any = None,
+) -> set[AckId]:
+    """Finish acknowledged tasks in one transaction (see the module docstring)."""
+    with transaction.atomic(using=alias):
+        db = connections[alias]
+        if db.vendor == "postgresql":
+            # A finish lost in a database crash only means the task runs again
+            # (delivery is at least once): no need to wait for the WAL flush.
+            with db.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        deleted = delete_acknowledged(alias, acks, owner=owner)
+        done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
+        rows = _save_rows(alias, done)
+        _continue_chains(done, broker)
+    _send_saved(alias, rows)
+    return deleted
+
+
+class Finisher:
+    """The succeeded tasks of one process, finished in batches by a background thread.
+
+    A monitor that exits finishes first (multiprocessing finalizer and atexit); one
+    that is killed loses at most ``delay`` seconds of work, and its node is dead
+    then: those tasks are handed out again and run again.
+    """
+
+    def __init__(self, alias: str, delay: float, broker: Any) -> None:
+        self.alias = alias
+        self.delay = delay
+        self.broker = broker
+        self.acks: list[AckId] = []
+        self.tasks: dict[AckId, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobs-finisher", daemon=True)
+        self.thread.start()
+        multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
+        atexit.register(self.flush)
+
+    def add_result(self, ack: AckId, task: dict[str, Any]) -> None:
+        with self.lock:
+            self.tasks[ack] = task
+
+    def add_ack(self, ack: AckId) -> None:
+        with self.lock:
+            self.acks.append(ack)
+            full = len(self.acks) >= BATCH_MAX
+        if full:
+            self.wake.set()
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.acks)
+
+    def flush(self) -> None:
+        with self.lock:
+            acks, self.acks = self.acks, []
+            tasks = {ack: self.tasks.pop(ack) for ack in acks if ack in self.tasks}
+        if not acks:
+            return
+        try:
+            finish(self.alias, acks, tasks, owner=nodes.current_node_id(), broker=self.broker)
+        except Exception:
+            with self.lock:  # try again with the next batch
+                self.acks[:0] = acks
+                self.tasks.update(tasks)
+            connections[self.alias].close()
+            raise
+
+    def stop(self) -> None:
+        """Finish what is pending, end the thread and close its database connection."""
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.wake.wait(self.delay)
+                self.wake.clear()
+                try:
+                    self.flush()
+                except Exception:
+                    logger.exception("could not finish acknowledged tasks; retrying")
+                    time.sleep(1.0)
+        finally:
+            connections[self.alias].close()  # this thread's own connection
+
+
+_finishers: dict[tuple[int, str], Finisher] = {}
+_finishers_lock = threading.Lock()
+
+
+def finisher(alias: str, broker: Any) -> Finisher:
+    """This process's finisher for ``alias`` (a forked child starts its own thread)."""
+    key = (os.getpid(), alias)
+    with _finishers_lock:
+        found = _finishers.get(key)
+        if found is None:
+            delay = float(settings.JOBS_ACK_BATCH_SECONDS)
+            found = _finishers[key] = Finisher(alias, delay, broker)
+        return found
+
+
+def flush_all() -> None:
+    """Finish every acknowledgement this process still holds."""
+    for (pid, _alias), found in list(_finishers.items()):
+        if pid == os.getpid():
+            found.flush()
+
+
+def stop_all() -> None:
+    """Finish and stop this process's finisher threads (a new ack starts one again)."""
+    with _finishers_lock:
+        mine = [key for key in _finishers if key[0] == os.getpid()]
+        found = [_finishers.pop(key) for key in mine]
+    for one in found:
+        one.stop()
+
+
+# -- retention --------------------------------------------------------------------
+PRUNE_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    by_age: int
+    by_count: int
+
+
+def _delete_in_batches(alias: str, queryset: Any) -> int:
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("id", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        count, _ = Task.objects.using(alias).filter(id__in=ids).delete()
+        deleted += count
+
+
+def prune(
+    *, max_rows: int | None = None, max_age_hours: int | None = None, now: Any = None
+) -> PruneReport:
+    """Delete results beyond the retention settings, a batch of rows per statement.
+
+    Age applies to every result (a failure's full history stays in ``JobAttempt``);
+    the row count to successes, the newest kept.
+    """
+    max_rows = settings.JOBS_RESULTS_MAX_ROWS if max_rows is None else max_rows
+    max_age = settings.JOBS_RESULTS_MAX_AGE_HOURS if max_age_hours is None else max_age_hours
+    alias = router.db_for_write(Task)
+    tasks = Task.objects.using(alias)
+    by_age = by_count = 0
+    if max_age > 0:
+        cutoff = (now or timezone.now()) - timedelta(hours=max_age)
+        by_age = _delete_in_batches(alias, tasks.filter(stopped__lt=cutoff))
+    if max_rows > 0:
+        newest = tasks.filter(success=True).order_by("-stopped", "-id")
+        boundary = list(newest.values_list("stopped", flat=True)[max_rows : max_rows + 1])
+        if boundary:
+            by_count = _delete_in_batches(
+                alias, tasks.filter(success=True, stopped__lte=boundary[0]).order_by("stopped")
+            )
+    if by_age or by_count:
+        logger.info("results pruned", by_age=by_age, by_count=by_count)
+    return PruneReport(by_age=by_age, by_count=by_count)
