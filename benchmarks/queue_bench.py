@@ -34,7 +34,9 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
-MODES = ("stock", "tablo")
+# tablo: the project's defaults (results kept); tablo-dropped: the same with
+# save_limit -1 (no result rows), to show what keeping results costs.
+MODES = ("stock", "tablo-dropped", "tablo")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -427,21 +429,29 @@ def main() -> None:
             sys.exit(f"{mode} failed (exit {proc.returncode}); see {workdir}/{mode}-bench.log")
         results[mode] = json.loads(lines[-1][len("RESULT ") :])
         for key, value in results[mode].items():
-            print(f"  {mode:5} {key:28} {value}", flush=True)
+            print(f"  {mode:13} {key:28} {value}", flush=True)
 
     if set(MODES) <= set(results):
         print()
-        print(f"{'figure':30} {'stock':>14} {'tablo':>14} {'ratio':>10}")
+        header = f"{'figure':30} {'stock':>12} {'dropped':>12} {'kept':>12}"
+        print(f"{header} {'kept/stock':>11} {'kept/dropped':>13}")
         for key, stock in results["stock"].items():
             if key == "mode":
                 continue
-            tablo = results["tablo"][key]
-            ratio = ""
-            with contextlib.suppress(TypeError, ZeroDivisionError):
-                better = stock / tablo if key in LOWER_IS_BETTER else tablo / stock
-                ratio = f"{better:.1f}x"
-            print(f"{key:30} {stock!s:>14} {tablo!s:>14} {ratio:>10}")
-        print("(ratio: how many times better this project's configuration is)")
+            dropped, kept = results["tablo-dropped"][key], results["tablo"][key]
+            print(
+                f"{key:30} {stock!s:>12} {dropped!s:>12} {kept!s:>12} "
+                f"{_ratio(key, stock, kept):>11} {_ratio(key, dropped, kept):>13}"
+            )
+        print("(kept: the project's defaults, results kept; dropped: save_limit -1;")
+        print(" a ratio is how many times better 'kept' is than the other column)")
+
+
+def _ratio(key: str, baseline: Any, value: Any) -> str:
+    with contextlib.suppress(TypeError, ZeroDivisionError):
+        better = baseline / value if key in LOWER_IS_BETTER else value / baseline
+        return f"{better:.2f}x"
+    return ""
 
 
 if __name__ == "__main__":

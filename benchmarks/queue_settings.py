@@ -2,7 +2,8 @@
 
 ``QUEUE_BENCH_MODE=stock`` gives the ORM broker with django-q2's defaults
 (``save_limit`` 250, ``poll`` 0.2, ``bulk`` 1) and Django's ``CONN_MAX_AGE=0``;
-``tablo`` (default) is config.settings unchanged. Everything else (apps, signal
+``tablo`` (default) is config.settings unchanged (results kept), ``tablo-dropped``
+the same with ``save_limit`` -1 (no result rows). Everything else (apps, signal
 receivers, logging) is the same in both, so the difference is the queue path.
 """
 
@@ -11,7 +12,10 @@ import os
 from config.settings import *  # noqa: F403
 from config.settings import DATABASES, Q_CLUSTER
 
-if os.environ.get("QUEUE_BENCH_MODE", "tablo") == "stock":
+MODE = os.environ.get("QUEUE_BENCH_MODE", "tablo")
+if MODE == "tablo-dropped":
+    Q_CLUSTER = {**Q_CLUSTER, "save_limit": -1}
+if MODE == "stock":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     Q_CLUSTER = {

@@ -410,7 +410,7 @@ class DatabaseBroker(Broker):
             return  # not an ack id this broker handed out
         ack = (int(task_id[0]), int(task_id[1]))
         if self._batches():
-            results.finisher(self.connection, self).add_ack(ack)
+            results.finisher(self.connection, self, nodes.current_node_id).add_ack(ack)
             return
         self._check_connection()
         tasks = self._unbatched.pop(ack, None)
@@ -425,7 +425,7 @@ class DatabaseBroker(Broker):
     def keep_result(self, ack: AckId, task: dict[str, Any]) -> None:
         """Hold a succeeded task's result until its acknowledgement finishes it."""
         if self._batches():
-            results.finisher(self.connection, self).add_result(ack, task)
+            results.finisher(self.connection, self, nodes.current_node_id).add_result(ack, task)
         else:
             self._unbatched[ack] = task
 

@@ -31,9 +31,9 @@ import multiprocessing.util
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -43,9 +43,9 @@ from django.db.models.signals import post_save
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Task
+from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
-from jobs import nodes
 from jobs.funcs import func_path
 from jobs.models import Job
 
@@ -127,13 +127,33 @@ def save_now(task: dict[str, Any], broker: Any) -> None:
     _send_saved(alias, rows)
 
 
-def save_final_failure(task: dict[str, Any]) -> None:
+def save_final_failure(
+    payload: str,
+    *,
+    result: str,
+    attempt: int,
+    started: datetime | None,
+    stopped: datetime,
+    cluster: str = "",
+) -> None:
     """A task that failed for good (dead): its ``Failure`` result and hook, once.
 
-    A chain stops at a link that dies; the remaining links are logged, and run on
-    if the dead task is retried and succeeds (its payload still holds the chain).
+    ``payload`` is the task's signed package from its queue row. A chain stops at a
+    link that dies; the links left are logged, and run on if the dead task is
+    retried and succeeds (its payload still holds the chain).
     """
-    task = {**task, "success": False}
+    try:
+        task = SignedPackage.loads(payload)
+    except Exception:
+        return  # an unreadable payload: there is no task to report a result for
+    task.update(
+        success=False,
+        result=result,
+        attempt=attempt,
+        started_at=started or stopped,
+        stopped=stopped,
+        cluster=cluster or task.get("cluster"),
+    )
     alias = router.db_for_write(Task)
     rows = _save_rows(alias, [task])
     _send_saved(alias, rows)
@@ -198,10 +218,13 @@ class Finisher:
     then: those tasks are handed out again and run again.
     """
 
-    def __init__(self, alias: str, delay: float, broker: Any) -> None:
+    def __init__(
+        self, alias: str, delay: float, broker: Any, owner: Callable[[], int | None]
+    ) -> None:
         self.alias = alias
         self.delay = delay
         self.broker = broker
+        self.owner = owner  # this process's worker node, at the time of each flush
         self.acks: list[AckId] = []
         self.tasks: dict[AckId, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -234,7 +257,7 @@ class Finisher:
         if not acks:
             return
         try:
-            finish(self.alias, acks, tasks, owner=nodes.current_node_id(), broker=self.broker)
+            finish(self.alias, acks, tasks, owner=self.owner(), broker=self.broker)
         except Exception:
             with self.lock:  # try again with the next batch
                 self.acks[:0] = acks
@@ -267,14 +290,17 @@ _finishers: dict[tuple[int, str], Finisher] = {}
 _finishers_lock = threading.Lock()
 
 
-def finisher(alias: str, broker: Any) -> Finisher:
-    """This process's finisher for ``alias`` (a forked child starts its own thread)."""
+def finisher(alias: str, broker: Any, owner: Callable[[], int | None]) -> Finisher:
+    """This process's finisher for ``alias`` (a forked child starts its own thread).
+
+    ``owner`` tells the worker node this process claims for (``jobs.nodes``).
+    """
     key = (os.getpid(), alias)
     with _finishers_lock:
         found = _finishers.get(key)
         if found is None:
             delay = float(settings.JOBS_ACK_BATCH_SECONDS)
-            found = _finishers[key] = Finisher(alias, delay, broker)
+            found = _finishers[key] = Finisher(alias, delay, broker, owner)
         return found
 
 

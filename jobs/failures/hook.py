@@ -21,7 +21,7 @@ import structlog
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import backoff, nodes, registry, results
+from jobs import backoff, nodes, registry
 from jobs.failures.errors import DoNotRetry
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.funcs import func_path
@@ -161,10 +161,6 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
         # On the database broker the reporting node must still own the row.
         owner=nodes.current_node_id() if registry.uses_job_table() else None,
     )
-    if give_up and current and job is not None:
-        # Finished for good: its result (a Failure) and hook=, once. Retries are not
-        # finished: result() keeps waiting for them.
-        results.save_final_failure(task)
     return {
         "task_id": task_id,
         "task_name": task.get("name"),

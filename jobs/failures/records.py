@@ -17,6 +17,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import results
 from jobs.models import Job, JobAttempt
 
 _VOLATILE = re.compile(
@@ -78,10 +79,13 @@ def record_failure(
         fields.update(state=Job.State.DEAD, run_at=now)
     else:
         fields.update(state=Job.State.RETRYING, run_at=retry_at)
+    final_payload = None
     with transaction.atomic():
         job = (
             Job.objects.filter(task_id=task_id)
-            .only("id", "func", "job_name", "first_failed_at", "owner", "attempt", "state")
+            .only(
+                "id", "func", "job_name", "first_failed_at", "owner", "attempt", "state", "payload"
+            )
             .first()
         )
         updated = 0
@@ -98,6 +102,8 @@ def record_failure(
             if owner is not None:
                 current = current.filter(owner=owner, state=Job.State.RUNNING)
             updated = current.update(**fields, owner=None)
+            if updated and retry_at is None:
+                final_payload = job.payload
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,
@@ -112,5 +118,16 @@ def record_failure(
             cluster=worker.cluster[:100],
             host=worker.host[:255],
             pid=worker.pid,
+        )
+    if final_payload is not None:
+        # Finished for good: its result (a Failure) and hook=, once; a retry is not
+        # finished, and result() keeps waiting for it.
+        results.save_final_failure(
+            final_payload,
+            result=f"{error_message} : {traceback}" if traceback else error_message,
+            attempt=attempt,
+            started=started_at,
+            stopped=now,
+            cluster=worker.cluster,
         )
     return updated == 1

@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import User
@@ -235,9 +234,15 @@ def test_django_q_queued_page_is_gone(admin_client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_django_q_successful_page_is_gone_when_no_success_is_saved(admin_client: Client) -> None:
-    # save_limit -1 (the project default): django-q2 never writes a Success row.
-    assert settings.Q_CLUSTER["save_limit"] == -1
-    assert Success not in admin.site._registry
-    assert admin_client.get("/admin/django_q/success/").status_code == 404
-    assert "/admin/django_q/success/" not in admin_client.get(url("admin:index")).content.decode()
+def test_django_q_successful_tasks_page_lists_kept_results(admin_client: Client) -> None:
+    # Results are kept by default (jobs.results): django-q2's own page shows them.
+    now = timezone.now()
+    Success.objects.create(
+        id="a" * 32, name="kept-result", func="tests.support.broker.noop",
+        started=now, stopped=now, success=True, result=1,
+    )  # fmt: skip
+    assert Success in admin.site._registry
+    page = admin_client.get("/admin/django_q/success/")
+    assert page.status_code == 200
+    assert "kept-result" in page.content.decode()
+    assert "/admin/django_q/success/" in admin_client.get(url("admin:index")).content.decode()

@@ -142,3 +142,22 @@ def test_prune_works_in_batches(monkeypatch) -> None:
 
     assert results.prune(max_rows=0, max_age_hours=24).by_age == 5
     assert not Task.objects.exists()
+
+
+def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) -> None:
+    task_id = async_task(tasks.noop, "lost", broker=broker, hook="tests.support.api_jobs.hook")
+    Job.objects.filter(task_id=task_id).update(max_attempts=1)
+    [(ack, _payload)] = broker.claim()
+
+    # The worker process running it died inside the live node.
+    assert nodes.hand_out_lost(nodes.current_node_id(), [ack]) == 1
+
+    assert Job.objects.get(task_id=task_id).state == Job.State.DEAD
+    failure = Task.objects.get(id=task_id)
+    assert (failure.success, failure.attempt_count, failure.hook) == (
+        False,
+        1,
+        "tests.support.api_jobs.hook",
+    )
+    assert "worker process running this attempt died" in failure.result
+    assert [t.id for t in saved] == [task_id]
