@@ -36,14 +36,18 @@ def spec(name: str = "echo_every_5", **overrides: object) -> ScheduleSpec:
     return ScheduleSpec(**values)
 
 
-def test_declared_schedules_are_heartbeat_orphan_cleanup_and_prune_history(settings) -> None:
+def test_declared_schedules_are_heartbeat_cleanup_and_the_prunes(settings) -> None:
     settings.HEARTBEAT_INTERVAL_SECONDS = 60
     by_name = {s.name: s for s in schedules.declared()}
-    assert set(by_name) == {"heartbeat", "orphan_cleanup", "prune_history"}
+    assert set(by_name) == {"heartbeat", "orphan_cleanup", "prune_history", "prune_results"}
     assert by_name["heartbeat"].job == "jobs.heartbeat"
     assert by_name["heartbeat"].minutes == 1
     assert by_name["orphan_cleanup"].job == "files.orphan_cleanup"
     assert by_name["orphan_cleanup"].minutes == 60
+    assert (by_name["prune_results"].job, by_name["prune_results"].minutes) == (
+        "jobs.prune_results",
+        10,
+    )
     assert by_name["prune_history"].job == "jobs.prune_history"
     assert (by_name["prune_history"].minutes, by_name["prune_history"].cron) == (None, "30 3 * * *")
 
@@ -82,7 +86,12 @@ def test_sync_creates_every_declared_schedule() -> None:
     Schedule.objects.all().delete()
     report = sync_schedules()
     assert report.skipped == {}
-    assert sorted(report.created) == ["heartbeat", "orphan_cleanup", "prune_history"]
+    assert sorted(report.created) == [
+        "heartbeat",
+        "orphan_cleanup",
+        "prune_history",
+        "prune_results",
+    ]
 
 
 def test_sync_is_idempotent() -> None:
