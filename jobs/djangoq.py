@@ -22,6 +22,9 @@ from jobs import results
 def save_task(task: dict[str, Any], broker: Broker) -> None:
     """django-q2's ``save_task``, for the monitor of a cluster on any broker."""
     try:
+        if task.get(results.COMPLETED_IN_WORKER):
+            results.announce(task)  # written in the task's own transaction
+            return
         ack = task.get("ack_id")
         keep_result = getattr(broker, "keep_result", None)
         if keep_result is not None and isinstance(ack, tuple | list) and len(ack) == 2:

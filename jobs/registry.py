@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -38,6 +39,7 @@ from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 from django_q.utils import get_func_repr
 
+from jobs import completion
 from jobs.channels import notify
 
 logger = structlog.get_logger("jobs.registry")
@@ -60,6 +62,8 @@ class JobSpec:
     priority: int = 0
     cluster: str | None = None
     unique: Callable[..., str] | None = None  # (*args, **kwargs) -> key
+    # Writes and completion in one transaction (jobs.completion); database broker only.
+    transactional: bool = False
 
     @property
     def path(self) -> str:
@@ -74,6 +78,9 @@ def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..
     """Declare ``func`` as the job ``name`` (see JobSpec for the options)."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        if options.get("transactional"):
+            refuse_transactional_elsewhere(name)
+            func = completion.transactional(func)
         spec = JobSpec(name=name, func=func, **options)
         existing = _by_name.get(name)
         if existing is not None and existing.path != spec.path:
@@ -141,6 +148,21 @@ def uses_job_table() -> bool:
     return Conf.BROKER_CLASS in JOB_TABLE_BROKERS
 
 
+class TransactionalUnsupported(ImproperlyConfigured):
+    """A transactional job on a broker whose queue is not in the project database."""
+
+
+def refuse_transactional_elsewhere(name: str) -> None:
+    """A transactional job needs its queue row in the database its writes go to."""
+    if not uses_job_table() and not Conf.SYNC:
+        raise TransactionalUnsupported(
+            f"job {name!r} is transactional=True, which needs the database broker "
+            f"(jobs.broker.DatabaseBroker); the configured broker is "
+            f"{Conf.BROKER_CLASS or 'django-q2 Redis'}. Unset QUEUE_REDIS_URL, or "
+            "declare the job without transactional=True and make it idempotent."
+        )
+
+
 def apply_declared_options(
     sender: Any = None, task: dict[str, Any] | None = None, **_: Any
 ) -> None:
@@ -160,6 +182,8 @@ def apply_declared_options(
         spec = spec_for(get_func_repr(func))
     if spec is None:
         return
+    if spec.transactional:
+        refuse_transactional_elsewhere(spec.name)
     if spec.timeout and not task.get("timeout"):
         task["timeout"] = spec.timeout
     if spec.cluster and not task.get("cluster"):

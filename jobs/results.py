@@ -53,7 +53,9 @@ logger = structlog.stdlib.get_logger("jobs.results")
 
 AckId = tuple[int, int]  # (Job.id, attempt)
 
-_JOB_TABLE = Job._meta.db_table
+JOB_TABLE = Job._meta.db_table
+# Set on a task package whose completion committed in the worker (jobs.completion).
+COMPLETED_IN_WORKER = "completed_in_worker"
 # A batch is finished at once when it reaches this size.
 BATCH_MAX = 500
 # The fields a result row gets again when the task finishes again (a retried dead task).
@@ -127,6 +129,18 @@ def save_now(task: dict[str, Any], broker: Any) -> None:
     _send_saved(alias, rows)
 
 
+def write_in_transaction(alias: str, task: dict[str, Any], *, broker: Any) -> None:
+    """Inside the caller's transaction: the result row and the chain's next link."""
+    _save_rows(alias, [task])
+    _continue_chains([task], broker)
+
+
+def announce(task: dict[str, Any]) -> None:
+    """``post_save`` (``hook=``) for a result already written with its completion."""
+    if keeps(task):
+        _send_saved(router.db_for_write(Task), [result_row(task)])
+
+
 def save_final_failure(
     payload: str,
     *,
@@ -180,7 +194,7 @@ def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> 
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with db.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
+            f"DELETE FROM {JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
             "RETURNING id, attempt"
         )
         return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}

@@ -40,7 +40,7 @@ from django_q.signals import (
     pre_execute,
 )
 
-from jobs import counters, inflight, registry, stats
+from jobs import completion, counters, inflight, registry, stats
 from jobs.context import current_task_id
 from jobs.funcs import func_path
 
@@ -127,6 +127,15 @@ def on_pre_execute(
     task["attempt"] = attempt_from_ack_id(ack_id)
     if isinstance(ack_id, list | tuple) and len(ack_id) == 2:
         inflight.started(int(ack_id[0]), task["attempt"])
+        if registry.uses_job_table():
+            completion.current_claim.set(
+                completion.Claim(
+                    row_id=int(ack_id[0]),
+                    attempt=task["attempt"],
+                    alias=Conf.ORM if isinstance(Conf.ORM, str) else "default",
+                    task=task,
+                )
+            )
     task["started_at"] = timezone.now()
     task["worker"] = identity
     _started_monotonic = time.monotonic()
@@ -160,6 +169,7 @@ def on_post_execute_in_worker(
         log("task finished", duration_ms=duration_ms, success=success)
     finally:
         inflight.finished()
+        completion.current_claim.set(None)
         _started_monotonic = None
         current_task_id.set(None)
         _current_run.set(None)

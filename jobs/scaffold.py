@@ -40,9 +40,9 @@ from jobs.registry import job
 logger = structlog.stdlib.get_logger(__name__)
 
 
-@job("{job_name}", timeout=60, max_attempts=5)
+@job("{job_name}", timeout=60, max_attempts=5{options})
 def {name}(item_id: str) -> str:
-    """Take JSON-friendly arguments (ids as strings), load what is needed, call a service."""
+    """Take JSON-friendly arguments (ids as strings), load what is needed, call a service.{doc}"""
     logger.info("{job_name} ran", item_id=item_id)
     return item_id
 '''
@@ -70,6 +70,15 @@ def test_{name}_runs_through_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
 """
 
 
+TRANSACTIONAL_DOC = """
+
+    transactional=True: the database writes of this function commit in one transaction
+    with the task's completion, so they are applied once even if a worker dies. Writes
+    outside the database (S3, e-mail, HTTP) are not covered: make them idempotent
+    (object first, row second).
+    """
+
+
 class ScaffoldError(ValueError):
     """The job cannot be generated; nothing was written."""
 
@@ -80,7 +89,9 @@ class Scaffold:
     files: dict[Path, str]  # path -> content, only the files to create
 
 
-def plan_job(*, app_label: str, name: str, tests_dir: Path | None = None) -> Scaffold:
+def plan_job(
+    *, app_label: str, name: str, tests_dir: Path | None = None, transactional: bool = False
+) -> Scaffold:
     """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot."""
     # ASCII and short: the name becomes a file name and part of a dotted path.
     if not _JOB_NAME.fullmatch(name) or keyword.iskeyword(name):
@@ -115,7 +126,13 @@ def plan_job(*, app_label: str, name: str, tests_dir: Path | None = None) -> Sca
     for path in (module, test_file):
         if path.exists():
             raise ScaffoldError(f"{path} already exists.")
-    values = {"app": app.name, "name": name, "job_name": job_name}
+    values = {
+        "app": app.name,
+        "name": name,
+        "job_name": job_name,
+        "options": ", transactional=True" if transactional else "",
+        "doc": TRANSACTIONAL_DOC.rstrip() + "\n    " if transactional else "",
+    }
     files = {
         module: JOB_TEMPLATE.format(**values),
         test_file: TEST_TEMPLATE.format(**values),

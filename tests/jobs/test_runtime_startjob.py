@@ -52,7 +52,8 @@ def _copy_project(target: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_generated_job_and_test_pass_as_generated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--transactional"]], ids=["plain", "transactional"])
+def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[str]) -> None:
     project = _copy_project(tmp_path / "project")
     env = {
         k: v
@@ -68,8 +69,10 @@ def test_generated_job_and_test_pass_as_generated(tmp_path: Path) -> None:
 
     # A name no working tree has: the copy may hold jobs someone generated there already.
     name = f"digest_{uuid.uuid4().hex[:8]}"
-    created = run("manage.py", "startjob", "tablos", name)
+    created = run("manage.py", "startjob", "tablos", name, *flags)
     assert created.returncode == 0, created.stderr
+    module = (project / f"tablos/jobs/{name}.py").read_text()
+    assert ("transactional=True" in module) == bool(flags)
     assert f"created tablos/jobs/{name}.py" in created.stdout
     assert f"created tests/tablos/test_job_{name}.py" in created.stdout
     assert (project / "tablos/jobs/__init__.py").exists()

@@ -14,10 +14,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("app", help="label of an installed app of this project")
         parser.add_argument("name", help="the job's function name, a lowercase identifier")
+        parser.add_argument(
+            "--transactional",
+            action="store_true",
+            help="its database writes commit with the task's completion (applied once)",
+        )
 
     def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
         try:
-            scaffold = plan_job(app_label=app, name=name)
+            scaffold = plan_job(
+                app_label=app, name=name, transactional=options.get("transactional", False)
+            )
         except ScaffoldError as exc:
             raise CommandError(str(exc)) from exc
         for path in write(scaffold):

@@ -1,0 +1,83 @@
+"""Transactional jobs: a task's database writes and its completion commit together.
+
+A job declared ``@job("billing.close_invoice", transactional=True)`` runs inside
+``transaction.atomic()`` on the queue's database, and before that transaction
+commits its queue row is deleted (if this node still owns that attempt), its
+result row written and a chain's next link enqueued. So:
+
+* the task commits: its writes and its completion are one fact. If the worker dies
+  after the commit, the row is gone and nothing runs again;
+* the task raises or times out: everything rolls back, the row is still this
+  attempt's, and the failure hook retries it by policy;
+* the node lost the task (declared dead, handed out again): the delete finds no row,
+  ``ClaimLost`` rolls the writes back, and only the new attempt's writes count.
+
+Effects outside the database (S3, e-mail) are not covered: make those idempotent
+(object first, row second, as ``files.cleanup`` does).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+from django_q.brokers import get_broker
+
+from jobs import nodes, results
+
+# The row id, attempt, database and package of the task this worker runs (jobs.runtime).
+current_claim: ContextVar[Claim | None] = ContextVar("jobs_current_claim", default=None)
+
+
+class ClaimLost(RuntimeError):
+    """This node no longer owns the task: its writes are rolled back."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    row_id: int
+    attempt: int
+    alias: str
+    task: dict[str, Any]
+
+
+def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a job's function so that it and its completion are one transaction."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        claim = current_claim.get()
+        if claim is None:  # called directly, or sync=True: there is no queue row
+            with transaction.atomic():
+                return func(*args, **kwargs)
+        with transaction.atomic(using=claim.alias):
+            value = func(*args, **kwargs)
+            complete(claim, value)
+        claim.task[results.COMPLETED_IN_WORKER] = True
+        return value
+
+    run.transactional = True  # type: ignore[attr-defined]
+    return run
+
+
+def complete(claim: Claim, value: Any) -> None:
+    """Inside the task's transaction: delete its row, write its result, chain on."""
+    owner = nodes.current_node_id()
+    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
+    with connections[claim.alias].cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {results.JOB_TABLE} WHERE id = %s AND attempt = %s AND {owned}",  # noqa: S608
+            [claim.row_id, claim.attempt],
+        )
+        if cursor.rowcount != 1:
+            raise ClaimLost(
+                f"task {claim.task.get('id')} attempt {claim.attempt} is no longer this "
+                "node's (it was handed out again): its writes are rolled back"
+            )
+    finished = {**claim.task, "result": value, "success": True, "stopped": timezone.now()}
+    results.write_in_transaction(claim.alias, finished, broker=get_broker())

@@ -1,0 +1,51 @@
+"""Transactional jobs the completion tests run in a real cluster (imported by path).
+
+Each writes one ``tx_effect`` row per key (a primary key: a second application
+of the same task would fail) and adds one to the single ``tx_counter`` row.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.db import connection
+
+from jobs.registry import job
+
+TABLES_SQL = (
+    "CREATE TABLE IF NOT EXISTS tx_effect (key VARCHAR(64) PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS tx_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+)
+
+
+def _apply(key: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO tx_effect (key) VALUES (%s)", [key])
+        cursor.execute("UPDATE tx_counter SET n = n + 1 WHERE id = 1")
+
+
+@job("tests.tx_record", transactional=True, max_attempts=10)
+def tx_record(key: str, sleep: float = 0.0) -> str:
+    if sleep:
+        time.sleep(sleep)
+    _apply(key)
+    return key
+
+
+@job("tests.tx_fails_once", transactional=True, max_attempts=3)
+def tx_fails_once(key: str, marker: str) -> str:
+    """Writes, then fails on its first run: the writes of that run are rolled back."""
+    _apply(key)
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("first attempt fails after writing")
+    return key
+
+
+@job("tests.tx_times_out", transactional=True, timeout=2, max_attempts=1)
+def tx_times_out(key: str) -> None:
+    """Writes, then runs past its timeout: the writes are rolled back."""
+    _apply(key)
+    time.sleep(30)
