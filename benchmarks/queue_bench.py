@@ -24,6 +24,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -291,14 +292,24 @@ class Bench:
         }
 
 
+PHASES = ("enqueue", "pickup", "drain", "sustained")
+
+
 def run_mode(args: argparse.Namespace) -> None:
     bench = Bench(mode=args.mode, workdir=Path(args.workdir))
     result: dict[str, Any] = {"mode": args.mode}
-    result.update(bench.enqueue_cost(args.enqueue_samples))
-    result.update(bench.pickup(args.pickup_samples))
-    drain = args.stock_drain if args.mode == "stock" else args.drain
-    result.update(bench.drain(drain))
-    result.update(bench.sustained(rate=args.rate, seconds=args.seconds, producers=args.producers))
+    phases = args.phases.split(",")
+    if "enqueue" in phases:
+        result.update(bench.enqueue_cost(args.enqueue_samples))
+    if "pickup" in phases:
+        result.update(bench.pickup(args.pickup_samples))
+    if "drain" in phases:
+        drain = args.stock_drain if args.mode == "stock" else args.drain
+        result.update(bench.drain(drain))
+    if "sustained" in phases:
+        result.update(
+            bench.sustained(rate=args.rate, seconds=args.seconds, producers=args.producers)
+        )
     bench.reset()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -314,6 +325,56 @@ LOWER_IS_BETTER = {
     "sustained_p50_ms",
     "sustained_p99_ms",
 }
+
+
+def run_child(
+    args: argparse.Namespace, *, mode: str, url: str, workdir: Path, round_number: int
+) -> dict[str, Any]:
+    """One mode's phases in a process of its own (settings are read once per process)."""
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
+        QUEUE_BENCH_MODE=mode,
+        LOG_FORMAT="json",
+        # Production settings in every mode: DEBUG on wraps every cursor in
+        # Django's query recorder, which a deployment does not pay.
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
+        DJANGO_ALLOWED_HOSTS="localhost",
+    )
+    command = [sys.executable, "benchmarks/queue_bench.py", "--mode", mode,
+               "--workdir", str(workdir), "--phases", args.phases]  # fmt: skip
+    for key in (
+        "enqueue_samples",
+        "pickup_samples",
+        "drain",
+        "stock_drain",
+        "rate",
+        "seconds",
+        "producers",
+    ):
+        command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    print(f"running {mode} (round {round_number + 1}) ...", flush=True)
+    log_path = workdir / f"{mode}-{round_number}-bench.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.run(
+            command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=log, check=False
+        )
+    lines = [x for x in proc.stdout.decode().splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{mode} failed (exit {proc.returncode}); see {log_path}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the rounds (others: the first round's)."""
+    merged = dict(runs[0])
+    for key in merged:
+        values = [run.get(key) for run in runs]
+        if all(isinstance(v, int | float) for v in values):
+            merged[key] = statistics.median(values)
+    return merged
 
 
 def prepare_database(url: str) -> None:
@@ -359,6 +420,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="offered tasks/s")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated, of {','.join(PHASES)}"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every mode this many times, interleaved (stock, dropped, kept, stock, ...); "
+        "each figure is then the median, with min and max printed",
+    )
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -387,64 +458,36 @@ def main() -> None:
     prepare_database(url)
     workdir = Path(tempfile.mkdtemp(prefix="queue-bench-"))
     print(f"logs in {workdir}", flush=True)
-    results: dict[str, dict[str, Any]] = {}
-    for mode in args.modes.split(","):
-        env = dict(
-            os.environ,
-            DATABASE_URL=url,
-            DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
-            QUEUE_BENCH_MODE=mode,
-            LOG_FORMAT="json",
-            # Production settings in both modes: DEBUG on wraps every cursor in
-            # Django's query recorder, which a deployment does not pay.
-            DJANGO_DEBUG="false",
-            DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
-            DJANGO_ALLOWED_HOSTS="localhost",
-        )
-        command = [
-            sys.executable,
-            "benchmarks/queue_bench.py",
-            "--mode",
-            mode,
-            "--workdir",
-            str(workdir),
-        ]
-        for key in (
-            "enqueue_samples",
-            "pickup_samples",
-            "drain",
-            "stock_drain",
-            "rate",
-            "seconds",
-            "producers",
-        ):
-            command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-        print(f"running {mode} ...", flush=True)
-        with (workdir / f"{mode}-bench.log").open("wb") as log:
-            proc = subprocess.run(
-                command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=log, check=False
-            )
-        lines = [x for x in proc.stdout.decode().splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            sys.exit(f"{mode} failed (exit {proc.returncode}); see {workdir}/{mode}-bench.log")
-        results[mode] = json.loads(lines[-1][len("RESULT ") :])
-        for key, value in results[mode].items():
-            print(f"  {mode:13} {key:28} {value}", flush=True)
-
-    if set(MODES) <= set(results):
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(args.rounds):
+        for mode in args.modes.split(","):
+            result = run_child(args, mode=mode, url=url, workdir=workdir, round_number=round_number)
+            rounds.setdefault(mode, []).append(result)
+            for key, value in result.items():
+                print(f"  {mode:13} {key:28} {value}", flush=True)
+    results = {mode: median_result(runs) for mode, runs in rounds.items()}
+    if args.rounds > 1:
         print()
-        header = f"{'figure':30} {'stock':>12} {'dropped':>12} {'kept':>12}"
-        print(f"{header} {'kept/stock':>11} {'kept/dropped':>13}")
-        for key, stock in results["stock"].items():
+        for mode, runs in rounds.items():
+            for key in runs[0]:
+                values = [run[key] for run in runs if isinstance(run.get(key), int | float)]
+                if key != "mode" and len(values) == len(runs):
+                    print(f"  {mode:13} {key:28} min {min(values)} median "
+                          f"{results[mode][key]} max {max(values)}")  # fmt: skip
+    others = [mode for mode in results if mode != "tablo"]
+    if "tablo" in results and others:
+        print()
+        header = f"{'figure':30}" + "".join(f" {mode:>13}" for mode in [*others, "tablo"])
+        print(header + "".join(f" {'tablo/' + mode:>20}" for mode in others))
+        for key, kept in results["tablo"].items():
             if key == "mode":
                 continue
-            dropped, kept = results["tablo-dropped"][key], results["tablo"][key]
-            print(
-                f"{key:30} {stock!s:>12} {dropped!s:>12} {kept!s:>12} "
-                f"{_ratio(key, stock, kept):>11} {_ratio(key, dropped, kept):>13}"
-            )
-        print("(kept: the project's defaults, results kept; dropped: save_limit -1;")
-        print(" a ratio is how many times better 'kept' is than the other column)")
+            row = f"{key:30}" + "".join(f" {results[m].get(key)!s:>13}" for m in others)
+            row += f" {kept!s:>13}"
+            row += "".join(f" {_ratio(key, results[m].get(key), kept):>20}" for m in others)
+            print(row)
+        print("(tablo: the project's defaults, results kept; tablo-dropped: save_limit -1;")
+        print(" a ratio is how many times better tablo is than the other column)")
 
 
 def _ratio(key: str, baseline: Any, value: Any) -> str:
