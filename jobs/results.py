@@ -27,8 +27,10 @@ broker) are written at once, the same way, without the queue row.
 from __future__ import annotations
 
 import atexit
+import base64
 import multiprocessing.util
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,7 +40,13 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 from django.db.models.signals import post_save
 from django.utils import timezone
 from django_q.conf import Conf
@@ -67,27 +75,62 @@ def keeps(task: dict[str, Any]) -> bool:
     return bool(task.get("save", Conf.SAVE_LIMIT >= 0))
 
 
+def _fields(task: dict[str, Any]) -> dict[str, Any]:
+    """The ``Task`` field values of a finished task package (as django-q2's ``save_task``)."""
+    return {
+        "id": task["id"],
+        "name": str(task.get("name") or "")[:100],
+        "func": func_path(task.get("func"))[:256],
+        "hook": func_path(task["hook"]) if task.get("hook") else None,
+        "args": task.get("args"),
+        "kwargs": task.get("kwargs"),
+        "result": task.get("result"),
+        "group": None if task.get("group") is None else str(task["group"])[:100],
+        "started": task.get("started_at") or task.get("started") or timezone.now(),
+        "stopped": task.get("stopped") or timezone.now(),
+        "success": bool(task.get("success")),
+        "attempt_count": max(int(task.get("attempt") or 1), 1),
+        "cluster": str(task.get("cluster") or Conf.CLUSTER_NAME)[:100],
+    }
+
+
 def result_row(task: dict[str, Any]) -> Task:
-    """The ``Task`` row of a finished task package (as django-q2's ``save_task`` builds it)."""
-    return Task(
-        id=task["id"],
-        name=str(task.get("name") or "")[:100],
-        func=func_path(task.get("func"))[:256],
-        hook=func_path(task["hook"]) if task.get("hook") else None,
-        args=task.get("args"),
-        kwargs=task.get("kwargs"),
-        cluster=task.get("cluster") or Conf.CLUSTER_NAME,
-        started=task.get("started_at") or task.get("started") or timezone.now(),
-        stopped=task.get("stopped") or timezone.now(),
-        result=task.get("result"),
-        group=task.get("group"),
-        success=bool(task.get("success")),
-        attempt_count=max(int(task.get("attempt") or 1), 1),
-    )
+    """The ``Task`` row of a finished task package."""
+    return Task(**_fields(task))
+
+
+# The result columns in one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL: one
+# parameter per column instead of one per value, and the pickles encoded as
+# django-picklefield stores them (base64 of the pickle), without its deep copy.
+_COLUMNS = list(_fields({"id": ""}))
+_PICKLED = {"args", "kwargs", "result"}
+_ARRAY_TYPES = {"started": "timestamptz", "stopped": "timestamptz", "success": "boolean",
+                "attempt_count": "integer"}  # fmt: skip
+_QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)
+_SELECTED = ", ".join(f'r."{c}"' for c in _COLUMNS)
+_UNNEST = ", ".join(f"%s::{_ARRAY_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
+_UPSERT_SET = ", ".join(f'"{c}" = excluded."{c}"' for c in _UPDATED_ON_CONFLICT)
+
+
+def _pickled(value: Any) -> str | None:
+    return None if value is None else base64.b64encode(pickle.dumps(value, -1)).decode()
+
+
+def _column_arrays(tasks: list[dict[str, Any]]) -> list[list[Any]]:
+    arrays: list[list[Any]] = [[] for _ in _COLUMNS]
+    for task in tasks:
+        for array, (name, value) in zip(arrays, _fields(task).items(), strict=True):
+            array.append(_pickled(value) if name in _PICKLED else value)
+    return arrays
+
+
+def _saved(task: dict[str, Any]) -> bool:
+    """A result row is written for a kept success and for every final failure."""
+    return keeps(task) or not task.get("success")
 
 
 def _save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
-    rows = [result_row(task) for task in tasks if keeps(task) or not task.get("success")]
+    rows = [result_row(task) for task in tasks if _saved(task)]
     if rows:
         Task.objects.using(alias).bulk_create(
             rows, update_conflicts=True, unique_fields=["id"], update_fields=_UPDATED_ON_CONFLICT
@@ -180,6 +223,16 @@ def save_final_failure(
         )
 
 
+def _delete_sql(acks: list[AckId], owner: int | None) -> str:
+    # Every value is an int: the statement can be sent without parameters.
+    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
+    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
+    return (
+        f"DELETE FROM {JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
+        "RETURNING id, attempt"
+    )
+
+
 def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> set[AckId]:
     """Delete the rows of succeeded tasks in one statement; returns the acks deleted.
 
@@ -188,15 +241,30 @@ def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> 
     """
     if not acks:
         return set()
-    db = connections[alias]
-    # Every value is an int: the statement can be sent without parameters.
-    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
-    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
-    with db.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
-            "RETURNING id, attempt"
-        )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_delete_sql(acks, owner))
+        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+
+
+def _delete_and_save_postgresql(
+    alias: str, acks: list[AckId], kept: dict[AckId, dict[str, Any]], owner: int | None
+) -> set[AckId]:
+    """One statement: delete the owned rows, insert the results of exactly those."""
+    ordered = list(kept)
+    arrays = _column_arrays([kept[ack] for ack in ordered])
+    arrays += [[ack[0] for ack in ordered], [ack[1] for ack in ordered]]
+    sql = (
+        f"WITH done AS ({_delete_sql(acks, owner)}), "
+        f"saved AS (INSERT INTO {Task._meta.db_table} ({_QUOTED}) "
+        f"SELECT {_SELECTED} "
+        f"FROM unnest({_UNNEST}, %s::bigint[], %s::integer[]) "
+        f"AS r({_QUOTED}, row_id, row_attempt) "
+        "JOIN done ON done.id = r.row_id AND done.attempt = r.row_attempt "
+        f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET} RETURNING 1) "
+        "SELECT id, attempt FROM done"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, arrays)
         return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
 
 
@@ -216,10 +284,14 @@ def finish(
             # (delivery is at least once): no need to wait for the WAL flush.
             with db.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        deleted = delete_acknowledged(alias, acks, owner=owner)
-        done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
-        rows = _save_rows(alias, done)
-        _continue_chains(done, broker)
+        kept = {ack: tasks[ack] for ack in acks if ack in tasks and _saved(tasks[ack])}
+        if kept and db.vendor == "postgresql":
+            deleted = _delete_and_save_postgresql(alias, acks, kept, owner)
+            rows = [result_row(task) for ack, task in kept.items() if ack in deleted]
+        else:
+            deleted = delete_acknowledged(alias, acks, owner=owner)
+            rows = _save_rows(alias, [task for ack, task in kept.items() if ack in deleted])
+        _continue_chains([tasks[ack] for ack in acks if ack in deleted and ack in tasks], broker)
     _send_saved(alias, rows)
     return deleted
 
@@ -272,12 +344,34 @@ class Finisher:
             return
         try:
             finish(self.alias, acks, tasks, owner=self.owner(), broker=self.broker)
-        except Exception:
-            with self.lock:  # try again with the next batch
+        except (OperationalError, InterfaceError):
+            # The database is unreachable: try the whole batch again later.
+            with self.lock:
                 self.acks[:0] = acks
                 self.tasks.update(tasks)
             connections[self.alias].close()
             raise
+        except Exception:
+            # One task's result cannot be written (a value a column refuses, a result
+            # that does not pickle): it must not hold back the others. Each is
+            # finished alone; one that still fails is finished without its result.
+            self._finish_one_by_one(acks, tasks)
+
+    def _finish_one_by_one(self, acks: list[AckId], tasks: dict[AckId, dict[str, Any]]) -> None:
+        for ack in acks:
+            one = {ack: tasks[ack]} if ack in tasks else {}
+            try:
+                finish(self.alias, [ack], one, owner=self.owner(), broker=self.broker)
+            except (OperationalError, InterfaceError):
+                with self.lock:
+                    self.acks.append(ack)
+                    self.tasks.update(one)
+                raise
+            except Exception:
+                logger.exception(
+                    "task result could not be saved", task_id=one.get(ack, {}).get("id")
+                )
+                finish(self.alias, [ack], {}, owner=self.owner(), broker=self.broker)
 
     def stop(self) -> None:
         """Finish what is pending, end the thread and close its database connection."""

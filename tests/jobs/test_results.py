@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.db.models.signals import post_save
 from django.utils import timezone
 from django_q.models import Task
@@ -86,15 +87,15 @@ def test_a_failure_in_the_batch_keeps_it_for_the_next_flush(broker, settings, mo
     [(ack, package)] = finished(broker)
     broker.keep_result(ack, package)
     broker.acknowledge(ack)
-    original = results.delete_acknowledged
+    original = results.finish
 
     def down(*args, **kwargs):
-        raise ConnectionError("database went away")
+        raise OperationalError("database went away")
 
-    monkeypatch.setattr(results, "delete_acknowledged", down)
-    with pytest.raises(ConnectionError):
+    monkeypatch.setattr(results, "finish", down)
+    with pytest.raises(OperationalError):
         results.flush_all()
-    monkeypatch.setattr(results, "delete_acknowledged", original)
+    monkeypatch.setattr(results, "finish", original)
     results.flush_all()
 
     assert not Job.objects.exists()
@@ -161,3 +162,28 @@ def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) 
     )
     assert "worker process running this attempt died" in failure.result
     assert [t.id for t in saved] == [task_id]
+
+
+def test_a_result_that_cannot_be_written_does_not_hold_back_the_batch(broker, settings) -> None:
+    settings.JOBS_ACK_BATCH_SECONDS = 3600
+    (good_ack, good), (bad_ack, bad) = finished(broker, 2)
+    bad["result"] = lambda: "functions do not pickle"
+    bad["group"] = 7  # not a string: stored as text
+    for ack, package in ((good_ack, good), (bad_ack, bad)):
+        broker.keep_result(ack, package)
+        broker.acknowledge(ack)
+
+    results.flush_all()
+
+    assert not Job.objects.exists()  # both finished
+    assert list(Task.objects.values_list("id", flat=True)) == [good["id"]]
+
+
+def test_a_non_text_group_is_stored_as_text(broker, settings) -> None:
+    settings.JOBS_ACK_BATCH_SECONDS = 0
+    [(ack, package)] = finished(broker)
+    package["group"] = 42  # django-q2's scheduler groups a schedule's runs by its id
+    broker.keep_result(ack, package)
+    broker.acknowledge(ack)
+
+    assert Task.objects.get(id=package["id"]).group == "42"
