@@ -8,7 +8,8 @@ process, around the call of the task's function. The runtime uses them to:
   monitor, where the failure hook (``jobs.failures``) reads these fields;
 * set ``jobs.context.current_task_id`` (``jobs.progress`` needs it) and bind the
   task's context to structlog, so every line the job logs carries it;
-* log ``task started`` and ``task finished`` once per run, for every job;
+* log ``task finished`` (with its duration) once per run, for every job, and
+  ``task started`` at DEBUG level;
 * note the running task in the node's in-flight slots (``jobs.inflight``), so a
   worker process that dies mid-task does not strand its claim.
 
@@ -149,7 +150,9 @@ def on_pre_execute(
         cluster=identity["cluster"],
         pid=identity["pid"],
     )
-    logger.info("task started", task_name=task.get("name"))
+    # One INFO line per run is the finished one (with its duration); this one is for
+    # debugging, and costs next to nothing when DEBUG is off.
+    logger.debug("task started", task_name=task.get("name"))
 
 
 @_never_raise

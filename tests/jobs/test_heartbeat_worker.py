@@ -34,9 +34,9 @@ def test_a_starting_worker_beats_within_10_seconds(worker_factory) -> None:
     assert event["host"] == beat.host
     assert event["pid"] == beat.pid
     # The runtime's own lines around it carry the same context.
-    started_events = [e for e in log_events(worker.log(), "task started")]
+    finished_events = log_events(worker.log(), "task finished")
     assert any(
-        e["task_id"] == beat.task_id and e["job"] == "jobs.heartbeat" for e in started_events
+        e["task_id"] == beat.task_id and e["job"] == "jobs.heartbeat" for e in finished_events
     )
     # /healthz sees the fresh beat, and the monitor's count of the run.
     worker.wait_until(

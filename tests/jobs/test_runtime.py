@@ -20,7 +20,8 @@ def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-def test_a_run_logs_started_and_finished_with_the_task_context(caplog_info) -> None:
+def test_a_run_logs_finished_and_at_debug_started_with_the_task_context(caplog_info) -> None:
+    caplog_info.set_level(logging.DEBUG)
     with support.conf(SYNC=True):
         task_id = registry.enqueue("tests.echo", "hello", on_commit=False)
 
@@ -99,3 +100,11 @@ def test_receivers_never_raise(caplog_info, monkeypatch: pytest.MonkeyPatch) -> 
 def test_unregistered_functions_are_named_by_path() -> None:
     assert runtime.job_name_for("math.sqrt") == "math.sqrt"
     assert runtime.job_name_for(support.echo) == "tests.echo"
+
+
+def test_at_info_a_run_logs_one_line(caplog_info) -> None:
+    with support.conf(SYNC=True):
+        registry.enqueue("tests.echo", "quiet", on_commit=False)
+
+    runtime_lines = [r for r in caplog_info.records if r.name == "jobs.runtime"]
+    assert [r.msg["event"] for r in runtime_lines] == ["task finished"]

@@ -91,7 +91,7 @@ def test_a_worker_for_a_named_cluster_reads_what_the_site_signed(worker_factory)
 
     reports.wait_until(lambda: for_reports in finished(), timeout=30, what="the reports task")
     assert finished()[for_reports] is True
-    started = {e["task_id"]: e["cluster"] for e in log_events(reports.log(), "task started")}
+    started = {e["task_id"]: e["cluster"] for e in log_events(reports.log(), "task finished")}
     assert started[for_reports] == "reports"
     # The default queue's task is not this worker's: it waits for a default worker.
     time.sleep(2)

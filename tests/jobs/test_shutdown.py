@@ -20,7 +20,7 @@ def test_signal_lets_the_running_task_finish_and_exits_0(
     worker_factory, tmp_path: Path, sig: int
 ) -> None:
     marker = tmp_path / "slow-task-done"
-    worker = worker_factory(Q_WORKERS="1")
+    worker = worker_factory(Q_WORKERS="1", LOG_LEVEL="DEBUG")  # "task started" is DEBUG
     task_id = registry.enqueue("tests.slow", 3, str(marker))
     worker.wait_until(
         lambda: any(e.get("task_id") == task_id for e in log_events(worker.log(), "task started")),

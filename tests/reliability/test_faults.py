@@ -45,7 +45,7 @@ def queue_is_empty() -> bool:
 
 
 def test_sigterm_lets_a_long_task_finish_and_commit(worker_factory, effects) -> None:
-    worker = worker_factory(**FAST)
+    worker = worker_factory(**FAST, LOG_LEVEL="DEBUG")  # "task started" is DEBUG
     task_id = async_task(RECORD, "long", 4.0)
     wait_for(
         lambda: task_id in {e["task_id"] for e in log_events(worker.log(), "task started")},
