@@ -10,7 +10,6 @@ from django_q.conf import Conf
 
 from jobs import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
-from tests.support import runtime as support
 from tests.support.runtime import job_table_broker
 
 pytestmark = pytest.mark.django_db
