@@ -34,7 +34,11 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
-MODES = ("stock", "tablo")
+MODES = ("stock", "tablo", "tablo-redis")
+DEFAULT_MODES = "stock,tablo"
+# tablo-redis: this project's Redis broker (jobs.redis_broker) on this Redis database,
+# flushed between phases.
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -67,12 +71,21 @@ class Bench:
             cursor.execute(
                 "TRUNCATE django_q_ormq, django_q_task, jobs_job, jobs_jobattempt RESTART IDENTITY"
             )
+        if self.mode == "tablo-redis":
+            from jobs.redis_broker import client
+
+            client().flushdb()
 
     def remaining(self) -> int:
         from django_q.models import OrmQ
 
         from jobs.models import Job
 
+        if self.mode == "tablo-redis":
+            from jobs.redis_broker import RedisBroker
+
+            broker = RedisBroker()
+            return broker.queue_size() + broker.lock_size()
         return OrmQ.objects.count() if self.mode == "stock" else Job.objects.count()
 
     def cluster(self, name: str) -> Any:
@@ -185,6 +198,7 @@ class Bench:
         from django_q.signing import SignedPackage
 
         from jobs.queue import job_row_from_task
+        from jobs.redis_broker import RedisBackend
 
         batch: list[Any] = []
         for _ in range(count):
@@ -198,6 +212,12 @@ class Bench:
                 "started": timezone.now(),
             }
             payload = SignedPackage.dumps(task)
+            if self.mode == "tablo-redis":
+                batch.append(task)
+                if len(batch) >= 2000:
+                    RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
+                    batch = []
+                continue
             if self.mode == "stock":
                 batch.append(OrmQ(key=Conf.CLUSTER_NAME, payload=payload, lock=timezone.now()))
             else:
@@ -205,7 +225,9 @@ class Bench:
             if len(batch) >= 2000:
                 type(batch[0]).objects.bulk_create(batch)
                 batch = []
-        if batch:
+        if batch and self.mode == "tablo-redis":
+            RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
+        elif batch:
             type(batch[0]).objects.bulk_create(batch)
 
     def drain(self, count: int) -> dict[str, float]:
@@ -345,7 +367,9 @@ def prepare_database(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small numbers (about a minute)")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)}"
+    )
     parser.add_argument("--enqueue-samples", type=int)
     parser.add_argument("--pickup-samples", type=int)
     parser.add_argument("--drain", type=int, help="tasks drained by this project's broker")
@@ -399,6 +423,8 @@ def main() -> None:
             DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
             DJANGO_ALLOWED_HOSTS="localhost",
         )
+        if mode == "tablo-redis":
+            env["QUEUE_REDIS_URL"] = BENCH_REDIS_URL
         command = [
             sys.executable,
             "benchmarks/queue_bench.py",
@@ -427,21 +453,24 @@ def main() -> None:
             sys.exit(f"{mode} failed (exit {proc.returncode}); see {workdir}/{mode}-bench.log")
         results[mode] = json.loads(lines[-1][len("RESULT ") :])
         for key, value in results[mode].items():
-            print(f"  {mode:5} {key:28} {value}", flush=True)
+            print(f"  {mode:11} {key:28} {value}", flush=True)
 
-    if set(MODES) <= set(results):
+    if len(results) > 1:
+        base, *others = results
         print()
-        print(f"{'figure':30} {'stock':>14} {'tablo':>14} {'ratio':>10}")
-        for key, stock in results["stock"].items():
+        print(f"{'figure':30} " + " ".join(f"{mode:>14}" for mode in results) + "  ratio")
+        for key, first in results[base].items():
             if key == "mode":
                 continue
-            tablo = results["tablo"][key]
-            ratio = ""
-            with contextlib.suppress(TypeError, ZeroDivisionError):
-                better = stock / tablo if key in LOWER_IS_BETTER else tablo / stock
-                ratio = f"{better:.1f}x"
-            print(f"{key:30} {stock!s:>14} {tablo!s:>14} {ratio:>10}")
-        print("(ratio: how many times better this project's configuration is)")
+            values = [results[mode].get(key) for mode in results]
+            ratios = []
+            for mode in others:
+                value = results[mode].get(key)
+                with contextlib.suppress(TypeError, ZeroDivisionError):
+                    better = first / value if key in LOWER_IS_BETTER else value / first
+                    ratios.append(f"{mode} {better:.1f}x")
+            print(f"{key:30} " + " ".join(f"{v!s:>14}" for v in values) + "  " + ", ".join(ratios))
+        print(f"(ratio: how many times better each mode is than {base})")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,17 @@ class QueueBroker:
         now = self.attempts(held)
         return all(key not in now or now[key] > attempt for key, attempt in held.items())
 
+    def ready_attempts(self) -> set[int]:
+        """The attempt counters of the tasks ready to claim."""
+        if self.kind == "redis":
+            from jobs.redis_broker import RedisBroker
+
+            ready = self.redis.zrange(self._key(f"q:{RedisBroker().queue}:ready"), 0, -1)
+            return set(self.attempts(int(k) for k in ready).values())
+        return set(
+            Job.objects.filter(state=Job.State.QUEUED, owner=None).values_list("attempt", flat=True)
+        )
+
     def waiting(self) -> int:
         """Tasks queued or waiting for a retry, in every queue."""
         from jobs import stats
