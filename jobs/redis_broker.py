@@ -149,8 +149,8 @@ def _upsert_record(task: _Task) -> None:
         "max_attempts": task.max_attempts,
         "timeout": timeout,
         "owner": None,
-        # The key is held in Redis (``unique``): a record never holds it in the table.
-        "unique_key": None,
+        # Redis holds the key; the record keeps it for a retry from the admin (REQUEUE).
+        "unique_key": f.get("unique") or None,
     }
     Job.objects.update_or_create(
         task_id=task.task_id,

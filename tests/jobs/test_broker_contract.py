@@ -18,6 +18,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
@@ -147,15 +148,18 @@ def test_a_failing_task_retries_by_backoff_ends_dead_and_is_retried_by_an_operat
     settings.JOBS_BACKOFF_SCALE = 0.01  # attempt**4 * 0.01 s
     task_id = registry.enqueue("tests.always_fails", "c", on_commit=False)  # max_attempts 3
     broker = get_broker()
+    due = None
     for attempt in (1, 2, 3):
         [(ack, task)] = claim_all(broker)
         assert ack[1] == attempt
+        if due is not None:
+            assert timezone.now() >= due  # never claimed before its backoff ended
         run_failed(ack, task, RuntimeError("boom c"))
         job = Job.objects.get(task_id=task_id)
         assert job.attempt == attempt
         if attempt < 3:
             assert job.state == Job.State.RETRYING
-            assert broker.claim(bulk=10) == []  # not before its backoff
+            due = job.run_at  # retry_at: attempt**4 * 0.01 s after the failure
     assert job.state == Job.State.DEAD
     assert queue_broker.waiting() == 0
     history = JobAttempt.objects.filter(task_id=task_id).order_by("attempt")
@@ -187,3 +191,24 @@ def test_a_report_from_a_node_that_lost_the_task_changes_nothing(queue_broker) -
     assert again[1] == 2
     run_failed(ack, task, RuntimeError("late"))  # the old node's report of attempt 1
     assert not JobAttempt.objects.filter(task_id=task_id, error_type="RuntimeError").exists()
+
+
+def test_a_node_declared_dead_claims_nothing_until_it_rejoins(queue_broker) -> None:
+    node = nodes.register(cluster=get_broker().queue)  # managed: it beats, and rejoins
+    task_id = registry.enqueue("tests.echo", "r", on_commit=False)
+    broker = get_broker()
+    assert nodes.declare_dead(node, why="test") == 0
+    assert broker.claim(bulk=10) == []
+    assert nodes.beat(node) is False  # finds itself dead: rejoins
+    [(ack, payload)] = broker.claim(bulk=10)
+    assert SignedPackage.loads(payload)["id"] == task_id
+    assert queue_broker.held(node) == {ack[0]: 1}
+
+
+def test_a_failed_unique_task_keeps_its_key_until_it_is_dead(queue_broker) -> None:
+    task_id = registry.enqueue("tests.unique", "u", on_commit=False)
+    broker = get_broker()
+    [(ack, task)] = claim_all(broker)
+    run_failed(ack, task, RuntimeError("retry me"))
+    assert Job.objects.get(task_id=task_id).state == Job.State.RETRYING
+    assert registry.enqueue("tests.unique", "u", on_commit=False) == task_id
