@@ -24,6 +24,7 @@ from jobs.failures.records import record_failure
 from jobs.models import Job
 
 AckId = tuple[int, int]  # (task key in the broker, attempt)
+ALL_STATES = tuple(Job.State.values)
 
 
 def claim_of(task: dict[str, Any]) -> AckId | None:
@@ -99,8 +100,10 @@ class QueueBackend(ABC):
 
     # -- reports --------------------------------------------------------------------
     @abstractmethod
-    def depth(self, queue: str | None = None) -> dict[str, dict[str, Any]]:
-        """queue -> {state: count, "oldest_queued": datetime | None}."""
+    def depth(
+        self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
+    ) -> dict[str, dict[str, Any]]:
+        """queue -> {state: count, "oldest_queued": datetime | None}, counting ``states``."""
 
 
 class DatabaseBackend(QueueBackend):
@@ -177,8 +180,12 @@ class DatabaseBackend(QueueBackend):
     def remove_waiting(self, row_ids: Sequence[int]) -> set[int]:
         return set(row_ids)  # locked rows in a waiting state: deleting them is the removal
 
-    def depth(self, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    def depth(
+        self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
+    ) -> dict[str, dict[str, Any]]:
         qs = Job.objects.all()
+        if tuple(states) != ALL_STATES:
+            qs = qs.filter(state__in=states)  # jobs_job_state_created_idx
         if queue is not None:
             qs = qs.filter(queue=queue)
         figures: dict[str, dict[str, Any]] = {}

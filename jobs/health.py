@@ -170,7 +170,7 @@ def nodes_degraded(report: list[dict[str, Any]], *, now: datetime) -> bool:
 
 
 def queue_report(*, now: datetime) -> dict[str, Any]:
-    queues = stats.depth().values()
+    queues = stats.depth(states=(Job.State.QUEUED, Job.State.RETRYING)).values()
     oldest = [q["oldest_queued"] for q in queues if q["oldest_queued"] is not None]
     return {
         "queued": sum(q[Job.State.QUEUED] for q in queues),

@@ -31,7 +31,7 @@ from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
 from jobs import nodes, redis_scripts
-from jobs.backend import AckId, FailureTarget, QueueBackend, claim_of, empty_depth
+from jobs.backend import ALL_STATES, AckId, FailureTarget, QueueBackend, claim_of, empty_depth
 from jobs.broker import DatabaseBroker
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -258,7 +258,9 @@ class RedisBackend(QueueBackend):
             run("REMOVE", task_id, using=pipe)
         return {row_id for (row_id, _), gone in zip(records, pipe.execute(), strict=True) if gone}
 
-    def depth(self, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    def depth(
+        self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
+    ) -> dict[str, dict[str, Any]]:
         r, p = client(), prefix()
         queues = [queue] if queue is not None else sorted(r.smembers(f"{p}queues"))
         figures: dict[str, dict[str, Any]] = {}
@@ -273,11 +275,12 @@ class RedisBackend(QueueBackend):
                 n for node_id, n in running.items() if node_ids[node_id] == name
             )
             entry["oldest_queued"] = self._oldest(name)
-        dead = Job.objects.filter(state=Job.State.DEAD)
-        if queue is not None:
-            dead = dead.filter(queue=queue)
-        for name, count in _count_by_queue(dead).items():
-            figures.setdefault(name, empty_depth())[Job.State.DEAD] = count
+        if Job.State.DEAD in states:  # dead tasks are only records in the database
+            dead = Job.objects.filter(state=Job.State.DEAD)
+            if queue is not None:
+                dead = dead.filter(queue=queue)
+            for name, count in _count_by_queue(dead).items():
+                figures.setdefault(name, empty_depth())[Job.State.DEAD] = count
         return {name: entry for name, entry in figures.items() if any_tasks(entry)}
 
     def _oldest(self, queue: str) -> datetime | None:

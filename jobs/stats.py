@@ -192,11 +192,12 @@ def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> N
 
 
 # --- queue depth samples (the heartbeat job) -------------------------------------
-def depth(queue: str | None = None) -> dict[str, dict[str, Any]]:
-    """Tasks per queue and state now, and the oldest queued task's enqueue time."""
+def depth(queue: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+    """Tasks per queue and state now, and the oldest queued task's enqueue time
+    (``states=``: count only those)."""
     from jobs import backend
 
-    return backend.current().depth(queue)
+    return backend.current().depth(queue, **options)
 
 
 def sample_queue(*, queue: str, now: datetime | None = None) -> QueueSample:
