@@ -25,6 +25,10 @@ from jobs.models import Job
 
 AckId = tuple[int, int]  # (task key in the broker, attempt)
 ALL_STATES = tuple(Job.State.values)
+RUNNING_FIELDS = (
+    "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
+    "progress_done", "progress_total", "progress_message", "progress_updated_at",
+)  # fmt: skip
 
 
 def claim_of(task: dict[str, Any]) -> AckId | None:
@@ -99,6 +103,10 @@ class QueueBackend(ABC):
         """Operators delete tasks (rows locked by the caller): ids of those not running."""
 
     # -- reports --------------------------------------------------------------------
+    @abstractmethod
+    def running(self, *, limit: int) -> list[dict[str, Any]]:
+        """Running tasks, longest first: ``RUNNING_FIELDS`` each (progress may be None)."""
+
     @abstractmethod
     def depth(
         self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
@@ -179,6 +187,12 @@ class DatabaseBackend(QueueBackend):
 
     def remove_waiting(self, row_ids: Sequence[int]) -> set[int]:
         return set(row_ids)  # locked rows in a waiting state: deleting them is the removal
+
+    def running(self, *, limit: int) -> list[dict[str, Any]]:
+        # Ordered by the index (state, created_at): the longest-running rows are
+        # rarely the newest, and sorting every running row would defeat the LIMIT.
+        rows = Job.objects.filter(state=Job.State.RUNNING).order_by("created_at", "id")
+        return list(rows.values(*RUNNING_FIELDS)[:limit])
 
     def depth(
         self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES

@@ -201,24 +201,7 @@ def dead_report(*, now: datetime) -> dict[str, Any]:
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
-    # Ordered by the index (state, created_at): the longest-running rows are
-    # rarely the newest, and sorting every running row would defeat the LIMIT.
-    rows = (
-        Job.objects.filter(state=Job.State.RUNNING)
-        .order_by("created_at", "id")
-        .values(
-            "task_id",
-            "job_name",
-            "func",
-            "attempt",
-            "claimed_at",
-            "claimed_by",
-            "progress_done",
-            "progress_total",
-            "progress_message",
-            "progress_updated_at",
-        )[:RUNNING_LIMIT]
-    )
+    rows = backend.current().running(limit=RUNNING_LIMIT)
     return [
         {
             "task_id": row["task_id"],

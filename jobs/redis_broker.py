@@ -31,7 +31,15 @@ from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
 from jobs import nodes, redis_scripts
-from jobs.backend import ALL_STATES, AckId, FailureTarget, QueueBackend, claim_of, empty_depth
+from jobs.backend import (
+    ALL_STATES,
+    RUNNING_FIELDS,
+    AckId,
+    FailureTarget,
+    QueueBackend,
+    claim_of,
+    empty_depth,
+)
 from jobs.broker import DatabaseBroker
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -257,6 +265,37 @@ class RedisBackend(QueueBackend):
         for _row_id, task_id in records:
             run("REMOVE", task_id, using=pipe)
         return {row_id for (row_id, _), gone in zip(records, pipe.execute(), strict=True) if gone}
+
+    def running(self, *, limit: int) -> list[dict[str, Any]]:
+        p = prefix()
+        live = WorkerNode.objects.filter(dead_at__isnull=True, stopped_at__isnull=True)
+        node_ids = list(live.values_list("id", flat=True))
+        pipe = client().pipeline(transaction=False)
+        for node_id in node_ids:
+            pipe.hkeys(f"{p}n:{node_id}")
+        held = [(n, k) for n, keys in zip(node_ids, pipe.execute(), strict=True) for k in keys]
+        fields = ("task_id", "job_name", "func", "attempt", "claimed")
+        for _node, key in held:
+            pipe.hmget(f"{p}t:{key}", *fields)
+        rows = []
+        for (node_id, _key), values in zip(held, pipe.execute(), strict=True):
+            task = dict(zip(fields, values, strict=True))
+            if task["task_id"] is None:
+                continue  # finished meanwhile
+            claimed = task.pop("claimed")
+            rows.append(
+                {key: None for key in RUNNING_FIELDS}
+                | task
+                | {
+                    "attempt": int(task["attempt"] or 0),
+                    "claimed_at": datetime.fromtimestamp(float(claimed), tz=UTC)
+                    if claimed
+                    else None,
+                    "claimed_by": f"node {node_id}",
+                }
+            )
+        rows.sort(key=lambda row: row["claimed_at"] or timezone.now())
+        return rows[:limit]
 
     def depth(
         self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES

@@ -212,3 +212,20 @@ def test_a_failed_unique_task_keeps_its_key_until_it_is_dead(queue_broker) -> No
     run_failed(ack, task, RuntimeError("retry me"))
     assert Job.objects.get(task_id=task_id).state == Job.State.RETRYING
     assert registry.enqueue("tests.unique", "u", on_commit=False) == task_id
+
+
+def test_healthz_shows_the_queue_the_running_tasks_and_what_each_node_holds(
+    queue_broker, client
+) -> None:
+    registry.enqueue_many("tests.echo", [("a",), ("b",), ("c",)], on_commit=False)
+    broker = get_broker()
+    body = client.get("/healthz").json()
+    assert (body["queue"]["queued"], body["running"]) == (3, [])
+
+    [(_payload, task)] = [(p, SignedPackage.loads(p)) for _, p in broker.claim(bulk=1)]
+    body = client.get("/healthz").json()
+    assert body["queue"]["queued"] == 2
+    [running] = body["running"]
+    assert (running["task_id"], running["job"], running["attempt"]) == (task["id"], "tests.echo", 1)
+    [node] = [n for n in body["nodes"] if n["id"] == nodes.current_node_id()]
+    assert node["tasks_running"] == 1
