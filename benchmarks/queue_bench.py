@@ -36,8 +36,12 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
 # tablo: the project's defaults (results kept); tablo-dropped: the same with
-# save_limit -1 (no result rows), to show what keeping results costs.
-MODES = ("stock", "tablo-dropped", "tablo")
+# save_limit -1 (no result rows), to show what keeping results costs;
+# tablo-redis: this project's Redis broker (jobs.redis_broker) on this Redis
+# database, flushed between phases.
+MODES = ("stock", "tablo-dropped", "tablo", "tablo-redis")
+DEFAULT_MODES = "stock,tablo-dropped,tablo"
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -70,12 +74,21 @@ class Bench:
             cursor.execute(
                 "TRUNCATE django_q_ormq, django_q_task, jobs_job, jobs_jobattempt RESTART IDENTITY"
             )
+        if self.mode == "tablo-redis":
+            from jobs.redis_broker import client
+
+            client().flushdb()
 
     def remaining(self) -> int:
         from django_q.models import OrmQ
 
         from jobs.models import Job
 
+        if self.mode == "tablo-redis":
+            from jobs.redis_broker import RedisBroker
+
+            broker = RedisBroker()
+            return broker.queue_size() + broker.lock_size()
         return OrmQ.objects.count() if self.mode == "stock" else Job.objects.count()
 
     def cluster(self, name: str) -> Any:
@@ -188,6 +201,7 @@ class Bench:
         from django_q.signing import SignedPackage
 
         from jobs.queue import job_row_from_task
+        from jobs.redis_broker import RedisBackend
 
         batch: list[Any] = []
         for _ in range(count):
@@ -201,6 +215,12 @@ class Bench:
                 "started": timezone.now(),
             }
             payload = SignedPackage.dumps(task)
+            if self.mode == "tablo-redis":
+                batch.append(task)
+                if len(batch) >= 2000:
+                    RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
+                    batch = []
+                continue
             if self.mode == "stock":
                 batch.append(OrmQ(key=Conf.CLUSTER_NAME, payload=payload, lock=timezone.now()))
             else:
@@ -208,7 +228,9 @@ class Bench:
             if len(batch) >= 2000:
                 type(batch[0]).objects.bulk_create(batch)
                 batch = []
-        if batch:
+        if batch and self.mode == "tablo-redis":
+            RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
+        elif batch:
             type(batch[0]).objects.bulk_create(batch)
 
     def drain(self, count: int) -> dict[str, float]:
@@ -343,6 +365,8 @@ def run_child(
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
         DJANGO_ALLOWED_HOSTS="localhost",
     )
+    if mode == "tablo-redis":
+        env["QUEUE_REDIS_URL"] = BENCH_REDIS_URL
     command = [sys.executable, "benchmarks/queue_bench.py", "--mode", mode,
                "--workdir", str(workdir), "--phases", args.phases]  # fmt: skip
     for key in (
@@ -408,7 +432,9 @@ def prepare_database(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small numbers (about a minute)")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)}"
+    )
     parser.add_argument("--enqueue-samples", type=int)
     parser.add_argument("--pickup-samples", type=int)
     parser.add_argument("--drain", type=int, help="tasks drained by this project's broker")

@@ -240,7 +240,8 @@ else:
 # --- Worker (django-q2) ---------------------------------------------------
 # Tasks go through the jobs.Job table (jobs.broker.DatabaseBroker: SKIP LOCKED
 # claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
-# QUEUE_REDIS_URL is set (schedules, heartbeats and failures stay in the database).
+# QUEUE_REDIS_URL is set (jobs.redis_broker.RedisBroker: nodes, schedules,
+# heartbeats and failure records stay in the database).
 QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
 # `retry` is when django-q2's own ORM broker hands an unacknowledged task out
 # again. The database broker has no lock time: a claimed task belongs to its
@@ -286,12 +287,13 @@ Q_CLUSTER = {
     # django-q2 names its admin section after this label; ours is "Jobs".
     "label": env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)"),
 }
+# The database stays on "default" either way (nodes, schedules, failure records).
+Q_CLUSTER["orm"] = "default"
 if QUEUE_REDIS_URL:
-    # django-q2's get_broker() picks the ORM broker whenever "orm" is set, so
-    # Redis is selected by leaving it out.
+    # Same contract as the database broker (jobs.redis_broker, docs/broker.md).
     Q_CLUSTER["redis"] = QUEUE_REDIS_URL
+    Q_CLUSTER["broker_class"] = "jobs.redis_broker.RedisBroker"
 else:
-    Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
 
 # Kept task results (django-q2's Successful tasks): pruned every few minutes to

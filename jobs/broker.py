@@ -52,6 +52,7 @@ from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
 from jobs import nodes, pauses, results
+from jobs.backend import DatabaseBackend
 from jobs.channels import channel_name
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -95,6 +96,8 @@ def _local_queue() -> tuple[Any, Any] | None:
 
 class DatabaseBroker(Broker):
     """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
+
+    backend_class = DatabaseBackend  # what jobs.backend.current() serves for this broker
 
     def __init__(self, list_key: str | None = None) -> None:
         # Built on every async_task(): nothing here may touch the database.

@@ -71,14 +71,42 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     return messages
 
 
+PROJECT_BROKERS = ("jobs.broker.DatabaseBroker", "jobs.redis_broker.RedisBroker")
+
+
+@register(Tags.compatibility)
+def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    conf = _q_cluster()
+    broker = conf.get("broker_class")
+    if broker not in PROJECT_BROKERS:
+        # A warning: benchmarks/queue_settings.py runs stock django-q2 on purpose.
+        return [
+            Warning(
+                f"Q_CLUSTER['broker_class'] is {broker!r}, not one of this project's brokers.",
+                hint="django-q2's own brokers hand tasks out without worker nodes, retries, "
+                "unique keys or pauses (Redis pops a task for good). Leave broker_class as "
+                "config/settings.py sets it; QUEUE_REDIS_URL selects the Redis broker.",
+                id="jobs.W006",
+            )
+        ]
+    if broker == "jobs.redis_broker.RedisBroker" and not conf.get("redis"):
+        return [
+            Error(
+                "Q_CLUSTER['broker_class'] is the Redis broker but Q_CLUSTER['redis'] is empty.",
+                hint="Set QUEUE_REDIS_URL (redis://host:6379/0) on every web and worker process.",
+                id="jobs.E004",
+            )
+        ]
+    return []
+
+
 @register(Tags.compatibility)
 def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     conf = _q_cluster()
     messages: list[CheckMessage] = []
     retry = conf.get("retry", 60)
-    # The jobs.Job broker locks a claim for the job's own timeout, and Redis pops
-    # a task for good; django-q2's ORM broker hands a task out again after
-    # Q_CLUSTER['retry'] whatever the job's timeout.
+    # The project's brokers never hand a live node's task to another; django-q2's
+    # ORM broker hands a task out again after Q_CLUSTER['retry'] whatever the job's timeout.
     orm_broker = not conf.get("broker_class") and not conf.get("redis") and conf.get("orm")
     if retry is not None and orm_broker:
         for spec in registry.all_jobs():

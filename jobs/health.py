@@ -14,13 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Min, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Min, Q
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from jobs import counters, nodes, registry
+from jobs import backend, counters, nodes, stats
 from jobs.models import Job, JobAttempt, QueuePause, WorkerHeartbeat, WorkerNode
 
 # At most this many running jobs are listed with their progress.
@@ -121,23 +119,17 @@ def node_rows(*, now: datetime) -> list[dict[str, Any]]:
     """Every live worker node, and those that ended within the last hour, with their
     status and running tasks (datetimes as they are; ``nodes_report`` formats them)."""
     since = now - NODES_RECENT
-    running = (
-        Job.objects.filter(owner=OuterRef("id"), state=Job.State.RUNNING)
-        .values("owner")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
     rows = list(
         WorkerNode.objects.filter(
             Q(last_beat_at__gte=since) | Q(stopped_at__isnull=True, dead_at__isnull=True)
-        )
-        .annotate(tasks_running=Coalesce(Subquery(running), 0))
-        .values(
+        ).values(
             "id", "cluster", "host", "pid", "started_at", "last_beat_at", "stopped_at",
-            "dead_at", "tasks_rescued", "tasks_running",
+            "dead_at", "tasks_rescued",
         )
     )  # fmt: skip
+    running = backend.current().running_counts([row["id"] for row in rows])
     for row in rows:
+        row["tasks_running"] = running.get(row["id"], 0)
         row["status"] = node_status(row, now=now)
         row["age_seconds"] = _age(now, row["last_beat_at"])
     return sorted(rows, key=lambda r: (r["cluster"], r["started_at"], r["id"]))
@@ -178,29 +170,13 @@ def nodes_degraded(report: list[dict[str, Any]], *, now: datetime) -> bool:
 
 
 def queue_report(*, now: datetime) -> dict[str, Any]:
-    # One grouped query on jobs_job_state_created_idx (state, created_at).
-    by_state = {
-        row["state"]: row
-        for row in Job.objects.filter(state__in=[Job.State.QUEUED, Job.State.RETRYING])
-        .values("state")
-        .annotate(count=Count("id"), oldest=Min("created_at"))
-        .order_by()
+    queues = stats.depth(states=(Job.State.QUEUED, Job.State.RETRYING)).values()
+    oldest = [q["oldest_queued"] for q in queues if q["oldest_queued"] is not None]
+    return {
+        "queued": sum(q[Job.State.QUEUED] for q in queues),
+        "oldest_queued_age_seconds": _age(now, min(oldest)) if oldest else None,
+        "retrying": sum(q[Job.State.RETRYING] for q in queues),
     }
-    queued = by_state.get(Job.State.QUEUED, {"count": 0, "oldest": None})
-    report: dict[str, Any] = {
-        "queued": queued["count"],
-        "oldest_queued_age_seconds": _age(now, queued["oldest"]),
-        "retrying": by_state.get(Job.State.RETRYING, {"count": 0})["count"],
-    }
-    if not registry.uses_job_table():
-        # django-q2's ORM or Redis broker: its own queue, size only.
-        try:
-            report["queued"] = get_broker().queue_size()
-        except Exception:  # a broker down is reported, not raised
-            report["queued"] = None
-        report["oldest_queued_age_seconds"] = None
-        report["broker"] = "redis" if Conf.REDIS else "orm"
-    return report
 
 
 def last_hour_report(*, now: datetime) -> dict[str, Any]:
@@ -225,24 +201,7 @@ def dead_report(*, now: datetime) -> dict[str, Any]:
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
-    # Ordered by the index (state, created_at): the longest-running rows are
-    # rarely the newest, and sorting every running row would defeat the LIMIT.
-    rows = (
-        Job.objects.filter(state=Job.State.RUNNING)
-        .order_by("created_at", "id")
-        .values(
-            "task_id",
-            "job_name",
-            "func",
-            "attempt",
-            "claimed_at",
-            "claimed_by",
-            "progress_done",
-            "progress_total",
-            "progress_message",
-            "progress_updated_at",
-        )[:RUNNING_LIMIT]
-    )
+    rows = backend.current().running(limit=RUNNING_LIMIT)
     return [
         {
             "task_id": row["task_id"],

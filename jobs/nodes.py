@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -40,7 +41,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs import inflight
+from jobs import backend, inflight
 from jobs.channels import notify
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, JobAttempt, WorkerNode
@@ -180,6 +181,7 @@ def beat(node_id: int, *, alias: str = DEFAULT_DB_ALIAS) -> bool:
             "last_beat_at": Now(),
         },
     )
+    backend.current().rejoin(node_id)
     logger.warning(
         "worker node was declared dead by a peer (its tasks were handed out again); rejoining",
         node=node_id,
@@ -193,14 +195,11 @@ def stop(node_id: int, *, alias: str = DEFAULT_DB_ALIAS) -> int:
         WorkerNode.objects.using(alias).filter(id=node_id).update(
             stopped_at=Now(), last_beat_at=Now()
         )
-        held = _take_running(node_id, alias=alias)
-        _hand_out_again(
-            held,
-            reason="the worker node stopped before this attempt reported",
-            alias=alias,
+        held = backend.current().take_node(
+            node_id, reason="the worker node stopped before this attempt reported"
         )
-    logger.info("worker node stopped", node=node_id, tasks_handed_out=len(held))
-    return len(held)
+    logger.info("worker node stopped", node=node_id, tasks_handed_out=held)
+    return held
 
 
 def declare_dead(node_id: int, *, why: str, alias: str = DEFAULT_DB_ALIAS) -> int | None:
@@ -214,14 +213,12 @@ def declare_dead(node_id: int, *, why: str, alias: str = DEFAULT_DB_ALIAS) -> in
             .update(dead_at=Now())
         ):
             return None
-        held = _take_running(node_id, alias=alias)
         node = WorkerNode.objects.using(alias).get(id=node_id)
-        _hand_out_again(
-            held,
+        held = backend.current().take_node(
+            node_id,
             reason=f"the worker node {node} running this attempt was declared dead ({why})",
-            alias=alias,
         )
-        WorkerNode.objects.using(alias).filter(id=node_id).update(tasks_rescued=len(held))
+        WorkerNode.objects.using(alias).filter(id=node_id).update(tasks_rescued=held)
     logger.warning(
         "worker node declared dead",
         node=node_id,
@@ -229,9 +226,9 @@ def declare_dead(node_id: int, *, why: str, alias: str = DEFAULT_DB_ALIAS) -> in
         host=node.host,
         pid=node.pid,
         why=why,
-        tasks_handed_out=len(held),
+        tasks_handed_out=held,
     )
-    return len(held)
+    return held
 
 
 def rescue_dead_nodes(*, alias: str = DEFAULT_DB_ALIAS) -> int:
@@ -266,7 +263,7 @@ def _rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
             .only(*_RESCUE_FIELDS)
             .order_by("id")[:500]
         )
-        _hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
+        hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
     return len(rows)
 
 
@@ -274,6 +271,19 @@ def hand_out_lost(node_id: int, acks: Sequence[AckId], *, alias: str = DEFAULT_D
     """Tasks whose worker process died inside a live node: a lost attempt each."""
     if not acks:
         return 0
+    count = backend.current().hand_out_lost(node_id, acks)
+    if count:
+        logger.warning("tasks of a dead worker process handed out again", count=count)
+    return count
+
+
+def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB_ALIAS) -> int:
+    """Return claimed tasks that never started: ready again, no attempt used."""
+    return backend.current().hand_back(node_id, ack_ids) if ack_ids else 0
+
+
+# -- the jobs.Job table's side (jobs.backend.DatabaseBackend) -----------------------
+def hand_out_lost_rows(node_id: int, acks: Sequence[AckId], *, alias: str) -> int:
     with transaction.atomic(using=alias):
         rows = list(
             Job.objects.using(alias)
@@ -281,16 +291,11 @@ def hand_out_lost(node_id: int, acks: Sequence[AckId], *, alias: str = DEFAULT_D
             .filter(_attempts(acks), owner=node_id, state=Job.State.RUNNING)
             .only(*_RESCUE_FIELDS)
         )
-        _hand_out_again(rows, reason="the worker process running this attempt died", alias=alias)
-    if rows:
-        logger.warning("tasks of a dead worker process handed out again", count=len(rows))
+        hand_out_again(rows, reason="the worker process running this attempt died", alias=alias)
     return len(rows)
 
 
-def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB_ALIAS) -> int:
-    """Return claimed tasks that never started: ready again, no attempt used."""
-    if not ack_ids:
-        return 0
+def hand_back_rows(node_id: int, ack_ids: Sequence[AckId], *, alias: str) -> int:
     with transaction.atomic(using=alias):
         rows = Job.objects.using(alias).filter(
             _attempts(ack_ids), owner=node_id, state=Job.State.RUNNING
@@ -323,7 +328,7 @@ def _ready_state() -> Case:
     )
 
 
-def _take_running(node_id: int, *, alias: str) -> list[Job]:
+def take_running(node_id: int, *, alias: str) -> list[Job]:
     return list(
         Job.objects.using(alias)
         .select_for_update()
@@ -333,40 +338,60 @@ def _take_running(node_id: int, *, alias: str) -> list[Job]:
     )
 
 
-def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
+def lost_attempt_is_last(task: Any) -> bool:
+    return bool(task.max_attempts) and task.attempt >= task.max_attempts
+
+
+def record_lost_attempts(
+    tasks: Iterable[Any], *, reason: str, alias: str, now: datetime | None = None
+) -> None:
+    """``WorkerLost`` history for tasks handed out again (not their last attempt).
+
+    ``tasks``: anything with ``task_id``, ``attempt``, ``func`` and ``job_name``.
+    """
+    now = now or timezone.now()
+    JobAttempt.objects.using(alias).bulk_create(
+        [
+            JobAttempt(
+                task_id=task.task_id,
+                attempt=task.attempt,
+                func=task.func,
+                job_name=task.job_name,
+                succeeded=False,
+                finished_at=now,
+                error_type="WorkerLost",
+                error_message=f"{reason}; the task was handed out again",
+            )
+            for task in tasks
+        ]
+    )
+
+
+def record_lost_last_attempt(task: Any, *, reason: str, now: datetime | None = None) -> None:
+    """A task lost at its last allowed attempt is dead (its ``Job`` row must exist)."""
+    record_failure(
+        task_id=task.task_id,
+        attempt=task.attempt,
+        error_type="WorkerLost",
+        error_message=f"{reason}; attempt {task.attempt} was the last allowed",
+        finished_at=now or timezone.now(),
+        retry_at=None,
+        worker=WorkerInfo(),
+    )
+
+
+def hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
     """Record the lost attempt of each row and make it ready (or dead at its last attempt)."""
     rows = list(rows)
     if not rows:
         return
     now = timezone.now()
-    last = [r for r in rows if r.max_attempts and r.attempt >= r.max_attempts]
+    last = [r for r in rows if lost_attempt_is_last(r)]
     again = [r for r in rows if r not in last]
     for job in last:
-        record_failure(
-            task_id=job.task_id,
-            attempt=job.attempt,
-            error_type="WorkerLost",
-            error_message=f"{reason}; attempt {job.attempt} was the last allowed",
-            finished_at=now,
-            retry_at=None,
-            worker=WorkerInfo(),
-        )
+        record_lost_last_attempt(job, reason=reason, now=now)
     if again:
-        JobAttempt.objects.using(alias).bulk_create(
-            [
-                JobAttempt(
-                    task_id=job.task_id,
-                    attempt=job.attempt,
-                    func=job.func,
-                    job_name=job.job_name,
-                    succeeded=False,
-                    finished_at=now,
-                    error_type="WorkerLost",
-                    error_message=f"{reason}; the task was handed out again",
-                )
-                for job in again
-            ]
-        )
+        record_lost_attempts(again, reason=reason, alias=alias, now=now)
         Job.objects.using(alias).filter(id__in=[job.id for job in again]).update(
             state=_ready_state(), owner=None, claimed_at=None, claimed_by=""
         )

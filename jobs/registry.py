@@ -12,12 +12,13 @@ and enqueued by name with JSON-friendly arguments:
     registry.enqueue("files.purge_tablo", str(tablo.id))
     registry.enqueue_many("files.purge_tablo", [(str(a.id),), (str(b.id),)])
 
-When the queue is the ``jobs.Job`` table (``jobs.broker.DatabaseBroker``), the
-registry writes the rows itself: a unique job whose key is already queued or
-running is not inserted again (the partial unique index, ``ON CONFLICT DO
-NOTHING``) and the existing task's id is returned, and a batch is one INSERT.
-With another broker (django-q2's ORM or Redis) tasks go through the broker one
-by one and ``unique`` is not enforced (those brokers have no place to keep a key).
+Tasks are stored by the configured broker's backend (``jobs.backend``). On the
+``jobs.Job`` table (``jobs.broker.DatabaseBroker``) the registry writes the rows
+itself: a unique job whose key is already queued or running is not inserted
+again (the partial unique index, ``ON CONFLICT DO NOTHING``) and the existing
+task's id is returned, and a batch is one INSERT. On Redis
+(``jobs.redis_broker``) the same holds, with one script call per task in one
+round trip.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import structlog
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.humanhash import uuid as human_uuid
 from django_q.signals import pre_enqueue
@@ -291,16 +291,13 @@ def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
         from django_q.tasks import _sync
 
         return [_sync(SignedPackage.dumps(task)) for task in tasks]
-    if uses_job_table():
-        # The broker's queue name is its list_key: the job's cluster, else ours.
-        return _insert_rows(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
-    broker = get_broker(spec.cluster)
-    for task in tasks:
-        broker.enqueue(SignedPackage.dumps(task))
-    return [task["id"] for task in tasks]
+    from jobs import backend
+
+    # The broker's queue name is its list_key: the job's cluster, else ours.
+    return backend.current().enqueue(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
 
 
-def _insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
+def insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     """Insert ``Job`` rows in one statement; a duplicate of an active unique key is skipped."""
     from jobs.broker import DatabaseBroker
     from jobs.models import Job

@@ -86,8 +86,8 @@ def worker_identity() -> dict[str, Any]:
 def attempt_from_ack_id(ack_id: Any) -> int:
     """The attempt number carried by the broker's ack id.
 
-    ``jobs.broker.DatabaseBroker`` hands out ``(row_id, attempt)``; other brokers
-    (django-q2's ORM or Redis) have no attempt count, and a run is the first.
+    Both project brokers hand out ``(task key, attempt)``; django-q2's own brokers
+    have no attempt count, and a run is the first.
     """
     if isinstance(ack_id, list | tuple) and len(ack_id) == 2:
         try:
@@ -128,6 +128,8 @@ def on_pre_execute(
     task["attempt"] = attempt_from_ack_id(ack_id)
     if isinstance(ack_id, list | tuple) and len(ack_id) == 2:
         inflight.started(int(ack_id[0]), task["attempt"])
+        # django-q2's monitor pops "ack_id" before the failure hook sees the task.
+        task["claim"] = (int(ack_id[0]), task["attempt"])
         if registry.uses_job_table():
             completion.current_claim.set(
                 completion.Claim(

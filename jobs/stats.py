@@ -19,7 +19,6 @@ from typing import Any
 
 import structlog
 from django.db import connection, connections
-from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.conf import Conf
 
@@ -193,25 +192,12 @@ def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> N
 
 
 # --- queue depth samples (the heartbeat job) -------------------------------------
-def depth(queue: str | None = None) -> dict[str, dict[str, Any]]:
-    """Tasks per queue and state now, and the oldest queued task's enqueue time.
+def depth(queue: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+    """Tasks per queue and state now, and the oldest queued task's enqueue time
+    (``states=``: count only those)."""
+    from jobs import backend
 
-    One grouped query: rows (queue, state) -> count, oldest created_at.
-    """
-    qs = Job.objects.all()
-    if queue is not None:
-        qs = qs.filter(queue=queue)
-    figures: dict[str, dict[str, Any]] = {}
-    for row in (
-        qs.values("queue", "state").annotate(count=Count("id"), oldest=Min("created_at")).order_by()
-    ):
-        entry = figures.setdefault(
-            row["queue"], {state: 0 for state in Job.State.values} | {"oldest_queued": None}
-        )
-        entry[row["state"]] = row["count"]
-        if row["state"] == Job.State.QUEUED:
-            entry["oldest_queued"] = row["oldest"]
-    return figures
+    return backend.current().depth(queue, **options)
 
 
 def sample_queue(*, queue: str, now: datetime | None = None) -> QueueSample:

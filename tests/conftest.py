@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import Storage, default_storage
 
+from tests.support.brokers import queue_broker  # noqa: F401 (a fixture)
 from tests.support.cluster import Worker, worker_env
 from tests.support.s3 import MotoServer
 

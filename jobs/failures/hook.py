@@ -21,11 +21,11 @@ import structlog
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import backoff, nodes, registry
+from jobs import backend, backoff, registry
 from jobs.failures.errors import DoNotRetry
-from jobs.failures.records import WorkerInfo, record_failure
+from jobs.failures.records import WorkerInfo
 from jobs.funcs import func_path
-from jobs.models import Job, JobAttempt
+from jobs.models import JobAttempt
 
 logger = structlog.get_logger("jobs.failures")
 
@@ -119,11 +119,8 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     task_id = str(task.get("id") or "")
     func = func_path(task.get("func"))
     parsed = parse_result(task.get("result"))
-    job = (
-        Job.objects.filter(task_id=task_id)
-        .only("id", "attempt", "max_attempts", "job_name", "func")
-        .first()
-    )
+    queue = backend.current()
+    job = queue.failure_target(task)
     spec = registry.spec_for(func)
     attempt = int(task.get("attempt") or 0) or (job.attempt if job is not None else 0) or 1
     if job is not None:
@@ -131,7 +128,7 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     else:
         max_attempts = (spec.max_attempts if spec else None) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
     if job is None:
-        give_up = "no queue row"  # another broker, or sync mode: nothing of ours to retry
+        give_up = "no queue row"  # sync mode, or the task is gone: nothing of ours to retry
     elif is_do_not_retry(parsed.error_type):
         give_up = "do not retry"
     elif is_missing_function(task, parsed):
@@ -144,7 +141,8 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     # From the end of the attempt: a monitor that lags does not stretch the delay.
     retry_at = backoff.retry_at(attempt, spec=spec, now=finished_at) if not give_up else None
     worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
-    current = record_failure(
+    current = queue.record_failure(
+        claim=backend.claim_of(task),
         task_id=task_id,
         attempt=attempt,
         error_type=parsed.error_type,
@@ -158,8 +156,6 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
             host=str(worker.get("host") or ""),
             pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
         ),
-        # On the database broker the reporting node must still own the row.
-        owner=nodes.current_node_id() if registry.uses_job_table() else None,
     )
     return {
         "task_id": task_id,
@@ -184,13 +180,7 @@ def record_success_after_failure(task: dict[str, Any]) -> None:
 
     Not when its row now belongs to another claim (this node lost the task).
     """
-    owner = nodes.current_node_id()
-    if (
-        owner is not None
-        and Job.objects.filter(task_id=str(task.get("id") or ""))
-        .exclude(owner=owner, attempt=int(task["attempt"]))
-        .exists()
-    ):
+    if not backend.current().succeeded_after_failure(task):
         return
     worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
     func = func_path(task.get("func"))

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from jobs import backend
 from jobs.failures.selectors import FAILED_STATES
 from jobs.models import Job
 from jobs.registry import spec_for
@@ -108,6 +109,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     changed: list[int] = []
     for batch in _in_batches(queryset):
         by_budget: dict[int, list[int]] = {}
+        attempts = {job.id: job.attempt for job in batch}
         for job in batch:
             by_budget.setdefault(_budget(job.func), []).append(job.id)
         with transaction.atomic():
@@ -117,6 +119,8 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
                 # Locked like delete_jobs: a row the broker claims meanwhile is
                 # neither counted nor logged as retried.
                 locked = list(rows.select_for_update().values_list("id", flat=True))
+                budgets = {row_id: attempts[row_id] + budget for row_id in locked}
+                locked = sorted(backend.current().requeue(budgets))
                 done += locked
                 Job.objects.filter(id__in=locked).update(
                     state=Job.State.QUEUED,
@@ -154,7 +158,8 @@ def delete_jobs(
     for batch in _in_batches(queryset, states):
         with transaction.atomic():
             rows = Job.objects.filter(id__in=[job.id for job in batch], state__in=states)
-            gone = set(rows.select_for_update().values_list("id", flat=True))
+            locked = list(rows.select_for_update().values_list("id", flat=True))
+            gone = backend.current().remove_waiting(locked)
             rows.filter(id__in=gone).delete()
             _log(
                 user=user,

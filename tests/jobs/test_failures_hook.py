@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import registry
+from jobs import backend, registry
 from jobs.failures import hook
 from jobs.failures.errors import DoNotRetry
 from jobs.models import Job, JobAttempt
@@ -280,10 +280,10 @@ def test_hook_never_raises(
 ) -> None:
     caplog.set_level(logging.INFO)
 
-    def broken(**kwargs: object) -> bool:
+    def broken(*args: object, **kwargs: object) -> bool:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(hook, "record_failure", broken)
+    monkeypatch.setattr(backend.DatabaseBackend, "record_failure", broken)
     _row, task = queue_job(ALWAYS_FAILS, attempt=1)
     hook.on_post_execute(task=finished(task, exc=RuntimeError("boom"), attempt=1))
     assert any(

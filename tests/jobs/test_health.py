@@ -10,7 +10,6 @@ from django_q.conf import Conf
 
 from jobs import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
-from tests.support import runtime as support
 from tests.support.runtime import job_table_broker
 
 pytestmark = pytest.mark.django_db
@@ -145,15 +144,6 @@ def test_503_when_the_database_does_not_answer(client, monkeypatch) -> None:
     assert status == 503
     assert body["database"] == {"status": "error", "error": "DatabaseError"}
     assert "secret" not in str(body)
-
-
-def test_other_brokers_report_their_queue_size(client) -> None:
-    with support.conf(BROKER_CLASS=None):
-        registry.enqueue_many("tests.echo", [("a",), ("b",)], on_commit=False)
-        status, body = get(client)
-    assert status == 200
-    assert body["queue"]["queued"] == 2
-    assert body["queue"]["broker"] == "orm"
 
 
 def test_a_failing_section_is_reported_without_failing_the_check(client, monkeypatch) -> None:

@@ -50,11 +50,23 @@ def test_a_job_timeout_at_or_above_retry_is_a_warning_on_the_orm_broker(
     settings.Q_CLUSTER = {**orm, "retry": 60}
     [warning] = checks.check_jobs()
     assert (warning.id, warning.obj) == ("jobs.W005", "tests.support.runtime.echo")
-    # The jobs.Job broker locks a claim for the job's own timeout; Redis never redelivers.
+    # The project's brokers never hand a live node's task to someone else.
     settings.Q_CLUSTER = {**orm, "retry": 60, "broker_class": "jobs.broker.DatabaseBroker"}
     assert checks.check_jobs() == []
-    settings.Q_CLUSTER = {**orm, "retry": 60, "redis": "redis://127.0.0.1:6379/0"}
+    redis = {"broker_class": "jobs.redis_broker.RedisBroker", "redis": "redis://127.0.0.1:6379/9"}
+    settings.Q_CLUSTER = {**orm, "retry": 60, **redis}
     assert checks.check_jobs() == []
+
+
+def test_a_broker_other_than_the_projects_is_a_warning(settings) -> None:
+    assert checks.check_broker() == []
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "broker_class": None}
+    assert ids(checks.check_broker()) == ["jobs.W006"]
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "broker_class": "jobs.redis_broker.RedisBroker"}
+    settings.Q_CLUSTER.pop("redis", None)
+    assert ids(checks.check_broker()) == ["jobs.E004"]
+    settings.Q_CLUSTER["redis"] = "redis://127.0.0.1:6379/9"
+    assert checks.check_broker() == []
 
 
 def test_a_heartbeat_interval_in_seconds_is_rounded_up_with_a_warning(settings) -> None:

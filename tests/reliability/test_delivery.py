@@ -54,45 +54,30 @@ def enqueue_records(count: int, *, sleep: float) -> dict[str, str]:
         return {async_task(RECORD, f"k{i:04d}", sleep): f"k{i:04d}" for i in range(count)}
 
 
-def held_rows(node_id: int) -> dict[int, int]:
-    """Job id -> attempt of what the node holds."""
-    return dict(
-        Job.objects.filter(owner=node_id, state=Job.State.RUNNING).values_list("id", "attempt")
-    )
-
-
 def run_a_while(victim, effects, rng: random.Random) -> None:
     """Until a random number of further effects is applied (the moment of the kill)."""
     goal = len(effects.all()) + rng.randint(40, 200)
     wait_for(lambda: len(effects.all()) >= goal, timeout=90, what="progress", workers=[victim])
 
 
-def started_again(held: dict[int, int]) -> bool:
-    """Each held row finished (deleted) or was claimed again as a later attempt."""
-    rows = dict(Job.objects.filter(id__in=held).values_list("id", "attempt"))
-    return all(row_id not in rows or rows[row_id] > attempt for row_id, attempt in held.items())
-
-
 def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
-    worker_factory, effects
+    worker_factory, effects, queue_broker
 ) -> None:
     rng = random.Random(os.getpid())
     keys = enqueue_records(1000, sleep=0.01)
     recoveries, held_keys = [], set()
     restarted = None
     for _ in range(3):
-        victim = restarted or worker_factory()
+        victim = restarted or worker_factory(**queue_broker.env)
         run_a_while(victim, effects, rng)
         node = node_of(victim)
         victim.kill()
-        held = held_rows(node.id)
-        held_keys |= {
-            keys[t] for t in Job.objects.filter(id__in=held).values_list("task_id", flat=True)
-        }
+        held = queue_broker.held(node.id)
+        held_keys |= {keys[t] for t in queue_broker.task_ids(held)}
         started = time.monotonic()
-        restarted = worker_factory()
+        restarted = worker_factory(**queue_broker.env)
         wait_for(
-            lambda held=held: started_again(held),
+            lambda held=held: queue_broker.started_again(held),
             timeout=60,
             what="held tasks",
             workers=[restarted],
@@ -110,7 +95,8 @@ def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
     )
     runs = effects.all()
     twice = {key for key, n in runs.items() if n > 1}
-    print(f"kill -9 x3 restart: recoveries={[f'{r:.1f}s' for r in recoveries]} "
+    print(f"kill -9 x3 restart ({queue_broker.kind}): "
+          f"recoveries={[f'{r:.1f}s' for r in recoveries]} "
           f"held={len(held_keys)} applied_twice={len(twice)}")  # fmt: skip
     assert set(runs) == set(keys.values())  # none lost
     assert twice <= held_keys  # only tasks the killed node held can run twice
@@ -119,15 +105,15 @@ def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
 
 
 def test_a_live_peer_takes_over_a_killed_node_and_healthz_shows_both(
-    worker_factory, effects, client
+    worker_factory, effects, client, queue_broker
 ) -> None:
     rng = random.Random(os.getpid() + 1)
     # Slower tasks: two nodes must not finish everything before the third kill.
     keys = enqueue_records(1000, sleep=0.08)
-    peer = worker_factory()
+    peer = worker_factory(**queue_broker.env)
     held_keys, recoveries = set(), []
     for _ in range(3):
-        victim = worker_factory()
+        victim = worker_factory(**queue_broker.env)
         run_a_while(victim, effects, rng)
         node, peer_node = node_of(victim), node_of(peer)
         listed = {n["id"]: n for n in client.get("/healthz").json()["nodes"]}
@@ -135,13 +121,14 @@ def test_a_live_peer_takes_over_a_killed_node_and_healthz_shows_both(
         assert listed[node.id]["pid"] == victim.pid
 
         victim.kill()
-        held = held_rows(node.id)
-        held_keys |= {
-            keys[t] for t in Job.objects.filter(id__in=held).values_list("task_id", flat=True)
-        }
+        held = queue_broker.held(node.id)
+        held_keys |= {keys[t] for t in queue_broker.task_ids(held)}
         started = time.monotonic()
         wait_for(
-            lambda held=held: started_again(held), timeout=60, what="held tasks", workers=[peer]
+            lambda held=held: queue_broker.started_again(held),
+            timeout=60,
+            what="held tasks",
+            workers=[peer],
         )
         recoveries.append(time.monotonic() - started)
 
@@ -156,7 +143,8 @@ def test_a_live_peer_takes_over_a_killed_node_and_healthz_shows_both(
     )
     runs = effects.all()
     twice = {key for key, n in runs.items() if n > 1}
-    print(f"kill -9 x3 peer: recoveries={[f'{r:.1f}s' for r in recoveries]} "
+    print(f"kill -9 x3 peer ({queue_broker.kind}): "
+          f"recoveries={[f'{r:.1f}s' for r in recoveries]} "
           f"held={len(held_keys)} applied_twice={len(twice)}")  # fmt: skip
     assert set(runs) == set(keys.values())
     assert twice <= held_keys
@@ -184,18 +172,19 @@ def test_a_slow_monitor_never_lets_a_task_run_twice(worker_factory, effects, tmp
     assert worker.stop() == 0
 
 
-def test_sigterm_hands_back_the_tasks_that_had_not_started(worker_factory, effects) -> None:
+def test_sigterm_hands_back_the_tasks_that_had_not_started(
+    worker_factory, effects, queue_broker
+) -> None:
     keys = enqueue_records(200, sleep=0.3)
-    worker = worker_factory(Q_WORKERS="2")
+    worker = worker_factory(Q_WORKERS="2", **queue_broker.env)
     wait_for(lambda: len(effects.all()) >= 4, timeout=60, what="some progress", workers=[worker])
 
     assert worker.stop(signal.SIGTERM, timeout=60) == 0
 
     runs = effects.all()
-    rows = Job.objects.filter(task_id__in=keys)
     # Every claimed task either ran to completion or is ready again, no attempt used.
-    assert rows.count() + len(runs) == len(keys)
-    assert set(rows.values_list("state", "attempt", "owner")) == {(Job.State.QUEUED, 0, None)}
+    assert queue_broker.waiting() + len(runs) == len(keys)
+    assert queue_broker.ready_attempts() == {0}
     assert not JobAttempt.objects.exists()
     assert set(runs.values()) == {1}
     handed_back = [e for e in log_events(worker.log()) if "handed back" in e.get("event", "")]

@@ -1,0 +1,104 @@
+"""Both project brokers behind one fixture: contract tests run once per broker.
+
+``queue_broker`` patches django-q2's ``Conf`` in the test process (where tests
+enqueue and inspect) and gives the environment a real ``qcluster`` needs to
+use the same broker. Redis tests use database 9 of the local Redis (CI starts
+it), flushed around each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from jobs.models import Job
+from tests.support.runtime import conf
+
+REDIS_URL = "redis://127.0.0.1:6379/9"
+BROKERS = {
+    "database": "jobs.broker.DatabaseBroker",
+    "redis": "jobs.redis_broker.RedisBroker",
+}
+
+
+@dataclass
+class QueueBroker:
+    """The broker a test runs on, seen from outside the broker's own code."""
+
+    kind: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+    def _key(self, name: str) -> str:
+        from jobs.redis_broker import prefix
+
+        return prefix() + name
+
+    def held(self, node_id: int) -> dict[int, int]:
+        """Task key -> attempt of what the node holds."""
+        if self.kind == "redis":
+            return {
+                int(k): int(v) for k, v in self.redis.hgetall(self._key(f"n:{node_id}")).items()
+            }
+        return dict(
+            Job.objects.filter(owner=node_id, state=Job.State.RUNNING).values_list("id", "attempt")
+        )
+
+    def task_ids(self, keys: Any) -> list[str]:
+        """The django-q2 task ids of these task keys."""
+        if self.kind == "redis":
+            return [t for t in (self.redis.hget(self._key(f"t:{k}"), "task_id") for k in keys) if t]
+        return list(Job.objects.filter(id__in=list(keys)).values_list("task_id", flat=True))
+
+    def attempts(self, keys: Any) -> dict[int, int]:
+        """Task key -> current attempt, for the keys still queued or running."""
+        if self.kind == "redis":
+            found = {k: self.redis.hget(self._key(f"t:{k}"), "attempt") for k in keys}
+            return {k: int(v) for k, v in found.items() if v is not None}
+        return dict(Job.objects.filter(id__in=list(keys)).values_list("id", "attempt"))
+
+    def started_again(self, held: dict[int, int]) -> bool:
+        """Each held task finished (gone) or was claimed again as a later attempt."""
+        now = self.attempts(held)
+        return all(key not in now or now[key] > attempt for key, attempt in held.items())
+
+    def ready_attempts(self) -> set[int]:
+        """The attempt counters of the tasks ready to claim."""
+        if self.kind == "redis":
+            from jobs.redis_broker import RedisBroker
+
+            ready = self.redis.zrange(self._key(f"q:{RedisBroker().queue}:ready"), 0, -1)
+            return set(self.attempts(int(k) for k in ready).values())
+        return set(
+            Job.objects.filter(state=Job.State.QUEUED, owner=None).values_list("attempt", flat=True)
+        )
+
+    def waiting(self) -> int:
+        """Tasks queued or waiting for a retry, in every queue."""
+        from jobs import stats
+
+        figures = stats.depth().values()
+        return sum(q[Job.State.QUEUED] + q[Job.State.RETRYING] for q in figures)
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def queue_broker(request: pytest.FixtureRequest) -> Iterator[QueueBroker]:
+    kind = request.param
+    with ExitStack() as stack:
+        if kind == "redis":
+            client = redis.Redis.from_url(REDIS_URL)
+            client.flushdb()
+            stack.callback(client.flushdb)
+            stack.enter_context(conf(BROKER_CLASS=BROKERS[kind], REDIS=REDIS_URL))
+            yield QueueBroker(kind=kind, env={"QUEUE_REDIS_URL": REDIS_URL})
+        else:
+            stack.enter_context(conf(BROKER_CLASS=BROKERS[kind]))
+            yield QueueBroker(kind=kind)
