@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django_q.brokers import Broker
@@ -96,6 +96,9 @@ def _local_queue() -> tuple[Any, Any] | None:
 
 class DatabaseBroker(Broker):
     """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
+
+    # Errors after which a batch of acknowledgements is kept and tried again.
+    transient_errors: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
     backend_class = DatabaseBackend  # what jobs.backend.current() serves for this broker
 
@@ -416,14 +419,16 @@ class DatabaseBroker(Broker):
             results.finisher(self.connection, self, nodes.current_node_id).add_ack(ack)
             return
         self._check_connection()
-        tasks = self._unbatched.pop(ack, None)
-        results.finish(
-            self.connection,
-            [ack],
-            {ack: tasks} if tasks is not None else {},
-            owner=nodes.current_node_id(),
-            broker=self,
+        task = self._unbatched.pop(ack, None)
+        self.finish_batch(
+            [ack], {ack: task} if task is not None else {}, owner=nodes.current_node_id()
         )
+
+    def finish_batch(
+        self, acks: list[AckId], tasks: dict[AckId, dict[str, Any]], *, owner: int | None
+    ) -> None:
+        """Finish acknowledged tasks this node owns: rows deleted, results written."""
+        results.finish(self.connection, acks, tasks, owner=owner, broker=self)
 
     def keep_result(self, ack: AckId, task: dict[str, Any]) -> None:
         """Hold a succeeded task's result until its acknowledgement finishes it."""

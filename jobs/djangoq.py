@@ -35,7 +35,7 @@ def save_task(task: dict[str, Any], broker: Broker) -> None:
             return
         if task.get("success") and not results.keeps(task) and not task.get("chain"):
             return
-        results.save_now(task, broker)
+        results.save_finished([task], broker)
     except Exception:
         # As django-q2's own: the monitor must go on with the next task.
         django_q.monitor.logger.exception("Could not save task result")

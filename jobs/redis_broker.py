@@ -348,6 +348,8 @@ def any_tasks(entry: dict[str, Any]) -> bool:
 class RedisBroker(DatabaseBroker):
     """django-q2 broker on Redis, with the database broker's contract (see the module)."""
 
+    transient_errors = (*DatabaseBroker.transient_errors, redis.ConnectionError, redis.TimeoutError)
+
     backend_class = RedisBackend
 
     # -- plumbing -----------------------------------------------------------------
@@ -401,24 +403,36 @@ class RedisBroker(DatabaseBroker):
 
     # -- results ------------------------------------------------------------------
     def keep_result(self, ack: AckId, task: dict[str, Any]) -> None:
-        """Hold a succeeded task's result until its acknowledgement says it was ours."""
-        self._unbatched[ack] = task
+        if ack[1] > 1:
+            self._unbatched[ack] = task  # finished at once: see acknowledge
+        else:
+            super().keep_result(ack, task)
 
     def acknowledge(self, task_id: AckId) -> None:
-        """The task succeeded: gone, if this node still holds that attempt.
+        """The task succeeded: gone, if this node still holds that attempt (in batches).
 
-        Only then is its result written (with its hook and chain): a node that lost
-        the task records nothing for it.
+        A task that failed before is finished at once: the failure hook, right after
+        in this process, asks whether this node still held it.
         """
         if not isinstance(task_id, (tuple, list)) or len(task_id) != 2:
             return
         ack = (int(task_id[0]), int(task_id[1]))
-        task = self._unbatched.pop(ack, None)
-        [done] = run("ACK", nodes.current_node_id() or 0, *ack)
         if ack[1] > 1:
-            _acked[ack] = bool(done)
-        if done and task is not None:
-            results.save_now(task, self)
+            task = self._unbatched.pop(ack, None)
+            self.finish_batch([ack], {ack: task} if task else {}, owner=nodes.current_node_id())
+            return
+        super().acknowledge(ack)
+
+    def finish_batch(
+        self, acks: list[AckId], tasks: dict[AckId, dict[str, Any]], *, owner: int | None
+    ) -> None:
+        """One script call acknowledges the batch; results only for what this node held."""
+        flags = run("ACK", owner or 0, *(value for ack in acks for value in ack))
+        done = [ack for ack, held in zip(acks, flags, strict=True) if held]
+        for ack, held in zip(acks, flags, strict=True):
+            if ack[1] > 1:
+                _acked[ack] = bool(held)
+        results.save_finished([tasks[ack] for ack in done if ack in tasks], self)
 
     def delete(self, task_id: AckId | int) -> None:
         row_id = task_id[0] if isinstance(task_id, (tuple, list)) else task_id

@@ -41,8 +41,6 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import (
-    InterfaceError,
-    OperationalError,
     connections,
     router,
     transaction,
@@ -163,12 +161,14 @@ def _send_saved(alias: str, rows: list[Task]) -> None:
             logger.exception("result receiver failed", task_id=row.id)
 
 
-def save_now(task: dict[str, Any], broker: Any) -> None:
-    """Write one finished task's result, next chain link and hook now (no queue row)."""
+def save_finished(tasks: list[dict[str, Any]], broker: Any) -> None:
+    """Write finished tasks' results, next chain links and hooks now (no queue row here)."""
+    if not tasks:
+        return
     alias = router.db_for_write(Task)
     with transaction.atomic(using=alias):
-        rows = _save_rows(alias, [task])
-        _continue_chains([task], broker)
+        rows = _save_rows(alias, tasks)
+        _continue_chains(tasks, broker)
     _send_saved(alias, rows)
 
 
@@ -343,9 +343,9 @@ class Finisher:
         if not acks:
             return
         try:
-            finish(self.alias, acks, tasks, owner=self.owner(), broker=self.broker)
-        except (OperationalError, InterfaceError):
-            # The database is unreachable: try the whole batch again later.
+            self.broker.finish_batch(acks, tasks, owner=self.owner())
+        except self.broker.transient_errors:
+            # The database (or Redis) is unreachable: try the whole batch again later.
             with self.lock:
                 self.acks[:0] = acks
                 self.tasks.update(tasks)
@@ -361,8 +361,8 @@ class Finisher:
         for ack in acks:
             one = {ack: tasks[ack]} if ack in tasks else {}
             try:
-                finish(self.alias, [ack], one, owner=self.owner(), broker=self.broker)
-            except (OperationalError, InterfaceError):
+                self.broker.finish_batch([ack], one, owner=self.owner())
+            except self.broker.transient_errors:
                 with self.lock:
                     self.acks.append(ack)
                     self.tasks.update(one)
@@ -371,7 +371,7 @@ class Finisher:
                 logger.exception(
                     "task result could not be saved", task_id=one.get(ack, {}).get("id")
                 )
-                finish(self.alias, [ack], {}, owner=self.owner(), broker=self.broker)
+                self.broker.finish_batch([ack], {}, owner=self.owner())
 
     def stop(self) -> None:
         """Finish what is pending, end the thread and close its database connection."""
