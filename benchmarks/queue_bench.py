@@ -58,6 +58,34 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants, reaped children included."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL server process on this machine."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
 # --- one mode, in its own process (settings are read once per process) -----------------
 class Bench:
     def __init__(self, *, mode: str, workdir: Path) -> None:
@@ -238,11 +266,13 @@ class Bench:
         self.fill(count)
         worker = self.cluster("drain").start(wait_ready=False)
         samples: list[tuple[float, int]] = []
+        cpu: list[tuple[float, float]] = []  # (cluster, postgres) CPU seconds, per sample
         try:
             deadline = time.monotonic() + max(300, count / 5)
             while time.monotonic() < deadline:
                 left = self.remaining()
                 samples.append((time.monotonic(), left))
+                cpu.append((tree_cpu_seconds(worker.pid), postgres_cpu_seconds()))
                 if left == 0:
                     break
                 time.sleep(0.1)
@@ -251,10 +281,19 @@ class Bench:
         finally:
             worker.kill()  # the figures are taken; a graceful stop is not measured
         # From the first sample where work had started to the empty queue.
-        started = next(i for i, (_, left) in enumerate(samples) if left < count)
-        t0, left0 = samples[max(0, started - 1)]
+        started = max(0, next(i for i, (_, left) in enumerate(samples) if left < count) - 1)
+        t0, left0 = samples[started]
         t1 = samples[-1][0]
-        return {"drain_tasks": count, "drain_tasks_per_s": round(left0 / (t1 - t0), 1)}
+        cluster_cpu = cpu[-1][0] - cpu[started][0]
+        postgres_cpu = cpu[-1][1] - cpu[started][1]
+        return {
+            "drain_tasks": count,
+            "drain_tasks_per_s": round(left0 / (t1 - t0), 1),
+            # CPU of every process of the cluster (workers, pusher, monitor, sentinel),
+            # and of the whole PostgreSQL server, per task drained.
+            "drain_cluster_cpu_ms_per_task": round(cluster_cpu / left0 * 1000, 3),
+            "drain_postgres_cpu_ms_per_task": round(postgres_cpu / left0 * 1000, 3),
+        }
 
     # 4. sustained offered rate -------------------------------------------------------------
     def sustained(self, *, rate: float, seconds: float, producers: int) -> dict[str, float]:
@@ -346,6 +385,8 @@ LOWER_IS_BETTER = {
     "pickup_p99_ms",
     "sustained_p50_ms",
     "sustained_p99_ms",
+    "drain_cluster_cpu_ms_per_task",
+    "drain_postgres_cpu_ms_per_task",
 }
 
 
