@@ -144,7 +144,7 @@ def render_table(
     (phase -> message, shown in place of the figures that phase would have given;
     ``install`` or ``setup`` stand for every phase).
     """
-    base_figures = results.get(BASELINE, {}).get("figures") or {}
+    base_figures = (results.get(BASELINE, {}).get("figures") or {}) if BASELINE in peers else {}
     columns = ([BASELINE] if BASELINE in peers else []) + [p for p in peers if p != BASELINE]
 
     titles = ["figure"]
