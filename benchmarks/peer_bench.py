@@ -177,14 +177,15 @@ class Runner:
             try:
                 out, _ = child.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                child.terminate()  # its finally blocks stop the workers
-                try:
-                    out, _ = child.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    out, _ = child.communicate()
                 raise PeerFailed(f"{phase} timed out after {timeout:.0f} s (see {log})") from None
             finally:
+                if child.poll() is None:  # timed out, or this process was interrupted
+                    child.terminate()  # its finally blocks stop its workers
+                    try:
+                        child.wait(30)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+                        child.wait()
                 self.sweep()
         lines = [x for x in out.decode().splitlines() if x.startswith("RESULT ")]
         if child.returncode != 0 or not lines:

@@ -61,19 +61,30 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("enqueue_p50_ms", "enqueue, one at a time, p50", "ms", False, "enqueue"),
-    Figure("enqueue_p99_ms", "enqueue, one at a time, p99", "ms", False, "enqueue"),
-    Figure("pickup_p50_ms", "idle pickup (enqueue -> start) p50", "ms", False, "pickup"),
-    Figure("pickup_p99_ms", "idle pickup (enqueue -> start) p99", "ms", False, "pickup"),
-    Figure("drain_median_per_s", "drain, no-op tasks/s, median", "/s", True, "drain"),
-    Figure("drain_min_per_s", "drain, no-op tasks/s, min", "/s", True, "drain"),
-    Figure("drain_max_per_s", "drain, no-op tasks/s, max", "/s", True, "drain"),
-    Figure("cpu_per_task_ms", "worker CPU per task (drain, median)", "ms", False, "drain"),
-    Figure("sustained_offered_per_s", "offered rate, achieved", "/s", True, "sustained"),
+    Figure("enqueue_p50_ms", "enqueue one, p50", "ms", False, "enqueue"),
+    Figure("enqueue_p99_ms", "enqueue one, p99", "ms", False, "enqueue"),
+    Figure("pickup_p50_ms", "idle pickup p50", "ms", False, "pickup"),
+    Figure("pickup_p99_ms", "idle pickup p99", "ms", False, "pickup"),
+    Figure("drain_median_per_s", "drain median", "/s", True, "drain"),
+    Figure("drain_min_per_s", "drain min", "/s", True, "drain"),
+    Figure("drain_max_per_s", "drain max", "/s", True, "drain"),
+    Figure("cpu_per_task_ms", "worker CPU per task", "ms", False, "drain"),
+    Figure("sustained_offered_per_s", "offered: achieved rate", "/s", True, "sustained"),
     Figure("sustained_completed_per_s", "offered: completed rate", "/s", True, "sustained"),
-    Figure("sustained_p99_ms", "offered: p99 enqueue -> start", "ms", False, "sustained"),
-    Figure("sustained_unfinished", "offered: not started 15 s after", "", False, "sustained"),
+    Figure("sustained_p99_ms", "offered: p99 to start", "ms", False, "sustained"),
+    Figure("sustained_unfinished", "offered: not started", "", False, "sustained"),
 )
+
+
+LEGEND = [
+    "(n.nnx) = the peer's figure / Tablo's, in every row; ^ higher is better, v lower.",
+    "enqueue one: one task at a time from the producer, as a view does, no worker running.",
+    "idle pickup: enqueue -> task start, queue empty. drain: no-op tasks queued before the",
+    "workers start, timed once every worker process has run one; min/median/max of rounds.",
+    "worker CPU: user+sys of every worker-side process (/proc) per task, median of rounds.",
+    "offered: tasks offered on a timetable by producer threads; 'p99 to start' counts a",
+    "task not started 15 s after the end as never started ('never' when over 1% are).",
+]
 
 
 def ratio(peer: Any, baseline: Any) -> float | None:
@@ -150,7 +161,7 @@ def render_table(
     titles = ["figure"]
     for peer in columns:
         label = results.get(peer, {}).get("label", peer)
-        titles.append(label if peer == BASELINE else f"{label} (x Tablo)")
+        titles.append(label)
     rows: list[list[str]] = []
     for figure in FIGURES:
         row = [figure.label + (" ^" if figure.higher_is_better else " v")]
@@ -167,7 +178,7 @@ def render_table(
                 text = f"failed: {shorten(error, max_error)}" if error else "-"
             row.append(text)
         rows.append(row)
-    row = ["drain size, tasks x rounds"]
+    row = ["drain tasks x rounds"]
     for peer in columns:
         figures = results.get(peer, {}).get("figures") or {}
         tasks, rounds = figures.get("drain_tasks"), figures.get("drain_rounds")
@@ -185,8 +196,5 @@ def render_table(
         )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append(
-        "(x Tablo) = the peer's figure divided by Tablo's, for every row: "
-        "^ higher is better, v lower is better."
-    )
+    lines += LEGEND
     return "\n".join(lines)
