@@ -17,6 +17,7 @@ pgqueuer and procrastinate, whose tasks are coroutines. Only ``redis`` is needed
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -67,33 +68,54 @@ def stamp_line(enqueued_at: float, started_at: float) -> str:
     return f"{enqueued_at:.6f} {started_at:.6f}"
 
 
-def _flush_forever() -> None:
+def _flush() -> None:
     global _tally
-    redis = client()
+    with _tally_lock:
+        n, _tally = _tally, 0
+    if n:
+        pipe = client().pipeline(transaction=False)
+        pipe.incrby(DONE, n)
+        pipe.hincrby(DONE_BY, str(os.getpid()), n)
+        pipe.execute()
+
+
+def _flush_forever() -> None:
     while True:
         time.sleep(FLUSH_SECONDS)
-        with _tally_lock:
-            n, _tally = _tally, 0
-        if n:
-            pipe = redis.pipeline(transaction=False)
-            pipe.incrby(DONE, n)
-            pipe.hincrby(DONE_BY, str(os.getpid()), n)
-            pipe.execute()
+        _flush()
+
+
+def _start_tally() -> None:
+    """In each process that runs tasks: a fresh tally, its flusher, and a last flush at exit.
+
+    A worker that exits mid-run (qcluster recycles one every 5,000 tasks) ends
+    through multiprocessing's exit path (``os._exit`` after its finalizers), which
+    skips ``atexit``: its finalizer does the last flush, so no task goes uncounted.
+    """
+    global _tally, _flusher_pid
+    _flusher_pid = os.getpid()
+    with _tally_lock:
+        _tally = 0  # a forked child starts from nothing
+    atexit.register(_flush)
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _flush, exitpriority=100)
+    try:  # Celery's prefork children are billiard processes
+        import billiard.util
+    except ImportError:
+        pass
+    else:
+        billiard.util.Finalize(None, _flush, exitpriority=100)
+    threading.Thread(target=_flush_forever, name="bench17-tally", daemon=True).start()
 
 
 def done() -> None:
     """Count this task; the count reaches Redis within FLUSH_SECONDS."""
-    global _tally, _flusher_pid
+    global _tally
+    if _flusher_pid != os.getpid():  # first task of this process
+        _start_tally()
     with _tally_lock:
         _tally += 1
-    if _flusher_pid != os.getpid():  # first task of this process (or of a forked child)
-        _flusher_pid = os.getpid()
-        threading.Thread(target=_flush_forever, name="bench17-tally", daemon=True).start()
-
-
-def stamp(enqueued_at: float) -> None:
-    started = time.time()
-    client().rpush(STAMPS, stamp_line(float(enqueued_at), started))
 
 
 async def adone() -> None:
