@@ -24,6 +24,7 @@ WARMUP = 20  # first enqueues: imports, first connection, statement caches
 PICKUP_WARMUP = 5
 SETTLE_SECONDS = 1.0  # after "up": a LISTEN or first poll set up just after it
 GRACE_SECONDS = 15.0
+PICKUP_TIMEOUT = 4  # below redis-py's 5 s socket timeout, which would cut BLPOP short
 STALL_SECONDS = 30.0  # a drain whose counter stands still this long has lost tasks
 
 
@@ -95,10 +96,10 @@ def pickup(adapter: Adapter, samples: int, ctx: Context) -> dict[str, Any]:
             time.sleep(random.uniform(0.02, 0.06))  # idle, and out of phase with any poll
             enqueued = time.time()
             adapter.enqueue_stamp(enqueued)
-            got = probe.client().blpop([probe.STAMPS], timeout=10)  # blocks: no polling
+            got = probe.wait_stamp(PICKUP_TIMEOUT)  # blocks: no polling
             if got is None:
-                raise RuntimeError(f"pickup task {i} did not start within 10 s")
-            a, b = (float(x) for x in got[1].decode().split())
+                raise RuntimeError(f"pickup task {i} did not start within {PICKUP_TIMEOUT} s")
+            a, b = got
             if i >= PICKUP_WARMUP:
                 latencies.append(b - a)
     adapter.reset()

@@ -118,6 +118,11 @@ def done() -> None:
         _tally += 1
 
 
+def stamp(enqueued_at: float) -> None:
+    started = time.time()
+    client().rpush(STAMPS, stamp_line(float(enqueued_at), started))
+
+
 async def adone() -> None:
     done()  # no I/O: the tally is flushed by a thread
 
@@ -147,6 +152,15 @@ def progress() -> tuple[int, int]:
 
 def stamp_count() -> int:
     return int(client().llen(STAMPS))
+
+
+def wait_stamp(timeout: int) -> tuple[float, float] | None:
+    """Block (BLPOP) until a stamp task has run; take its (enqueued_at, started_at)."""
+    got = client().blpop([STAMPS], timeout=timeout)
+    if got is None:
+        return None
+    a, b = got[1].decode().split()
+    return float(a), float(b)
 
 
 def stamps(start: int = 0) -> list[tuple[float, float]]:
