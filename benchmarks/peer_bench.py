@@ -11,7 +11,7 @@ each peer in its own virtualenv and processes with 2 workers:
 4. 500 tasks/s offered for 30 s: achieved and completed rate, p99 enqueue -> start
 
     .venv/bin/python benchmarks/peer_bench.py --quick                # a few minutes
-    .venv/bin/python benchmarks/peer_bench.py --json var/peers.json  # full, ~25 min
+    .venv/bin/python benchmarks/peer_bench.py --json var/peers.json  # full, ~20 min
     .venv/bin/python benchmarks/peer_bench.py --quick --peers tablo,pgqueuer
 
 Peers' virtualenvs are made on first use under var/peers/<peer>/ from the pinned
