@@ -220,8 +220,8 @@ class Bench:
         }
 
     # 3. drain ------------------------------------------------------------------------------
-    def fill(self, count: int) -> None:
-        """Queue ``count`` no-op tasks with bulk inserts (what async_task would store)."""
+    def fill(self, count: int, func: str = "benchmarks.queue_tasks.noop") -> None:
+        """Queue ``count`` tasks of ``func`` with bulk inserts (what async_task would store)."""
         from django.utils import timezone
         from django_q.conf import Conf
         from django_q.humanhash import uuid
@@ -237,7 +237,7 @@ class Bench:
             task = {
                 "id": task_id,
                 "name": name,
-                "func": "benchmarks.queue_tasks.noop",
+                "func": func,
                 "args": (),
                 "kwargs": {},
                 "started": timezone.now(),

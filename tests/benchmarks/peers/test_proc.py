@@ -1,0 +1,32 @@
+"""benchmarks/peers/proc.py: reading a process's session and CPU from /proc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from benchmarks.peers.proc import parse_stat
+
+
+def stat_line(comm: str, *, session: int, utime: int, stime: int, cutime: int, cstime: int):
+    # Fields 3.. of /proc/<pid>/stat: state ppid pgrp session tty tpgid flags minflt
+    # cminflt majflt cmajflt utime stime cutime cstime priority ...
+    fields = ["S", "1", "4242", str(session), "0", "-1", "0", "10", "0", "0", "0"]
+    fields += [str(utime), str(stime), str(cutime), str(cstime), "20", "0", "1"]
+    return f"4242 ({comm}) " + " ".join(fields)
+
+
+def test_parse_stat_sums_own_and_reaped_children_cpu():
+    line = stat_line("python", session=4242, utime=120, stime=30, cutime=45, cstime=5)
+    assert parse_stat(line) == (4242, 200)
+
+
+def test_parse_stat_survives_a_command_name_with_spaces_and_parentheses():
+    line = stat_line("qcluster ) x (", session=7, utime=1, stime=2, cutime=3, cstime=4)
+    assert parse_stat(line) == (7, 10)
+
+
+def test_parse_stat_reads_this_process():
+    session, ticks = parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())
+    assert session == os.getsid(0)
+    assert ticks >= 0
