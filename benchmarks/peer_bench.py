@@ -117,6 +117,9 @@ def drop_database(pg: str, name: str) -> None:
         )
 
 
+TABLO_REDIS_QUEUE_URL = "redis://127.0.0.1:6379/13"
+
+
 # --- one runner process -------------------------------------------------------------------------
 def peer_env(peer: Peer, *, pg: str, redis_url: str) -> dict[str, str]:
     env = {
@@ -138,6 +141,9 @@ def peer_env(peer: Peer, *, pg: str, redis_url: str) -> dict[str, str]:
             DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
             DJANGO_ALLOWED_HOSTS="localhost",
         )
+    if peer.name == "tablo-redis":
+        # Its own Redis database (flushed between phases), not the counters' one.
+        env["QUEUE_REDIS_URL"] = TABLO_REDIS_QUEUE_URL
     return env
 
 
