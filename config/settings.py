@@ -99,8 +99,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Tests that start a real worker process need a file both processes can open.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
-    # Stock settings reconnect on every async_task() and every broker poll (~10x
-    # slower); keep connections and check them before reuse instead.
+    # Stock settings reconnect on every async_task() and every broker poll; keep
+    # connections and check them before reuse instead.
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
     _db["CONN_HEALTH_CHECKS"] = True
     # A cut network link fails a query within seconds instead of TCP's ~15 minutes
