@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
-from django.db import connection
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
@@ -20,22 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def ledger():
-    with connection.cursor() as cursor:
-        for sql in tx.TABLES_SQL:
-            cursor.execute(sql)
-        cursor.execute("DELETE FROM tx_effect")
-        cursor.execute("DELETE FROM tx_counter")
-        cursor.execute("INSERT INTO tx_counter (id, n) VALUES (1, 0)")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE tx_effect")
-        cursor.execute("DROP TABLE tx_counter")
-
-
-def effects() -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT key FROM tx_effect")
-        return [row[0] for row in cursor.fetchall()]
+    with tx.ledger_tables() as tables:
+        yield tables
 
 
 def test_declaring_a_transactional_job_on_the_redis_broker_is_refused() -> None:
@@ -55,37 +43,38 @@ def test_called_outside_a_worker_it_runs_in_one_transaction(ledger, tmp_path) ->
     assert tx.tx_record("direct") == "direct"
     with pytest.raises(RuntimeError, match="fails after writing"):
         tx.tx_fails_once("rolled-back", str(tmp_path / "marker"))
-    assert effects() == ["direct"]
+    assert ledger.keys() == {"direct"}
 
 
-def test_a_node_that_lost_the_claim_rolls_its_writes_back(ledger) -> None:
+@contextlib.contextmanager
+def claimed_as_in_a_worker(key: str) -> Iterator[tuple[str, tuple[int, int], dict]]:
+    """The task claimed by this process's node, with the runtime around it as a worker has."""
     broker = DatabaseBroker()
-    task_id = async_task("tests.support.transactional.tx_record", "lost", broker=broker)
+    task_id = async_task("tests.support.transactional.tx_record", key, broker=broker)
     [(ack, payload)] = broker.claim()
     task = {**SignedPackage.loads(payload), "ack_id": ack}
     runtime.on_pre_execute(func=tx.tx_record, task=task)
     try:
+        yield task_id, ack, task
+    finally:
+        runtime.on_post_execute_in_worker(func=tx.tx_record, task=task)
+        broker.close_listener()
+
+
+def test_a_node_that_lost_the_claim_rolls_its_writes_back(ledger) -> None:
+    with claimed_as_in_a_worker("lost") as (task_id, ack, _task):
         # A peer declared this node dead and the task was claimed again elsewhere.
         nodes.declare_dead(nodes.current_node_id(), why="test")
         Job.objects.filter(id=ack[0]).update(attempt=ack[1] + 1, owner=None)
         with pytest.raises(ClaimLost, match="no longer this node's"):
             tx.tx_record("lost")
-    finally:
-        runtime.on_post_execute_in_worker(func=tx.tx_record, task=task)
-    assert effects() == []
+    assert ledger.keys() == set()
     assert Job.objects.filter(task_id=task_id).exists()
 
 
 def test_a_completed_run_deletes_its_row_with_its_writes(ledger) -> None:
-    broker = DatabaseBroker()
-    task_id = async_task("tests.support.transactional.tx_record", "done", broker=broker)
-    [(ack, payload)] = broker.claim()
-    task = {**SignedPackage.loads(payload), "ack_id": ack}
-    runtime.on_pre_execute(func=tx.tx_record, task=task)
-    try:
+    with claimed_as_in_a_worker("done") as (task_id, _ack, task):
         assert tx.tx_record("done") == "done"
-    finally:
-        runtime.on_post_execute_in_worker(func=tx.tx_record, task=task)
-    assert effects() == ["done"]
+    assert ledger.keys() == {"done"}
     assert not Job.objects.filter(task_id=task_id).exists()
     assert task["completed_in_worker"] is True  # the monitor only announces it

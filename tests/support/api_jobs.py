@@ -33,15 +33,6 @@ def link(name: str, *, fail: bool = False) -> str:
     return name
 
 
-def fails_once(marker: str) -> str:
-    """Fails on its first run (retried by the project's policy), then succeeds."""
-    path = Path(marker)
-    if not path.exists():
-        path.write_text("failed once")
-        raise RuntimeError("first attempt fails on purpose")
-    return "second time lucky"
-
-
 def gives_up() -> None:
     raise DoNotRetry("no point in retrying")
 

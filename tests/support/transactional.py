@@ -6,7 +6,9 @@ of the same task would fail) and adds one to the single ``tx_counter`` row.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.db import connection
@@ -17,6 +19,35 @@ TABLES_SQL = (
     "CREATE TABLE IF NOT EXISTS tx_effect (key VARCHAR(64) PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS tx_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
 )
+
+
+class Ledger:
+    """The ``tx_effect`` keys and the ``tx_counter`` value of the test database."""
+
+    def keys(self) -> set[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT key FROM tx_effect")
+            return {row[0] for row in cursor.fetchall()}
+
+    def counter(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT n FROM tx_counter WHERE id = 1")
+            return cursor.fetchone()[0]
+
+
+@contextlib.contextmanager
+def ledger_tables() -> Iterator[Ledger]:
+    """Empty ``tx_effect`` and ``tx_counter`` tables for one test, dropped after it."""
+    with connection.cursor() as cursor:
+        for sql in TABLES_SQL:
+            cursor.execute(sql)
+        cursor.execute("DELETE FROM tx_effect")
+        cursor.execute("DELETE FROM tx_counter")
+        cursor.execute("INSERT INTO tx_counter (id, n) VALUES (1, 0)")
+    yield Ledger()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE tx_effect")
+        cursor.execute("DROP TABLE tx_counter")
 
 
 def _apply(key: str) -> None:
