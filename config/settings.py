@@ -301,6 +301,8 @@ else:
 # (failures too); 0 turns a limit off.
 JOBS_RESULTS_MAX_ROWS = env.int("JOBS_RESULTS_MAX_ROWS", default=100_000)
 JOBS_RESULTS_MAX_AGE_HOURS = env.int("JOBS_RESULTS_MAX_AGE_HOURS", default=7 * 24)
+# Variables operators may still set from older releases: `manage.py check` names them.
+JOBS_RETIRED_ENV = [name for name in ("Q_SAVE_LIMIT",) if env.str(name, default="")]
 
 # Worker nodes (jobs.nodes): each qcluster beats this often; a node silent for
 # JOBS_NODE_DEAD_AFTER_SECONDS (or whose process is gone from this machine) is

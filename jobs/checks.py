@@ -59,6 +59,25 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                 id="jobs.W001",
             )
         )
+    if conf.get("save_limit", 250) != 0:
+        messages.append(
+            Warning(
+                f"Q_CLUSTER['save_limit'] is {conf.get('save_limit', 250)}, not 0.",
+                hint="Results are written in batches by jobs.results and pruned in the "
+                "background (JOBS_RESULTS_MAX_ROWS, JOBS_RESULTS_MAX_AGE_HOURS); a positive "
+                "save_limit is ignored there, -1 keeps no result at all.",
+                id="jobs.W007",
+            )
+        )
+    for name in getattr(settings, "JOBS_RETIRED_ENV", []):
+        messages.append(
+            Warning(
+                f"{name} is set in the environment but no longer read.",
+                hint="Results are kept by default; set JOBS_RESULTS_MAX_ROWS and "
+                "JOBS_RESULTS_MAX_AGE_HOURS for how many and how long, and unset it.",
+                id="jobs.W008",
+            )
+        )
     if conf.get("catch_up", True):
         messages.append(
             Warning(

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jobs import checks
 from jobs.registry import JobSpec
 from tests.support import runtime as support
+from tests.support.cluster import BASE_DIR
 
 
 def ids(messages) -> list[str]:
@@ -84,3 +89,26 @@ def test_a_schedule_of_an_unknown_job_is_a_warning(monkeypatch: pytest.MonkeyPat
     )
     [warning] = checks.check_jobs()
     assert warning.id == "jobs.W004"
+
+
+def test_a_save_limit_other_than_0_is_a_warning(settings) -> None:
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "save_limit": 250}
+    [warning] = checks.check_q_cluster()
+    assert warning.id == "jobs.W007"
+    assert "JOBS_RESULTS_MAX_ROWS" in warning.hint
+
+
+def test_a_retired_variable_in_the_environment_is_named_by_check() -> None:
+    env = {**os.environ, "Q_SAVE_LIMIT": "250", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr  # a warning, not an error
+    assert "jobs.W008" in done.stderr
+    assert "Q_SAVE_LIMIT is set in the environment but no longer read" in done.stderr
