@@ -2,10 +2,11 @@
 
 django-q2's monitor saves each result (``save_task``: a SELECT, an INSERT and,
 with ``save_limit`` > 0, a prune under a table lock) and then acknowledges the
-task, one task at a time. On the database broker, the monitor's ``save_task``
+task, one task at a time. On the project's brokers, the monitor's ``save_task``
 (installed by ``jobs.djangoq``) hands a succeeded task to this process's
-``Finisher`` and ``DatabaseBroker.acknowledge`` adds its ack id. A thread
-finishes what piled up every ``JOBS_ACK_BATCH_SECONDS``, in one transaction:
+``Finisher`` and the broker's ``acknowledge`` adds its ack id. A thread finishes
+what piled up every ``JOBS_ACK_BATCH_SECONDS`` through ``broker.finish_batch``;
+on the database broker, in one transaction:
 
 1. delete the ``Job`` rows this node still owns at that attempt (``RETURNING``);
 2. for exactly those rows, insert the ``Task`` results in one statement and
@@ -17,8 +18,9 @@ lost a task (declared dead, the task handed out again) writes nothing for it: th
 new attempt does. So a result, its hook and the next link of a chain happen once
 per finished task, and a crash before the commit only means the task runs again.
 
-Tasks that do not come from the database broker (``sync=True``, django-q2's Redis
-broker) are written at once, the same way, without the queue row.
+The Redis broker acknowledges the batch in one script call, then writes the
+results of the tasks it says this node held. Tasks that come from no project
+broker (``sync=True``) are written at once, the same way, without a queue row.
 """
 
 # SQL text here is built only from model metadata and integers, never from input.
