@@ -117,8 +117,4 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
     }
 
 
-def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)
-
-
-__all__ = ["build_logging", "get_logger", "logging"]
+__all__ = ["build_logging", "logging"]

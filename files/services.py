@@ -25,7 +25,7 @@ from files import naming, storage_ops
 from files.models import TabloFile
 from tablos.models import Tablo
 
-log = structlog.get_logger(__name__)
+logger = structlog.get_logger(__name__)
 
 GENERIC_CONTENT_TYPE = "application/octet-stream"
 
@@ -87,9 +87,9 @@ def file_upload(
             storage.delete(saved_key)
             storage_ops.remove_empty_parents(storage=storage, name=saved_key, levels=1)
         except Exception:
-            log.exception("upload rollback failed", storage_key=saved_key)
+            logger.exception("upload rollback failed", storage_key=saved_key)
         raise
-    log.info("file uploaded", tablo_id=str(tablo.id), file_id=str(file_id), size=uploaded.size)
+    logger.info("file uploaded", tablo_id=str(tablo.id), file_id=str(file_id), size=uploaded.size)
     return tablo_file
 
 
@@ -100,7 +100,7 @@ def file_delete(*, tablo_file: TabloFile, storage: Storage | None = None) -> Non
     storage.delete(tablo_file.storage_key)
     storage_ops.remove_empty_parents(storage=storage, name=tablo_file.storage_key, levels=1)
     tablo_file.delete()
-    log.info("file deleted", file_id=str(file_id), tablo_id=str(tablo_file.tablo_id))
+    logger.info("file deleted", file_id=str(file_id), tablo_id=str(tablo_file.tablo_id))
 
 
 # Types a browser would render or run even from a download URL opened in a tab;

@@ -16,7 +16,7 @@ from files.uploads import install_size_limit, request_too_large
 from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 
-log = structlog.get_logger(__name__)
+logger = structlog.get_logger(__name__)
 
 
 # csrf_exempt only to be allowed to install the size limit before the body is
@@ -61,12 +61,12 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
     except DATABASE_OUTAGE:
         # file_upload removed the object; the 503 page says to try again (the
         # redirect would only land on a page that needs the database too).
-        log.warning("upload failed: database unavailable", tablo_id=str(tablo.id))
+        logger.warning("upload failed: database unavailable", tablo_id=str(tablo.id))
         raise
     except Exception:
         # Storage or database trouble: file_upload already removed whatever it
         # stored, so the user can simply try again.
-        log.exception("upload failed", tablo_id=str(tablo.id))
+        logger.exception("upload failed", tablo_id=str(tablo.id))
         messages.error(
             request,
             "The file could not be stored because of a server problem. "
@@ -85,7 +85,7 @@ def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
         return services.file_download_response(tablo_file=tablo_file)
     except FileNotFoundError:
         # Local storage only (S3 answers 404 at the presigned URL itself).
-        log.warning("file object missing", file_id=str(tablo_file.id))
+        logger.warning("file object missing", file_id=str(tablo_file.id))
         raise Http404("This file is no longer available.") from None
 
 

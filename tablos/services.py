@@ -9,7 +9,7 @@ from django_q.tasks import async_task
 
 from tablos.models import Tablo
 
-log = structlog.get_logger(__name__)
+logger = structlog.get_logger(__name__)
 
 # By path, as django-q2 documents it: the job's declared policy applies (jobs.registry).
 PURGE_TASK = "files.tasks.purge_tablo"
@@ -19,7 +19,7 @@ def tablo_create(*, owner: AbstractBaseUser, name: str) -> Tablo:
     tablo = Tablo(owner=owner, name=name.strip())
     tablo.full_clean()
     tablo.save()
-    log.info("tablo created", tablo_id=str(tablo.id), owner_id=owner.pk)
+    logger.info("tablo created", tablo_id=str(tablo.id), owner_id=owner.pk)
     return tablo
 
 
@@ -40,6 +40,6 @@ def tablo_delete(*, tablo: Tablo) -> None:
         tablo.delete()
         purge_task_id = async_task(PURGE_TASK, str(tablo_id))
     # With the request id bound by the middleware: a purge is traced to its request.
-    log.info(
+    logger.info(
         "tablo deleted", tablo_id=str(tablo_id), owner_id=owner_id, purge_task_id=purge_task_id
     )

@@ -4,7 +4,7 @@ django-q2's own ``qinfo --config`` prints every ``Conf`` attribute, ``SECRET_KEY
 (the key that signs queue payloads and sessions) and broker URLs with their
 passwords included. Operators paste that output into tickets; this override
 prints the same configuration with secrets masked. The cluster overview
-(``qinfo`` / ``qinfo --ids``) is still django-q2's, which needs ``blessed``.
+(``qinfo`` / ``qinfo --ids``) is still django-q2's (with ``blessed``, pinned).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django_q import VERSION
 from django_q.conf import Conf
+from django_q.monitor_terminal import get_ids, info
 
 MASK = "********"
 _SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|private|_key$|^key$", re.I)
@@ -64,13 +65,6 @@ class Command(BaseCommand):
                 if value is not None:
                     self.stdout.write(f"{name}: {redact(name, value)}")
             return
-        try:
-            from django_q.monitor_terminal import get_ids, info
-        except ImportError as exc:
-            raise CommandError(
-                f"the cluster overview needs an optional package ({exc.name}): "
-                "pip install blessed psutil. `qinfo --config` works without it."
-            ) from exc
         if options["ids"]:
             get_ids()
         else:
