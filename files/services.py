@@ -115,12 +115,6 @@ def download_content_type(tablo_file: TabloFile) -> str:
     return content_type
 
 
-def _is_s3(storage: Storage) -> bool:
-    from storages.backends.s3 import S3Storage
-
-    return isinstance(storage, S3Storage)
-
-
 def file_download_response(
     *, tablo_file: TabloFile, storage: Storage | None = None
 ) -> HttpResponse:
@@ -133,7 +127,7 @@ def file_download_response(
     """
     storage = storage or default_storage
     content_type = download_content_type(tablo_file)
-    if _is_s3(storage):
+    if storage_ops.is_s3(storage):
         url = storage.url(
             tablo_file.storage_key,
             parameters={
