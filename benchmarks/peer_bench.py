@@ -43,6 +43,7 @@ if __name__ == "__main__":
 
 from benchmarks.peers import PEERS, Peer, proc  # noqa: E402
 from benchmarks.peers.report import BASELINE, drain_schedule, render_table, spread  # noqa: E402
+from benchmarks.queue_bench import mode_env  # noqa: E402
 
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
@@ -117,9 +118,6 @@ def drop_database(pg: str, name: str) -> None:
         )
 
 
-TABLO_REDIS_QUEUE_URL = "redis://127.0.0.1:6379/13"
-
-
 # --- one runner process -------------------------------------------------------------------------
 def peer_env(peer: Peer, *, pg: str, redis_url: str) -> dict[str, str]:
     env = {
@@ -131,19 +129,7 @@ def peer_env(peer: Peer, *, pg: str, redis_url: str) -> dict[str, str]:
     if peer.database:
         env["BENCH17_DATABASE_URL"] = database_url(pg, peer.database)
     if peer.adapter == "djangoq_peer":
-        env.update(
-            DATABASE_URL=env["BENCH17_DATABASE_URL"],
-            DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
-            QUEUE_BENCH_MODE=peer.name,
-            LOG_FORMAT="json",
-            # Production settings: DEBUG on wraps every cursor in Django's query recorder.
-            DJANGO_DEBUG="false",
-            DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
-            DJANGO_ALLOWED_HOSTS="localhost",
-        )
-    if peer.name == "tablo-redis":
-        # Its own Redis database (flushed between phases), not the counters' one.
-        env["QUEUE_REDIS_URL"] = TABLO_REDIS_QUEUE_URL
+        env.update(mode_env(peer.name, env["BENCH17_DATABASE_URL"]))
     return env
 
 

@@ -390,24 +390,29 @@ LOWER_IS_BETTER = {
 }
 
 
+def mode_env(mode: str, database_url: str) -> dict[str, str]:
+    """The environment that gives a process one mode's settings (peer_bench uses it too)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.queue_settings",
+        "QUEUE_BENCH_MODE": mode,
+        "LOG_FORMAT": "json",
+        # Production settings in every mode: DEBUG on wraps every cursor in
+        # Django's query recorder, which a deployment does not pay.
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
+        "DJANGO_ALLOWED_HOSTS": "localhost",
+    }
+    if mode == "tablo-redis":
+        env["QUEUE_REDIS_URL"] = BENCH_REDIS_URL
+    return env
+
+
 def run_child(
     args: argparse.Namespace, *, mode: str, url: str, workdir: Path, round_number: int
 ) -> dict[str, Any]:
     """One mode's phases in a process of its own (settings are read once per process)."""
-    env = dict(
-        os.environ,
-        DATABASE_URL=url,
-        DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
-        QUEUE_BENCH_MODE=mode,
-        LOG_FORMAT="json",
-        # Production settings in every mode: DEBUG on wraps every cursor in
-        # Django's query recorder, which a deployment does not pay.
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
-        DJANGO_ALLOWED_HOSTS="localhost",
-    )
-    if mode == "tablo-redis":
-        env["QUEUE_REDIS_URL"] = BENCH_REDIS_URL
+    env = {**os.environ, **mode_env(mode, url)}
     command = [sys.executable, "benchmarks/queue_bench.py", "--mode", mode,
                "--workdir", str(workdir), "--phases", args.phases]  # fmt: skip
     for key in (
