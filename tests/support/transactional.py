@@ -79,4 +79,4 @@ def tx_fails_once(key: str, marker: str) -> str:
 def tx_times_out(key: str) -> None:
     """Writes, then runs past its timeout: the writes are rolled back."""
     _apply(key)
-    time.sleep(30)
+    time.sleep(30)  # the workload itself: it outlasts the 2 s timeout, which ends the run
