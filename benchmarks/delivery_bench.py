@@ -42,7 +42,7 @@ from django_q.conf import Conf
 from django_q.humanhash import uuid
 from django_q.signing import SignedPackage
 from jobs.models import Job
-from jobs.queue import job_row_from_task
+from jobs.engine.rows import job_row_from_task
 rows = []
 for _ in range({count}):
     name, task_id = uuid()

@@ -62,7 +62,7 @@ TYPES = [
     "botocore.exceptions.ClientError",
     "django.db.utils.OperationalError",
     "TimeoutError",
-    "jobs.failures.errors.DoNotRetry",
+    "jobs.engine.errors.DoNotRetry",
 ]
 
 

@@ -37,7 +37,7 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
 # tablo: the project's defaults (results kept); tablo-dropped: the same with
 # save_limit -1 (no result rows), to show what keeping results costs;
-# tablo-redis: this project's Redis broker (jobs.redis_broker) on this Redis
+# tablo-redis: this project's Redis broker (jobs.engine.redis_broker) on this Redis
 # database, flushed between phases.
 MODES = ("stock", "tablo-dropped", "tablo", "tablo-redis")
 DEFAULT_MODES = "stock,tablo-dropped,tablo"
@@ -103,7 +103,7 @@ class Bench:
                 "TRUNCATE django_q_ormq, django_q_task, jobs_job, jobs_jobattempt RESTART IDENTITY"
             )
         if self.mode == "tablo-redis":
-            from jobs.redis_broker import client
+            from jobs.engine.redis_broker import client
 
             client().flushdb()
 
@@ -113,7 +113,7 @@ class Bench:
         from jobs.models import Job
 
         if self.mode == "tablo-redis":
-            from jobs.redis_broker import RedisBroker
+            from jobs.engine.redis_broker import RedisBroker
 
             broker = RedisBroker()
             return broker.queue_size() + broker.lock_size()
@@ -228,8 +228,8 @@ class Bench:
         from django_q.models import OrmQ
         from django_q.signing import SignedPackage
 
-        from jobs.queue import job_row_from_task
-        from jobs.redis_broker import RedisBackend
+        from jobs.engine.redis_broker import RedisBackend
+        from jobs.engine.rows import job_row_from_task
 
         batch: list[Any] = []
         for _ in range(count):

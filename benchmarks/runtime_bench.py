@@ -61,7 +61,7 @@ def empty() -> None:
 def bench_enqueue(n: int) -> None:
     from django_q.tasks import async_task
 
-    from jobs import registry
+    from jobs.engine import registry
 
     def timed(label: str, fn) -> float:
         empty()
@@ -136,7 +136,7 @@ def bench_health(queued: int, dead: int, requests: int = 50) -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from jobs import registry
+    from jobs.engine import registry
     from jobs.models import Job
 
     empty()

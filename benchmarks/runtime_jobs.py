@@ -1,6 +1,6 @@
 """The job the runtime benchmark enqueues (registered on import)."""
 
-from jobs.registry import job
+from jobs.engine.registry import job
 
 
 @job("bench.noop")

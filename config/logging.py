@@ -30,7 +30,7 @@ class DropPerTaskLines(logging.Filter):
     django-q2 writes "Enqueued [queue] id" on every ``async_task()``, then
     "Process-1 processing <name> '<func>'" and "Processed '<func>' (<name>)" for
     every run. The worker runtime's ``task started`` / ``task finished`` events
-    (jobs.runtime) carry the same facts with the task id, job, attempt and
+    (jobs.engine.runtime) carry the same facts with the task id, job, attempt and
     duration, so these lines only double the log volume; rendering them through
     the structlog pipeline was most of the cost of an ``async_task()`` call
     above its INSERT. Its per-task "Failed '<func>' (<name>) - <error> : <traceback>"

@@ -238,14 +238,14 @@ else:
     }
 
 # --- Worker (django-q2) ---------------------------------------------------
-# Tasks go through the jobs.Job table (jobs.broker.DatabaseBroker: SKIP LOCKED
+# Tasks go through the jobs.Job table (jobs.engine.broker.DatabaseBroker: SKIP LOCKED
 # claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
-# QUEUE_REDIS_URL is set (jobs.redis_broker.RedisBroker: nodes, schedules,
+# QUEUE_REDIS_URL is set (jobs.engine.redis_broker.RedisBroker: nodes, schedules,
 # heartbeats and failure records stay in the database).
 QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
 # `retry` is when django-q2's own ORM broker hands an unacknowledged task out
 # again. The database broker has no lock time: a claimed task belongs to its
-# worker node until that node is dead (jobs.nodes).
+# worker node until that node is dead (jobs.engine.nodes).
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=300)
 Q_RETRY = max(env.int("Q_RETRY", default=Q_TIMEOUT + 60), Q_TIMEOUT + 30)
 Q_BULK = env.int("Q_BULK", default=25)
@@ -267,7 +267,7 @@ Q_CLUSTER = {
     "max_attempts": 0,
     "ack_failures": False,
     # Results are kept (django_q.models.Task), written in batches with the
-    # acknowledgements (jobs.results); 0 stops django-q2 from pruning on every
+    # acknowledgements (jobs.engine.results); 0 stops django-q2 from pruning on every
     # save: jobs.prune_results prunes in the background (JOBS_RESULTS_* below).
     "save_limit": 0,
     # Rows claimed per query: fewer round trips, and a batch in hand keeps the
@@ -290,11 +290,11 @@ Q_CLUSTER = {
 # The database stays on "default" either way (nodes, schedules, failure records).
 Q_CLUSTER["orm"] = "default"
 if QUEUE_REDIS_URL:
-    # Same contract as the database broker (jobs.redis_broker, docs/broker.md).
+    # Same contract as the database broker (jobs.engine.redis_broker, docs/broker.md).
     Q_CLUSTER["redis"] = QUEUE_REDIS_URL
-    Q_CLUSTER["broker_class"] = "jobs.redis_broker.RedisBroker"
+    Q_CLUSTER["broker_class"] = "jobs.engine.redis_broker.RedisBroker"
 else:
-    Q_CLUSTER["broker_class"] = "jobs.broker.DatabaseBroker"
+    Q_CLUSTER["broker_class"] = "jobs.engine.broker.DatabaseBroker"
 
 # Kept task results (django-q2's Successful tasks): pruned every few minutes to
 # the newest JOBS_RESULTS_MAX_ROWS successes and to JOBS_RESULTS_MAX_AGE_HOURS
@@ -304,7 +304,7 @@ JOBS_RESULTS_MAX_AGE_HOURS = env.int("JOBS_RESULTS_MAX_AGE_HOURS", default=7 * 2
 # Variables operators may still set from older releases: `manage.py check` names them.
 JOBS_RETIRED_ENV = [name for name in ("Q_SAVE_LIMIT",) if env.str(name, default="")]
 
-# Worker nodes (jobs.nodes): each qcluster beats this often; a node silent for
+# Worker nodes (jobs.engine.nodes): each qcluster beats this often; a node silent for
 # JOBS_NODE_DEAD_AFTER_SECONDS (or whose process is gone from this machine) is
 # declared dead and its tasks are handed out again.
 JOBS_NODE_HEARTBEAT_SECONDS = env.float("JOBS_NODE_HEARTBEAT_SECONDS", default=2.0)

@@ -30,7 +30,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from files import storage_ops
 from files.models import TabloFile
-from jobs.progress import report_progress
+from jobs.engine.progress import report_progress
 from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)

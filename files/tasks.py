@@ -1,11 +1,11 @@
-"""Background jobs of the files app (autodiscovered by jobs.registry)."""
+"""Background jobs of the files app (autodiscovered by jobs.engine.registry)."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
 from files import cleanup
-from jobs.registry import job
+from jobs.engine.registry import job
 
 
 @job(

@@ -9,9 +9,10 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import cache, djangoq, failures, runtime, schedules
+        from jobs import cache, failures, schedules
+        from jobs.engine import djangoq, runtime
 
-        # Each app declares its jobs in its own `tasks` module (jobs.registry.job).
+        # Each app declares its jobs in its own `tasks` module (jobs.engine.registry.job).
         # `startjob` writes jobs to an app's `jobs` package.
         autodiscover_modules("tasks", "jobs")
         runtime.connect_signals()

@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from jobs import registry, schedules
+from jobs import schedules
+from jobs.engine import registry
 
 
 def _q_cluster() -> dict[str, Any]:
@@ -63,7 +64,7 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         messages.append(
             Warning(
                 f"Q_CLUSTER['save_limit'] is {conf.get('save_limit', 250)}, not 0.",
-                hint="Results are written in batches by jobs.results and pruned in the "
+                hint="Results are written in batches by jobs.engine.results and pruned in the "
                 "background (JOBS_RESULTS_MAX_ROWS, JOBS_RESULTS_MAX_AGE_HOURS); a positive "
                 "save_limit is ignored there, -1 keeps no result at all.",
                 id="jobs.W007",
@@ -90,7 +91,7 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     return messages
 
 
-PROJECT_BROKERS = ("jobs.broker.DatabaseBroker", "jobs.redis_broker.RedisBroker")
+PROJECT_BROKERS = ("jobs.engine.broker.DatabaseBroker", "jobs.engine.redis_broker.RedisBroker")
 
 
 @register(Tags.compatibility)
@@ -108,7 +109,7 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="jobs.W006",
             )
         ]
-    if broker == "jobs.redis_broker.RedisBroker" and not conf.get("redis"):
+    if broker == "jobs.engine.redis_broker.RedisBroker" and not conf.get("redis"):
         return [
             Error(
                 "Q_CLUSTER['broker_class'] is the Redis broker but Q_CLUSTER['redis'] is empty.",
@@ -158,7 +159,7 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 Warning(
                     f"Schedule {spec.name!r} runs job {spec.job!r}, which no installed app "
                     "declares: it is not synced.",
-                    hint="Declare the job with @jobs.registry.job in its app's tasks.py, or "
+                    hint="Declare the job with @jobs.engine.registry.job in its app's tasks.py, or "
                     "remove the schedule from jobs/schedules.py.",
                     id="jobs.W004",
                 )

@@ -1,7 +1,7 @@
 """The worker's own tables.
 
 ``Job`` is the queue: one row per task that has not finished yet (queued,
-running, waiting for a retry, or dead). The project broker (``jobs.broker``)
+running, waiting for a retry, or dead). The project broker (``jobs.engine.broker``)
 inserts it on enqueue, claims it, and deletes it when the task succeeds; the
 failure hook (``jobs.failures``) moves it to ``retrying`` or ``dead``. A task
 keeps its id, payload and row across every attempt and every manual retry.
@@ -27,7 +27,7 @@ class Job(models.Model):
         DEAD = "dead", "dead"
 
     # States the broker may hand out. A RUNNING row belongs to its owner node
-    # until that node is found dead (jobs.nodes hands it out again then).
+    # until that node is found dead (jobs.engine.nodes hands it out again then).
     CLAIMABLE_STATES = (State.QUEUED, State.RETRYING)
     ACTIVE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
 
@@ -71,7 +71,7 @@ class Job(models.Model):
         help_text="error type and message with ids and numbers removed, for grouping",
     )
 
-    # Progress reported by a running job (jobs.progress).
+    # Progress reported by a running job (jobs.engine.progress).
     progress_done = models.BigIntegerField(null=True, blank=True)
     progress_total = models.BigIntegerField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True, default="")
@@ -79,7 +79,7 @@ class Job(models.Model):
 
     class Meta:
         indexes = [
-            # jobs.broker claim: WHERE queue = %s AND state IN claimable AND
+            # jobs.engine.broker claim: WHERE queue = %s AND state IN claimable AND
             # run_at <= now() ORDER BY priority DESC, run_at, id ... SKIP LOCKED.
             models.Index(
                 "queue",
@@ -89,7 +89,7 @@ class Job(models.Model):
                 condition=Q(state__in=["queued", "retrying"]),
                 name="jobs_job_claim_ready_idx",
             ),
-            # jobs.nodes: the running tasks of one node (rescue, hand-back, /healthz).
+            # jobs.engine.nodes: the running tasks of one node (rescue, hand-back, /healthz).
             models.Index("owner", condition=Q(state="running"), name="jobs_job_running_owner_idx"),
             # Failed tasks admin and list_failed_jobs: newest failure first,
             # optionally by state, function or error signature.
@@ -129,7 +129,7 @@ class Job(models.Model):
             models.Index(fields=["state", "created_at"], name="jobs_job_state_created_idx"),
         ]
         constraints = [
-            # jobs.registry uniqueness: one active task per unique key.
+            # jobs.engine.registry uniqueness: one active task per unique key.
             models.UniqueConstraint(
                 fields=["unique_key"],
                 condition=Q(state__in=["queued", "retrying", "running"]),
@@ -172,7 +172,7 @@ class JobAttempt(models.Model):
 
 
 class WorkerNode(models.Model):
-    """One ``qcluster`` process, from its start to its end (``jobs.nodes``).
+    """One ``qcluster`` process, from its start to its end (``jobs.engine.nodes``).
 
     Its main process beats every few seconds; a node whose beats stopped, or whose
     process is gone from its host, is declared dead by a peer (``dead_at``) and the
@@ -199,7 +199,7 @@ class WorkerNode(models.Model):
 
     class Meta:
         indexes = [
-            # jobs.nodes.rescue_dead_nodes: the nodes still counted as alive.
+            # jobs.engine.nodes.rescue_dead_nodes: the nodes still counted as alive.
             models.Index(
                 "last_beat_at",
                 condition=Q(stopped_at__isnull=True, dead_at__isnull=True),
@@ -250,7 +250,7 @@ class TaskCounter(models.Model):
 
     django-q2 keeps no row for a successful task here (``save_limit=-1``) and
     ``JobAttempt`` only records failures, so the monitor counts runs in memory
-    and adds them to this table about once a second (``jobs.counters``).
+    and adds them to this table about once a second (``jobs.engine.counters``).
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -261,7 +261,7 @@ class TaskCounter(models.Model):
 
     class Meta:
         constraints = [
-            # jobs.counters upserts on it; /healthz sums a minute range through it.
+            # jobs.engine.counters upserts on it; /healthz sums a minute range through it.
             models.UniqueConstraint(fields=["minute", "cluster"], name="jobs_counter_minute_uniq"),
         ]
 
@@ -286,7 +286,7 @@ class SyncedSchedule(models.Model):
 class QueuePause(models.Model):
     """A paused queue (a cluster name): its pushers claim nothing until it is resumed.
 
-    ``jobs.pauses`` writes it; ``jobs.broker.DatabaseBroker.dequeue`` reads it.
+    ``jobs.pauses`` writes it; ``jobs.engine.broker.DatabaseBroker.dequeue`` reads it.
     """
 
     queue = models.CharField(max_length=100, unique=True)
@@ -315,7 +315,7 @@ DURATION_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 class JobStat(models.Model):
     """Runs of one job in one queue, per minute, per hour and since ever (``span``).
 
-    The monitors add to it in batches (``jobs.stats``); minute and hour rows are
+    The monitors add to it in batches (``jobs.engine.stats``); minute and hour rows are
     pruned by age, the ``total`` rows (``start`` fixed) are the Prometheus counters.
     """
 
@@ -352,7 +352,7 @@ class JobStat(models.Model):
 
     class Meta:
         constraints = [
-            # jobs.stats upserts on it; the dashboard reads a span's time range through it.
+            # jobs.engine.stats upserts on it; the dashboard reads a span's time range through it.
             models.UniqueConstraint(
                 fields=["span", "start", "queue", "func"], name="jobs_jobstat_bucket_uniq"
             ),
@@ -363,7 +363,7 @@ class JobStat(models.Model):
 
 
 class QueueSample(models.Model):
-    """Queue depth of one queue at one minute, taken by the heartbeat job (``jobs.stats``)."""
+    """Queue depth of one queue at one minute, taken by the heartbeat job (``jobs.engine.stats``)."""
 
     id = models.BigAutoField(primary_key=True)
     minute = models.DateTimeField()

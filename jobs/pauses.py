@@ -24,8 +24,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from jobs import health, registry
-from jobs.channels import notify
+from jobs import health
+from jobs.engine import registry
+from jobs.engine.channels import notify
 from jobs.models import Job, Overview, QueuePause, WorkerHeartbeat
 
 logger = structlog.stdlib.get_logger("jobs.pauses")

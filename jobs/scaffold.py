@@ -15,7 +15,7 @@ from pathlib import Path
 from django.apps import apps
 from django.conf import settings
 
-from jobs import registry
+from jobs.engine import registry
 
 MAX_NAME = 60
 _JOB_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_NAME - 1}}}$")
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import structlog
 
-from jobs.registry import job
+from jobs.engine.registry import job
 
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -52,7 +52,7 @@ TEST_TEMPLATE = """from __future__ import annotations
 import pytest
 from django_q.conf import Conf
 
-from jobs import registry
+from jobs.engine import registry
 from {app}.jobs.{name} import {name}
 
 pytestmark = pytest.mark.django_db

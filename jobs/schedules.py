@@ -36,7 +36,7 @@ from django.utils import timezone
 from django_q.conf import croniter
 from django_q.models import Schedule
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.health import heartbeat_interval_seconds
 from jobs.models import SyncedSchedule
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import structlog
 
-from jobs import counters, health, results, runtime, stats
-from jobs.registry import job
+from jobs import health
+from jobs.engine import counters, results, runtime, stats
+from jobs.engine.registry import job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
 

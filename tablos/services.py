@@ -11,7 +11,7 @@ from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)
 
-# By path, as django-q2 documents it: the job's declared policy applies (jobs.registry).
+# By path, as django-q2 documents it: the job's declared policy applies (jobs.engine.registry).
 PURGE_TASK = "files.tasks.purge_tablo"
 
 

@@ -19,7 +19,7 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 def _stop_ack_threads() -> Iterator[None]:
     """A test that acknowledged in-process leaves no flusher thread holding a connection."""
     yield
-    from jobs import nodes, results
+    from jobs.engine import nodes, results
 
     results.stop_all()
     nodes.forget()  # a node registered by this test's claims went with its database rows

@@ -10,7 +10,8 @@ from django.db.models import F, Max, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from jobs import health, pauses, registry, stats
+from jobs import health, pauses
+from jobs.engine import registry, stats
 from jobs.models import DURATION_BOUNDS, JobStat, QueuePause, QueueSample
 
 DEPTH_FIELDS = ("queued", "retrying", "running", "dead")
@@ -151,7 +152,7 @@ def job_table(*, now: datetime, hours: int = 24) -> list[dict[str, Any]]:
 
 
 def worker_nodes(*, now: datetime) -> list[dict[str, Any]]:
-    """Every worker node (one ``qcluster`` process) with its state (``jobs.nodes``)."""
+    """Every worker node (one ``qcluster`` process) with its state (``jobs.engine.nodes``)."""
     return [{**row, "state": row["status"]} for row in health.node_rows(now=now)]
 
 

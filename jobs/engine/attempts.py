@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import results
+from jobs.engine import results
 from jobs.models import Job, JobAttempt
 
 _VOLATILE = re.compile(

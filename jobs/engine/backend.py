@@ -1,7 +1,7 @@
 """The queue behind the broker, as the rest of the project sees it.
 
-Two brokers keep tasks: ``jobs.broker.DatabaseBroker`` (the ``jobs.Job`` table)
-and ``jobs.redis_broker.RedisBroker`` (Redis, with ``jobs.Job`` rows only as the
+Two brokers keep tasks: ``jobs.engine.broker.DatabaseBroker`` (the ``jobs.Job`` table)
+and ``jobs.engine.redis_broker.RedisBroker`` (Redis, with ``jobs.Job`` rows only as the
 records of failed tasks). Everything above the broker (worker nodes, the failure
 hook, the operators' services, /healthz, metrics) goes through ``current()``,
 an object with the methods of ``QueueBackend``; no caller asks which broker it is.
@@ -20,7 +20,7 @@ from django.db.models import Count, Min
 from django.utils.module_loading import import_string
 from django_q.conf import Conf
 
-from jobs.failures.records import record_failure
+from jobs.engine.attempts import record_failure
 from jobs.models import Job
 
 AckId = tuple[int, int]  # (task key in the broker, attempt)
@@ -32,7 +32,7 @@ RUNNING_FIELDS = (
 
 
 def claim_of(task: dict[str, Any]) -> AckId | None:
-    """The broker's (task key, attempt) of a finished run (``jobs.runtime`` stamps it)."""
+    """The broker's (task key, attempt) of a finished run (``jobs.engine.runtime`` stamps it)."""
     claim = task.get("claim") or task.get("ack_id")
     if isinstance(claim, (tuple, list)) and len(claim) == 2:
         return int(claim[0]), int(claim[1])
@@ -51,7 +51,7 @@ class FailureTarget:
 class QueueBackend(ABC):
     """What the node registry, the failure hook, the services and the reports need."""
 
-    # -- worker nodes (jobs.nodes) ------------------------------------------------
+    # -- worker nodes (jobs.engine.nodes) ------------------------------------------------
     @abstractmethod
     def take_node(self, node_id: int, *, reason: str) -> int:
         """The node is dead or stopped: hand out again every task it holds (a lost
@@ -73,7 +73,7 @@ class QueueBackend(ABC):
     def running_counts(self, node_ids: Sequence[int]) -> dict[int, int]:
         """node id -> tasks it holds now."""
 
-    # -- enqueue (jobs.registry) --------------------------------------------------
+    # -- enqueue (jobs.engine.registry) --------------------------------------------------
     @abstractmethod
     def enqueue(self, tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
         """Store task packages; for a unique job already active, its task id."""
@@ -85,7 +85,7 @@ class QueueBackend(ABC):
 
     @abstractmethod
     def record_failure(self, *, claim: AckId | None, **fields: Any) -> bool:
-        """``jobs.failures.records.record_failure`` for this node's run of ``claim``."""
+        """``jobs.engine.attempts.record_failure`` for this node's run of ``claim``."""
 
     @abstractmethod
     def succeeded_after_failure(self, task: dict[str, Any]) -> bool:
@@ -120,19 +120,19 @@ class DatabaseBackend(QueueBackend):
     alias = DEFAULT_DB_ALIAS
 
     def take_node(self, node_id: int, *, reason: str) -> int:
-        from jobs import nodes
+        from jobs.engine import nodes
 
         held = nodes.take_running(node_id, alias=self.alias)
         nodes.hand_out_again(held, reason=reason, alias=self.alias)
         return len(held)
 
     def hand_out_lost(self, node_id: int, acks: Sequence[AckId]) -> int:
-        from jobs import nodes
+        from jobs.engine import nodes
 
         return nodes.hand_out_lost_rows(node_id, acks, alias=self.alias)
 
     def hand_back(self, node_id: int, acks: Sequence[AckId]) -> int:
-        from jobs import nodes
+        from jobs.engine import nodes
 
         return nodes.hand_back_rows(node_id, acks, alias=self.alias)
 
@@ -149,7 +149,7 @@ class DatabaseBackend(QueueBackend):
         )
 
     def enqueue(self, tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
-        from jobs.registry import insert_rows
+        from jobs.engine.registry import insert_rows
 
         return insert_rows(tasks, queue=queue)
 
@@ -166,13 +166,13 @@ class DatabaseBackend(QueueBackend):
         )
 
     def record_failure(self, *, claim: AckId | None, **fields: Any) -> bool:
-        from jobs import nodes
+        from jobs.engine import nodes
 
         # The reporting node must still own the row at that attempt.
         return record_failure(**fields, owner=nodes.current_node_id())
 
     def succeeded_after_failure(self, task: dict[str, Any]) -> bool:
-        from jobs import nodes
+        from jobs.engine import nodes
 
         owner = nodes.current_node_id()
         return not (

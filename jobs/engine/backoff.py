@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.registry import JobSpec
+from jobs.engine.registry import JobSpec
 
 JITTER = 0.10
 

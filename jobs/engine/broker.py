@@ -10,7 +10,7 @@
 * ``dequeue`` in the cluster's pusher. It claims ready rows in one statement
   (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; inside an ``IMMEDIATE`` transaction,
   i.e. SQLite's single write lock, on SQLite), marks them running and stamps
-  them with the claiming node (``jobs.nodes``). It claims no more than the
+  them with the claiming node (``jobs.engine.nodes``). It claims no more than the
   cluster's local queue has room for, so a node never hoards work. When nothing
   is ready it blocks on ``LISTEN`` (a dedicated autocommit psycopg connection)
   for up to ``Q_CLUSTER["poll"]`` seconds, so an enqueue wakes it within
@@ -18,12 +18,12 @@
   handed back (ready again, no attempt used) instead of run.
 * ``acknowledge`` in the monitor (the task succeeded): the row is deleted, if
   this node still owns that attempt, in the same transaction as the task's
-  result (``jobs.results``, in batches).
+  result (``jobs.engine.results``, in batches).
 * ``fail`` in the pusher (the payload cannot be read): the row becomes dead.
 
 A running row belongs to its node for as long as the node lives, however long
 the task runs or waits for the monitor; the task's own timeout is enforced by
-django-q2's guard. Rows of a dead node are handed out again by ``jobs.nodes``.
+django-q2's guard. Rows of a dead node are handed out again by ``jobs.engine.nodes``.
 """
 
 # SQL text here is built only from model metadata (table and column names), never
@@ -51,12 +51,13 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs import nodes, pauses, results
-from jobs.backend import DatabaseBackend
-from jobs.channels import channel_name
-from jobs.failures.records import WorkerInfo, record_failure
+from jobs import pauses
+from jobs.engine import nodes, results
+from jobs.engine.attempts import WorkerInfo, record_failure
+from jobs.engine.backend import DatabaseBackend
+from jobs.engine.channels import channel_name
+from jobs.engine.rows import job_row_from_task
 from jobs.models import Job, WorkerNode
-from jobs.queue import job_row_from_task
 
 AckId = tuple[int, int]  # (Job.id, attempt)
 
@@ -100,7 +101,7 @@ class DatabaseBroker(Broker):
     # Errors after which a batch of acknowledgements is kept and tried again.
     transient_errors: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
-    backend_class = DatabaseBackend  # what jobs.backend.current() serves for this broker
+    backend_class = DatabaseBackend  # what jobs.engine.backend.current() serves for this broker
 
     def __init__(self, list_key: str | None = None) -> None:
         # Built on every async_task(): nothing here may touch the database.
@@ -286,7 +287,7 @@ class DatabaseBroker(Broker):
 
     def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
         # The share lock on the node's row orders this claim against a peer
-        # declaring the node dead (jobs.nodes.declare_dead): a dead node claims nothing.
+        # declaring the node dead (jobs.engine.nodes.declare_dead): a dead node claims nothing.
         sql = f"""
             WITH me AS (
                 SELECT id FROM {_NODE_TABLE}
@@ -411,7 +412,7 @@ class DatabaseBroker(Broker):
 
     # -- results ------------------------------------------------------------------
     def acknowledge(self, task_id: AckId) -> None:
-        """The task succeeded: its row is deleted and its result written (``jobs.results``)."""
+        """The task succeeded: its row is deleted and its result written (``jobs.engine.results``)."""
         if not isinstance(task_id, (tuple, list)) or len(task_id) != 2:
             return  # not an ack id this broker handed out
         ack = (int(task_id[0]), int(task_id[1]))

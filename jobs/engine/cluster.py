@@ -5,7 +5,7 @@ dead predecessors before the cluster starts, beat while it runs, and at the end
 either mark the node stopped (a signal stopped the cluster: exit 0) or, when the
 sentinel died on its own, declare the node dead at once and fail (exit 1) so the
 service manager restarts it. Every child process dies with its parent
-(``jobs.supervision``).
+(``jobs.engine.supervision``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from django.db import connections
 from django_q.cluster import Cluster
 from django_q.conf import Conf
 
-from jobs import inflight, nodes, supervision
+from jobs.engine import inflight, nodes, supervision
 
-logger = structlog.stdlib.get_logger("jobs.cluster")
+logger = structlog.stdlib.get_logger("jobs.engine.cluster")
 
 # How often the main process looks at its sentinel while the cluster runs.
 _WATCH_SECONDS = 0.2

@@ -28,9 +28,9 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from jobs import nodes, results
+from jobs.engine import nodes, results
 
-# The row id, attempt, database and package of the task this worker runs (jobs.runtime).
+# The row id, attempt, database and package of the task this worker runs (jobs.engine.runtime).
 current_claim: ContextVar[Claim | None] = ContextVar("jobs_current_claim", default=None)
 
 

@@ -24,7 +24,7 @@ from django_q.conf import Conf
 
 from jobs.models import TaskCounter
 
-logger = structlog.stdlib.get_logger("jobs.counters")
+logger = structlog.stdlib.get_logger("jobs.engine.counters")
 
 FLUSH_INTERVAL_SECONDS = 1.0
 # Buckets older than this are deleted by the heartbeat job.

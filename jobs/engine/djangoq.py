@@ -5,7 +5,7 @@ django-q2 has no extension point for how the monitor saves a result: its
 finished task (``save_cached`` calls it too, for a finished ``async_iter``).
 ``install()`` replaces that function with ``save_task`` below, so that a task of
 the database broker is finished in a batch with its acknowledgement
-(``jobs.results``). ``tests/jobs/test_djangoq.py`` fails when django-q2 changes
+(``jobs.engine.results``). ``tests/jobs/test_djangoq.py`` fails when django-q2 changes
 what this relies on.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import django_q.monitor
 from django_q.brokers import Broker
 
-from jobs import results
+from jobs.engine import results
 
 
 def save_task(task: dict[str, Any], broker: Broker) -> None:

@@ -41,12 +41,12 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs import backend, inflight
-from jobs.channels import notify
-from jobs.failures.records import WorkerInfo, record_failure
+from jobs.engine import backend, inflight
+from jobs.engine.attempts import WorkerInfo, record_failure
+from jobs.engine.channels import notify
 from jobs.models import Job, JobAttempt, WorkerNode
 
-logger = structlog.stdlib.get_logger("jobs.nodes")
+logger = structlog.stdlib.get_logger("jobs.engine.nodes")
 
 AckId = tuple[int, int]  # (Job.id, attempt)
 # What handing a row out again needs to read.
@@ -282,7 +282,7 @@ def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB
     return backend.current().hand_back(node_id, ack_ids) if ack_ids else 0
 
 
-# -- the jobs.Job table's side (jobs.backend.DatabaseBackend) -----------------------
+# -- the jobs.Job table's side (jobs.engine.backend.DatabaseBackend) -----------------------
 def hand_out_lost_rows(node_id: int, acks: Sequence[AckId], *, alias: str) -> int:
     with transaction.atomic(using=alias):
         rows = list(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from jobs.context import current_task_id
+from jobs.engine.context import current_task_id
 from jobs.models import Job
 
 

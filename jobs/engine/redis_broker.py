@@ -1,12 +1,12 @@
-"""The Redis broker: the delivery contract of ``jobs.broker`` with the queue in Redis.
+"""The Redis broker: the delivery contract of ``jobs.engine.broker`` with the queue in Redis.
 
 ``RedisBroker`` is ``Q_CLUSTER["broker_class"]`` when ``QUEUE_REDIS_URL`` is set.
-What stays in the database: worker nodes and their heartbeats (``jobs.nodes``),
+What stays in the database: worker nodes and their heartbeats (``jobs.engine.nodes``),
 pauses, schedules, the attempt history, and a ``jobs.Job`` row for each task
 that has failed (the record the Failed tasks page, ``list_failed_jobs`` and the
 reports read, upserted at each failure and deleted when the task succeeds).
 
-Each state change is one Lua script (``jobs.redis_scripts``): enqueue, a batch
+Each state change is one Lua script (``jobs.engine.redis_scripts``): enqueue, a batch
 claim that moves the tasks into the claiming node's in-flight hash, the
 acknowledgement, a failure (to the delayed set by due time, or gone when dead),
 and the release of a node's tasks when it dies, stops, loses a worker process or
@@ -30,8 +30,9 @@ from django.utils import timezone
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs import nodes, redis_scripts, results
-from jobs.backend import (
+from jobs.engine import nodes, redis_scripts, results
+from jobs.engine.attempts import WorkerInfo, record_failure
+from jobs.engine.backend import (
     ALL_STATES,
     RUNNING_FIELDS,
     AckId,
@@ -40,10 +41,9 @@ from jobs.backend import (
     claim_of,
     empty_depth,
 )
-from jobs.broker import DatabaseBroker
-from jobs.failures.records import WorkerInfo, record_failure
+from jobs.engine.broker import DatabaseBroker
+from jobs.engine.rows import job_row_from_task
 from jobs.models import Job, WorkerNode
-from jobs.queue import job_row_from_task
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()

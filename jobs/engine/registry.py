@@ -1,6 +1,6 @@
 """The job registry: every background job is declared once, in the app that owns it.
 
-    from jobs.registry import job
+    from jobs.engine.registry import job
 
     @job("files.purge_tablo", timeout=600, max_attempts=10,
          unique=lambda tablo_id: f"purge:{tablo_id}")
@@ -12,12 +12,12 @@ and enqueued by name with JSON-friendly arguments:
     registry.enqueue("files.purge_tablo", str(tablo.id))
     registry.enqueue_many("files.purge_tablo", [(str(a.id),), (str(b.id),)])
 
-Tasks are stored by the configured broker's backend (``jobs.backend``). On the
-``jobs.Job`` table (``jobs.broker.DatabaseBroker``) the registry writes the rows
+Tasks are stored by the configured broker's backend (``jobs.engine.backend``). On the
+``jobs.Job`` table (``jobs.engine.broker.DatabaseBroker``) the registry writes the rows
 itself: a unique job whose key is already queued or running is not inserted
 again (the partial unique index, ``ON CONFLICT DO NOTHING``) and the existing
 task's id is returned, and a batch is one INSERT. On Redis
-(``jobs.redis_broker``) the same holds, with one script call per task in one
+(``jobs.engine.redis_broker``) the same holds, with one script call per task in one
 round trip.
 """
 
@@ -39,13 +39,13 @@ from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 from django_q.utils import get_func_repr
 
-from jobs import completion
-from jobs.channels import notify
+from jobs.engine import completion
+from jobs.engine.channels import notify
 
-logger = structlog.get_logger("jobs.registry")
+logger = structlog.get_logger("jobs.engine.registry")
 
 # Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
-JOB_TABLE_BROKERS = ("jobs.broker.DatabaseBroker",)
+JOB_TABLE_BROKERS = ("jobs.engine.broker.DatabaseBroker",)
 
 
 class UnknownJob(LookupError):
@@ -62,7 +62,7 @@ class JobSpec:
     priority: int = 0
     cluster: str | None = None
     unique: Callable[..., str] | None = None  # (*args, **kwargs) -> key
-    # Writes and completion in one transaction (jobs.completion); database broker only.
+    # Writes and completion in one transaction (jobs.engine.completion); database broker only.
     transactional: bool = False
 
     @property
@@ -157,7 +157,7 @@ def refuse_transactional_elsewhere(name: str) -> None:
     if not uses_job_table() and not Conf.SYNC:
         raise TransactionalUnsupported(
             f"job {name!r} is transactional=True, which needs the database broker "
-            f"(jobs.broker.DatabaseBroker); the configured broker is "
+            f"(jobs.engine.broker.DatabaseBroker); the configured broker is "
             f"{Conf.BROKER_CLASS or 'django-q2 Redis'}. Unset QUEUE_REDIS_URL, or "
             "declare the job without transactional=True and make it idempotent."
         )
@@ -291,7 +291,7 @@ def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
         from django_q.tasks import _sync
 
         return [_sync(SignedPackage.dumps(task)) for task in tasks]
-    from jobs import backend
+    from jobs.engine import backend
 
     # The broker's queue name is its list_key: the job's cluster, else ours.
     return backend.current().enqueue(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
@@ -299,9 +299,9 @@ def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
 
 def insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     """Insert ``Job`` rows in one statement; a duplicate of an active unique key is skipped."""
-    from jobs.broker import DatabaseBroker
+    from jobs.engine.broker import DatabaseBroker
+    from jobs.engine.rows import job_row_from_task
     from jobs.models import Job
-    from jobs.queue import job_row_from_task
 
     alias = Conf.ORM if isinstance(Conf.ORM, str) else "default"
     if len(tasks) == 1:

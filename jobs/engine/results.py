@@ -3,7 +3,7 @@
 django-q2's monitor saves each result (``save_task``: a SELECT, an INSERT and,
 with ``save_limit`` > 0, a prune under a table lock) and then acknowledges the
 task, one task at a time. On the project's brokers, the monitor's ``save_task``
-(installed by ``jobs.djangoq``) hands a succeeded task to this process's
+(installed by ``jobs.engine.djangoq``) hands a succeeded task to this process's
 ``Finisher`` and the broker's ``acknowledge`` adds its ack id. A thread finishes
 what piled up every ``JOBS_ACK_BATCH_SECONDS`` through ``broker.finish_batch``;
 on the database broker, in one transaction:
@@ -54,15 +54,15 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
-from jobs.funcs import func_path
+from jobs.engine.funcs import func_path
 from jobs.models import Job
 
-logger = structlog.stdlib.get_logger("jobs.results")
+logger = structlog.stdlib.get_logger("jobs.engine.results")
 
 AckId = tuple[int, int]  # (Job.id, attempt)
 
 JOB_TABLE = Job._meta.db_table
-# Set on a task package whose completion committed in the worker (jobs.completion).
+# Set on a task package whose completion committed in the worker (jobs.engine.completion).
 COMPLETED_IN_WORKER = "completed_in_worker"
 # A batch is finished at once when it reaches this size.
 BATCH_MAX = 500
@@ -403,7 +403,7 @@ _finishers_lock = threading.Lock()
 def finisher(alias: str, broker: Any, owner: Callable[[], int | None]) -> Finisher:
     """This process's finisher for ``alias`` (a forked child starts its own thread).
 
-    ``owner`` tells the worker node this process claims for (``jobs.nodes``).
+    ``owner`` tells the worker node this process claims for (``jobs.engine.nodes``).
     """
     key = (os.getpid(), alias)
     with _finishers_lock:

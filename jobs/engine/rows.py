@@ -1,6 +1,6 @@
 """From a django-q2 task package to a ``Job`` row: the one mapping every writer uses.
 
-The broker (``jobs.broker``) calls it on ``enqueue``; the registry's batch enqueue
+The broker (``jobs.engine.broker``) calls it on ``enqueue``; the registry's batch enqueue
 calls it to insert many rows in one statement.
 """
 
@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.utils import get_func_repr
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job
 
 

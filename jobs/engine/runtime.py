@@ -6,11 +6,11 @@ process, around the call of the task's function. The runtime uses them to:
 * stamp the task package with the attempt number (from the broker's ack id),
   the start time and the worker's identity; the package travels on to the
   monitor, where the failure hook (``jobs.failures``) reads these fields;
-* set ``jobs.context.current_task_id`` (``jobs.progress`` needs it) and bind the
+* set ``jobs.engine.context.current_task_id`` (``jobs.engine.progress`` needs it) and bind the
   task's context to structlog, so every line the job logs carries it;
 * log ``task finished`` (with its duration) once per run, for every job, and
   ``task started`` at DEBUG level;
-* note the running task in the node's in-flight slots (``jobs.inflight``), so a
+* note the running task in the node's in-flight slots (``jobs.engine.inflight``), so a
   worker process that dies mid-task does not strand its claim.
 
 django-q2 sends these signals with ``send``, not ``send_robust``: a receiver
@@ -41,11 +41,11 @@ from django_q.signals import (
     pre_execute,
 )
 
-from jobs import completion, counters, inflight, registry, stats
-from jobs.context import current_task_id
-from jobs.funcs import func_path
+from jobs.engine import completion, counters, inflight, registry, stats
+from jobs.engine.context import current_task_id
+from jobs.engine.funcs import func_path
 
-logger = structlog.stdlib.get_logger("jobs.runtime")
+logger = structlog.stdlib.get_logger("jobs.engine.runtime")
 
 # Keys bound to structlog's contextvars for the duration of one task run.
 CONTEXT_KEYS = ("task_id", "job", "attempt", "cluster", "pid")
@@ -206,12 +206,12 @@ def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
 def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
     pre_enqueue.connect(
-        registry.apply_declared_options, dispatch_uid="jobs.registry.apply_declared_options"
+        registry.apply_declared_options, dispatch_uid="jobs.engine.registry.apply_declared_options"
     )
-    post_spawn.connect(on_post_spawn, dispatch_uid="jobs.runtime.post_spawn")
-    post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.counters.post_execute")
-    post_execute.connect(stats.on_post_execute, dispatch_uid="jobs.stats.post_execute")
-    pre_execute.connect(on_pre_execute, dispatch_uid="jobs.runtime.pre_execute")
+    post_spawn.connect(on_post_spawn, dispatch_uid="jobs.engine.runtime.post_spawn")
+    post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.engine.counters.post_execute")
+    post_execute.connect(stats.on_post_execute, dispatch_uid="jobs.engine.stats.post_execute")
+    pre_execute.connect(on_pre_execute, dispatch_uid="jobs.engine.runtime.pre_execute")
     post_execute_in_worker.connect(
-        on_post_execute_in_worker, dispatch_uid="jobs.runtime.post_execute_in_worker"
+        on_post_execute_in_worker, dispatch_uid="jobs.engine.runtime.post_execute_in_worker"
     )

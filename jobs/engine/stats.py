@@ -1,7 +1,7 @@
 """Per-job run figures (runs, failures, durations) and queue depth samples, for the
 dashboard (jobs.dashboard) and /metrics (jobs.metrics).
 
-Like ``jobs.counters``, the monitor adds each finished run to in-memory sums and
+Like ``jobs.engine.counters``, the monitor adds each finished run to in-memory sums and
 writes them about once a second: one upsert per (span, start, queue, function)
 for the minute, the hour and the running total (``JobStat``). A run counted in
 the last second before its monitor dies is lost. The heartbeat job samples its
@@ -22,10 +22,10 @@ from django.db import connection, connections
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
+from jobs.engine.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
 from jobs.models import DURATION_BOUNDS, Job, JobStat, QueueSample
 
-logger = structlog.stdlib.get_logger("jobs.stats")
+logger = structlog.stdlib.get_logger("jobs.engine.stats")
 
 MINUTE_RETENTION = timedelta(days=2)
 HOUR_RETENTION = timedelta(days=35)
@@ -195,7 +195,7 @@ def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> N
 def depth(queue: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
     """Tasks per queue and state now, and the oldest queued task's enqueue time
     (``states=``: count only those)."""
-    from jobs import backend
+    from jobs.engine import backend
 
     return backend.current().depth(queue, **options)
 

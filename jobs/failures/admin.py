@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django_q.signing import SignedPackage
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job
 
 COUNT_CAP = 10_000

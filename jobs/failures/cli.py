@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.failures.selectors import failed_jobs
 from jobs.models import Job
 

@@ -21,10 +21,10 @@ import structlog
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import backend, backoff, registry
-from jobs.failures.errors import DoNotRetry
-from jobs.failures.records import WorkerInfo
-from jobs.funcs import func_path
+from jobs.engine import backend, backoff, registry
+from jobs.engine.attempts import WorkerInfo
+from jobs.engine.errors import DoNotRetry
+from jobs.engine.funcs import func_path
 from jobs.models import JobAttempt
 
 logger = structlog.get_logger("jobs.failures")

@@ -18,10 +18,10 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from jobs import backend
+from jobs.engine import backend
+from jobs.engine.registry import spec_for
 from jobs.failures.selectors import FAILED_STATES
 from jobs.models import Job
-from jobs.registry import spec_for
 
 logger = structlog.get_logger("jobs.failures")
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.engine.registry import job
 from jobs.models import Job, JobAttempt
-from jobs.registry import job
 
 BATCH = 10_000
 

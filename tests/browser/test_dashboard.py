@@ -15,7 +15,7 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 from playwright.sync_api import Page, expect
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job, JobStat
 from tests.browser.test_e2e import (
     ARTIFACTS,

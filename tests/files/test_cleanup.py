@@ -12,7 +12,7 @@ from django.db import connection
 
 from files import cleanup
 from files.models import TabloFile
-from jobs.context import current_task_id
+from jobs.engine.context import current_task_id
 from jobs.models import Job
 from tests.support.cleanup import make_tablo, put_file, put_object, refuse
 from tests.support.s3 import EmptyOkEndpoint

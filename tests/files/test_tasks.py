@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 from files import tasks
 from files.cleanup import CleanupFailed
 from files.models import TabloFile
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job
 from tablos.services import tablo_delete
 from tests.support.cleanup import make_tablo, put_file, refuse

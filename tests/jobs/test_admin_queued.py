@@ -235,7 +235,7 @@ def test_django_q_queued_page_is_gone(admin_client: Client) -> None:
 
 @pytest.mark.django_db
 def test_django_q_successful_tasks_page_lists_kept_results(admin_client: Client) -> None:
-    # Results are kept by default (jobs.results): django-q2's own page shows them.
+    # Results are kept by default (jobs.engine.results): django-q2's own page shows them.
     now = timezone.now()
     Success.objects.create(
         id="a" * 32, name="kept-result", func="tests.support.broker.noop",

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import backoff, registry
+from jobs.engine import backoff, registry
 from tests.support import failures  # noqa: F401 (registers the test jobs)
 
 

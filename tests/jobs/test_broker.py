@@ -1,4 +1,4 @@
-"""jobs.broker.DatabaseBroker on the test database (PostgreSQL or SQLite)."""
+"""jobs.engine.broker.DatabaseBroker on the test database (PostgreSQL or SQLite)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs import nodes, results
-from jobs.broker import DatabaseBroker
-from jobs.channels import channel_name
+from jobs.engine import nodes, results
+from jobs.engine.broker import DatabaseBroker
+from jobs.engine.channels import channel_name
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
 
@@ -43,7 +43,7 @@ def payload_id(payload: str) -> str:
 
 def test_settings_make_it_the_broker() -> None:
     assert isinstance(get_broker(), DatabaseBroker)
-    assert Conf.SAVE_LIMIT == 0  # results kept; jobs.results prunes them
+    assert Conf.SAVE_LIMIT == 0  # results kept; jobs.engine.results prunes them
 
 
 @pytest.mark.django_db

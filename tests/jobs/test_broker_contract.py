@@ -22,7 +22,8 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
-from jobs import nodes, pauses, registry, results
+from jobs import pauses
+from jobs.engine import nodes, registry, results
 from jobs.failures import hook
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import runtime  # noqa: F401 (registers the tests.* jobs)

@@ -1,4 +1,4 @@
-"""jobs.completion: transactional jobs, declared and run through the public paths."""
+"""jobs.engine.completion: transactional jobs, declared and run through the public paths."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs import nodes, registry, runtime
-from jobs.broker import DatabaseBroker
-from jobs.completion import ClaimLost
+from jobs.engine import nodes, registry, runtime
+from jobs.engine.broker import DatabaseBroker
+from jobs.engine.completion import ClaimLost
+from jobs.engine.registry import TransactionalUnsupported
 from jobs.models import Job
-from jobs.registry import TransactionalUnsupported
 from tests.support import transactional as tx
 from tests.support.runtime import conf
 

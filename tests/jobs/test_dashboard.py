@@ -11,8 +11,9 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs import pauses, stats
+from jobs import pauses
 from jobs.dashboard import selectors
+from jobs.engine import stats
 from jobs.models import (
     DURATION_BOUNDS,
     Job,

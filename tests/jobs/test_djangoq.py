@@ -1,4 +1,4 @@
-"""What jobs.djangoq relies on in django-q2: fails when an upgrade changes it."""
+"""What jobs.engine.djangoq relies on in django-q2: fails when an upgrade changes it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import inspect
 
 import django_q.monitor
 
-from jobs import djangoq
+from jobs.engine import djangoq
 
 
 def test_the_monitor_saves_through_the_module_level_save_task() -> None:

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import backend, registry
+from jobs.engine import backend, registry
+from jobs.engine.errors import DoNotRetry
 from jobs.failures import hook
-from jobs.failures.errors import DoNotRetry
 from jobs.models import Job, JobAttempt
 from tests.support.failures import (
     PaymentDeclined,
@@ -71,7 +71,7 @@ def test_parse_chained_exception_takes_the_raised_one() -> None:
     except DoNotRetry as exc:
         result = failed_result(exc)
     parsed = hook.parse_result(result)
-    assert parsed.error_type == "jobs.failures.errors.DoNotRetry"
+    assert parsed.error_type == "jobs.engine.errors.DoNotRetry"
     assert parsed.message == "outer"
 
 
@@ -89,7 +89,7 @@ def test_parse_non_string_result() -> None:
 
 
 def test_do_not_retry_subclasses_are_recognised() -> None:
-    assert hook.is_do_not_retry("jobs.failures.errors.DoNotRetry")
+    assert hook.is_do_not_retry("jobs.engine.errors.DoNotRetry")
     assert hook.is_do_not_retry("tests.support.failures.PaymentDeclined")
     assert not hook.is_do_not_retry("RuntimeError")
     assert not hook.is_do_not_retry("no.such.module.Error")
@@ -320,7 +320,7 @@ def test_a_type_named_in_a_traceback_is_never_imported(tmp_path, monkeypatch) ->
     marker = tmp_path / "imported"
     (tmp_path / "tablo_side_effect.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n"
-        "from jobs.failures.errors import DoNotRetry\n"
+        "from jobs.engine.errors import DoNotRetry\n"
         "class Boom(DoNotRetry):\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -88,7 +88,7 @@ def test_prune_keeps_recent_and_dead_task_history(settings) -> None:
 
 
 def test_prune_job_is_registered() -> None:
-    from jobs import registry
+    from jobs.engine import registry
 
     assert registry.get("jobs.prune_history").path == "jobs.failures.tasks.prune_history_job"
 

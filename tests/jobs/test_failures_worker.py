@@ -13,9 +13,9 @@ from django.urls import reverse
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-from jobs import registry
+from jobs.engine import registry
+from jobs.engine.rows import job_row_from_task
 from jobs.models import Job, JobAttempt
-from jobs.queue import job_row_from_task
 from tests.support.failures import make_task
 from tests.support.runtime import log_events
 
@@ -105,7 +105,7 @@ def test_final_failures_are_dead_at_once_and_never_dropped(worker_factory) -> No
     for task_id in (gives_up, missing, unreadable["id"]):
         wait_for_state(worker, task_id, Job.State.DEAD, attempt=1)
     by_task = {row["task_id"]: row for row in failed_list()}
-    assert by_task[gives_up]["error_type"] == "jobs.failures.errors.DoNotRetry"
+    assert by_task[gives_up]["error_type"] == "jobs.engine.errors.DoNotRetry"
     assert by_task[gives_up]["max_attempts"] == 5  # gave up before the budget ran out
     assert by_task[missing]["error_message"] == (
         "Function tests.support.failures.no_such_function is not defined"

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs import counters, registry
+from jobs.engine import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
 from tests.support.runtime import job_table_broker
 

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs import counters, registry
+from jobs.engine import counters, registry
 from jobs.models import TaskCounter
 from tests.support import runtime as support
 

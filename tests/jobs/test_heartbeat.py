@@ -7,7 +7,7 @@ import socket
 import pytest
 from django_q.conf import Conf
 
-from jobs import registry, runtime
+from jobs.engine import registry, runtime
 from jobs.models import Job, WorkerHeartbeat
 from jobs.tasks import HEARTBEAT_UNIQUE_KEY
 from tests.support import runtime as support

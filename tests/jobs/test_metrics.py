@@ -8,7 +8,8 @@ import pytest
 from django_q.conf import Conf
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import pauses, registry
+from jobs import pauses
+from jobs.engine import registry
 from jobs.models import Job, JobStat
 from tests.support import runtime as _runtime_jobs  # noqa: F401 (registers tests.echo, tests.boom)
 

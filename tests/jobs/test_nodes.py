@@ -1,4 +1,4 @@
-"""jobs.nodes: a claimed task belongs to a live node; a dead node's tasks are handed out again."""
+"""jobs.engine.nodes: a claimed task belongs to a live node; a dead node's tasks are handed out again."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
-from jobs import nodes
-from jobs.broker import DatabaseBroker
-from jobs.failures.records import WorkerInfo, record_failure
+from jobs.engine import nodes
+from jobs.engine.attempts import WorkerInfo, record_failure
+from jobs.engine.broker import DatabaseBroker
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
 

@@ -158,7 +158,7 @@ def test_a_running_cluster_holds_a_paused_queue_and_resume_releases_it(worker_fa
 
 @pytest.mark.django_db(transaction=True)
 def test_the_broker_hands_out_nothing_while_paused(monkeypatch) -> None:
-    from jobs.broker import DatabaseBroker
+    from jobs.engine.broker import DatabaseBroker
     from tests.support import broker as tasks
 
     monkeypatch.setattr(Conf, "BULK", 10)

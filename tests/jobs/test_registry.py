@@ -10,9 +10,9 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs import registry
+from jobs.engine import registry
+from jobs.engine.registry import UnknownJob
 from jobs.models import Job
-from jobs.registry import UnknownJob
 from tests.support import delivery as declared  # registers the jobs used below
 from tests.support import runtime as support
 from tests.support.runtime import job_table_broker
@@ -205,7 +205,7 @@ def test_sync_mode_runs_the_job_inline(caplog: pytest.LogCaptureFixture) -> None
 
 @pytest.mark.django_db(transaction=True)
 def test_registry_inserts_wake_a_listening_worker_and_are_claimable() -> None:
-    from jobs.broker import DatabaseBroker
+    from jobs.engine.broker import DatabaseBroker
 
     broker = DatabaseBroker()
     try:

@@ -1,4 +1,4 @@
-"""jobs.results: results finished with their acknowledgement, and their retention."""
+"""jobs.engine.results: results finished with their acknowledgement, and their retention."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs import nodes, results
-from jobs.broker import DatabaseBroker
+from jobs.engine import nodes, results
+from jobs.engine.broker import DatabaseBroker
 from jobs.models import Job
 from tests.support import broker as tasks
 

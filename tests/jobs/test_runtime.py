@@ -6,8 +6,8 @@ import os
 import pytest
 from django_q.conf import Conf
 
-from jobs import registry, runtime
-from jobs.context import current_task_id
+from jobs.engine import registry, runtime
+from jobs.engine.context import current_task_id
 from tests.support import runtime as support
 from tests.support.runtime import events
 
@@ -106,5 +106,5 @@ def test_at_info_a_run_logs_one_line(caplog_info) -> None:
     with support.conf(SYNC=True):
         registry.enqueue("tests.echo", "quiet", on_commit=False)
 
-    runtime_lines = [r for r in caplog_info.records if r.name == "jobs.runtime"]
+    runtime_lines = [r for r in caplog_info.records if r.name == "jobs.engine.runtime"]
     assert [r.msg["event"] for r in runtime_lines] == ["task finished"]

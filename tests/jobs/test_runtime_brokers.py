@@ -7,7 +7,7 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.tasks import async_chain, async_task, result, result_group
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job, WorkerHeartbeat
 from tests.support.runtime import log_events
 

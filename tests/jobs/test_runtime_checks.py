@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from jobs import checks
-from jobs.registry import JobSpec
+from jobs.engine.registry import JobSpec
 from tests.support import runtime as support
 from tests.support.cluster import BASE_DIR
 
@@ -56,9 +56,12 @@ def test_a_job_timeout_at_or_above_retry_is_a_warning_on_the_orm_broker(
     [warning] = checks.check_jobs()
     assert (warning.id, warning.obj) == ("jobs.W005", "tests.support.runtime.echo")
     # The project's brokers never hand a live node's task to someone else.
-    settings.Q_CLUSTER = {**orm, "retry": 60, "broker_class": "jobs.broker.DatabaseBroker"}
+    settings.Q_CLUSTER = {**orm, "retry": 60, "broker_class": "jobs.engine.broker.DatabaseBroker"}
     assert checks.check_jobs() == []
-    redis = {"broker_class": "jobs.redis_broker.RedisBroker", "redis": "redis://127.0.0.1:6379/9"}
+    redis = {
+        "broker_class": "jobs.engine.redis_broker.RedisBroker",
+        "redis": "redis://127.0.0.1:6379/9",
+    }
     settings.Q_CLUSTER = {**orm, "retry": 60, **redis}
     assert checks.check_jobs() == []
 
@@ -67,7 +70,10 @@ def test_a_broker_other_than_the_projects_is_a_warning(settings) -> None:
     assert checks.check_broker() == []
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "broker_class": None}
     assert ids(checks.check_broker()) == ["jobs.W006"]
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "broker_class": "jobs.redis_broker.RedisBroker"}
+    settings.Q_CLUSTER = {
+        **settings.Q_CLUSTER,
+        "broker_class": "jobs.engine.redis_broker.RedisBroker",
+    }
     settings.Q_CLUSTER.pop("redis", None)
     assert ids(checks.check_broker()) == ["jobs.E004"]
     settings.Q_CLUSTER["redis"] = "redis://127.0.0.1:6379/9"

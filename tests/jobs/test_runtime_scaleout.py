@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.health import health_report
 from jobs.models import Job
 from tests.support.runtime import log_events

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django_q.brokers import get_broker
 
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import WorkerHeartbeat
 from tests.support.runtime import log_events
 

@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import reverse
 
 from files.models import TabloFile
-from jobs import registry
+from jobs.engine import registry
 from jobs.models import Job, JobAttempt
 from tests.reliability.proxy import TcpProxy
 from tests.support.cleanup import make_tablo, put_file

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jobs.failures.errors import DoNotRetry
+from jobs.engine.errors import DoNotRetry
 
 
 def _record(**fields: Any) -> None:

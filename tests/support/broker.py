@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django_q.tasks import async_task
 
-from jobs.registry import job
+from jobs.engine.registry import job
 
 
 def noop(*args: object, **kwargs: object) -> None:

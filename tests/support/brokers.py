@@ -21,8 +21,8 @@ from tests.support.runtime import conf
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
 BROKERS = {
-    "database": "jobs.broker.DatabaseBroker",
-    "redis": "jobs.redis_broker.RedisBroker",
+    "database": "jobs.engine.broker.DatabaseBroker",
+    "redis": "jobs.engine.redis_broker.RedisBroker",
 }
 
 
@@ -38,7 +38,7 @@ class QueueBroker:
         return redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
     def _key(self, name: str) -> str:
-        from jobs.redis_broker import prefix
+        from jobs.engine.redis_broker import prefix
 
         return prefix() + name
 
@@ -73,7 +73,7 @@ class QueueBroker:
     def ready_attempts(self) -> set[int]:
         """The attempt counters of the tasks ready to claim."""
         if self.kind == "redis":
-            from jobs.redis_broker import RedisBroker
+            from jobs.engine.redis_broker import RedisBroker
 
             ready = self.redis.zrange(self._key(f"q:{RedisBroker().queue}:ready"), 0, -1)
             return set(self.attempts(int(k) for k in ready).values())
@@ -83,7 +83,7 @@ class QueueBroker:
 
     def waiting(self) -> int:
         """Tasks queued or waiting for a retry, in every queue."""
-        from jobs import stats
+        from jobs.engine import stats
 
         figures = stats.depth().values()
         return sum(q[Job.State.QUEUED] + q[Job.State.RETRYING] for q in figures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobs.registry import job
+from jobs.engine.registry import job
 from tests.reliability.jobs import record
 
 

@@ -14,10 +14,10 @@ from typing import Any
 from django.utils import timezone
 from django_q.signing import SignedPackage
 
-from jobs.failures.errors import DoNotRetry
+from jobs.engine.errors import DoNotRetry
+from jobs.engine.registry import job
+from jobs.engine.rows import job_row_from_task
 from jobs.models import Job, JobAttempt
-from jobs.queue import job_row_from_task
-from jobs.registry import job
 
 
 class PaymentDeclined(DoNotRetry):

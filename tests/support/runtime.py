@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 from django_q.conf import Conf
 
-from jobs.progress import report_progress
-from jobs.registry import job
+from jobs.engine.progress import report_progress
+from jobs.engine.registry import job
 
 logger = structlog.stdlib.get_logger("tests.runtime")
 
@@ -74,7 +74,7 @@ def conf(**values: Any) -> Iterator[None]:
 
 def job_table_broker() -> AbstractContextManager[None]:
     """The registry's view of a broker that keeps its queue in jobs.Job."""
-    return conf(BROKER_CLASS="jobs.broker.DatabaseBroker")
+    return conf(BROKER_CLASS="jobs.engine.broker.DatabaseBroker")
 
 
 def events(caplog: Any, name: str) -> list[dict[str, Any]]:

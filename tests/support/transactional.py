@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from jobs.registry import job
+from jobs.engine.registry import job
 
 TABLES_SQL = (
     "CREATE TABLE IF NOT EXISTS tx_effect (key VARCHAR(64) PRIMARY KEY)",

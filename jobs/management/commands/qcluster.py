@@ -1,5 +1,5 @@
 """``qcluster`` as a worker node: django-q2's command, with node registration,
-heartbeats and supervision around the same cluster (``jobs.cluster``)."""
+heartbeats and supervision around the same cluster (``jobs.engine.cluster``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django_q.management.commands.qcluster import Command as DjangoQClusterCommand
 
-from jobs.cluster import SentinelDied, serve
+from jobs.engine.cluster import SentinelDied, serve
 
 
 class Command(DjangoQClusterCommand):

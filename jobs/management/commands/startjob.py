@@ -31,5 +31,5 @@ class Command(BaseCommand):
             self.stdout.write(f"created {path.relative_to(settings.BASE_DIR)}")
         self.stdout.write(
             f"job {scaffold.job_name!r} is registered on the next start; enqueue it with "
-            f'jobs.registry.enqueue("{scaffold.job_name}", ...)'
+            f'jobs.engine.registry.enqueue("{scaffold.job_name}", ...)'
         )
