@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from files import cleanup
-from jobs.engine.registry import job
+from jobs.engine.registry import Every, job
 
 
 @job(
@@ -21,7 +21,12 @@ def purge_tablo(tablo_id: str) -> dict[str, int]:
     return report.raise_for_errors(f"purge of tablo {tablo_id}").summary()
 
 
-@job("files.orphan_cleanup", timeout=3600, max_attempts=5)
+@job(
+    "files.orphan_cleanup",
+    timeout=3600,
+    max_attempts=5,
+    schedule=Every("orphan_cleanup", minutes=60),
+)
 def orphan_cleanup() -> dict[str, int]:
     """Hourly: files whose tablo is gone, and stray objects with no row."""
     return cleanup.orphan_cleanup().raise_for_errors("orphan cleanup").summary()

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from jobs import schedules
+from jobs import health
 from jobs.engine import registry
 
 
@@ -146,24 +146,11 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         messages.append(
             Warning(
                 f"HEARTBEAT_INTERVAL_SECONDS={interval} is not a whole number of minutes; "
-                f"the heartbeat runs every {schedules.heartbeat_interval_seconds()} s.",
+                f"the heartbeat runs every {health.heartbeat_interval_seconds()} s.",
                 hint="django-q2 schedules run in whole minutes.",
                 id="jobs.W003",
             )
         )
-    for spec in schedules.declared():
-        try:
-            registry.get(spec.job)
-        except registry.UnknownJob:
-            messages.append(
-                Warning(
-                    f"Schedule {spec.name!r} runs job {spec.job!r}, which no installed app "
-                    "declares: it is not synced.",
-                    hint="Declare the job with @jobs.engine.registry.job in its app's tasks.py, or "
-                    "remove the schedule from jobs/schedules.py.",
-                    id="jobs.W004",
-                )
-            )
     return messages
 
 

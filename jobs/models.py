@@ -363,7 +363,7 @@ class JobStat(models.Model):
 
 
 class QueueSample(models.Model):
-    """Queue depth of one queue at one minute, taken by the heartbeat job (``jobs.engine.stats``)."""
+    """Queue depth of one queue at one minute, taken by the heartbeat job (jobs.engine.stats)."""
 
     id = models.BigAutoField(primary_key=True)
     minute = models.DateTimeField()

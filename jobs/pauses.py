@@ -11,28 +11,23 @@ NOTIFY so that idle pushers claim at once.
 
 from __future__ import annotations
 
-import getpass
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import CHANGE
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from jobs import health
+from jobs import audit, health
 from jobs.engine import registry
 from jobs.engine.channels import notify
 from jobs.models import Job, Overview, QueuePause, WorkerHeartbeat
 
 logger = structlog.stdlib.get_logger("jobs.pauses")
 
-# A pusher re-reads its queue's pause at most this often.
-CHECK_SECONDS = 0.5
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
@@ -59,10 +54,6 @@ class PauseStatus:
 
 
 # --- selectors -------------------------------------------------------------------
-def is_paused(queue: str, *, using: str = DEFAULT_DB_ALIAS) -> bool:
-    return QueuePause.objects.using(using).filter(queue=queue).exists()
-
-
 def paused_queues() -> list[QueuePause]:
     return list(QueuePause.objects.order_by("queue"))
 
@@ -93,40 +84,23 @@ def check_queue_name(queue: str) -> str:
     return queue
 
 
-# --- services --------------------------------------------------------------------
-def _who(user: AbstractBaseUser | None) -> str:
-    if user is not None:
-        return user.get_username()[:150]
-    try:
-        return f"{getpass.getuser()} (command line)"[:150]
-    except Exception:  # no user name in this environment (a bare container)
-        return "command line"
-
-
-def _admin_log(*, user: AbstractBaseUser | None, queue: str, message: str) -> None:
-    if user is None or user.pk is None:
-        return
-    LogEntry.objects.create(
-        user_id=user.pk,
-        content_type=ContentType.objects.get_for_model(Overview, for_concrete_model=False),
-        object_id=queue,
-        object_repr=queue,
-        action_flag=CHANGE,
-        change_message=message,
-    )
-
-
 def pause_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseStatus:
     """Stop every node from claiming ``queue``'s tasks (within ``CHECK_SECONDS``)."""
     queue = check_queue_name(queue)
     if queue not in known_queues():
         known = ", ".join(known_queues()) or "none"
         raise QueueError(f"unknown queue {queue!r}; known queues: {known}.")
-    who = _who(user)
+    who = audit.operator(user)
     with transaction.atomic():
         pause, created = QueuePause.objects.get_or_create(queue=queue, defaults={"paused_by": who})
         if created:
-            _admin_log(user=user, queue=queue, message="Paused the queue.")
+            audit.log_actions(
+                user=user,
+                model=Overview,
+                objects=[(queue, queue)],
+                flag=CHANGE,
+                message="Paused the queue.",
+            )
     if created:
         logger.info("queue paused", queue=queue, paused_by=who)
     return PauseStatus(
@@ -141,39 +115,21 @@ def pause_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseSta
 def resume_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseStatus:
     """Let ``queue``'s tasks be claimed again, and wake its idle pushers now."""
     queue = check_queue_name(queue)
-    who = _who(user)
+    who = audit.operator(user)
     with transaction.atomic():
         deleted, _ = QueuePause.objects.filter(queue=queue).delete()
         if not deleted and queue not in known_queues():
             known = ", ".join(known_queues()) or "none"
             raise QueueError(f"unknown queue {queue!r}; known queues: {known}.")
         if deleted:
-            _admin_log(user=user, queue=queue, message="Resumed the queue.")
+            audit.log_actions(
+                user=user,
+                model=Overview,
+                objects=[(queue, queue)],
+                flag=CHANGE,
+                message="Resumed the queue.",
+            )
             notify(DEFAULT_DB_ALIAS, [queue])  # delivered at commit
     if deleted:
         logger.info("queue resumed", queue=queue, resumed_by=who)
     return PauseStatus(queue=queue, paused=False, changed=bool(deleted))
-
-
-# --- the broker's side -----------------------------------------------------------
-def held(broker: Any) -> bool:
-    """True while ``broker``'s queue is paused; read at most every ``CHECK_SECONDS``.
-
-    The last answer is kept on the broker instance (one per pusher process).
-    """
-    now = time.monotonic()
-    checked = broker.__dict__.get("_pause_checked")
-    if checked is None or now - checked[0] >= CHECK_SECONDS:
-        checked = (now, is_paused(broker.queue, using=broker.connection))
-        broker.__dict__["_pause_checked"] = checked
-        was = broker.__dict__.get("_pause_seen", False)
-        if checked[1] != was:
-            broker.__dict__["_pause_seen"] = checked[1]
-            event = "queue paused: claiming nothing" if checked[1] else "queue resumed: claiming"
-            logger.info(event, queue=broker.queue)
-    return checked[1]
-
-
-def forget(broker: Any) -> None:
-    """Make the next ``held`` read the database (after a wake-up: maybe a resume)."""
-    broker.__dict__.pop("_pause_checked", None)

@@ -1,6 +1,7 @@
 """Periodic jobs, declared in code and synced into django-q2 ``Schedule`` rows.
 
-The declarations below are the source of truth. ``sync_schedules()`` makes the
+A job declares its schedule (``@job(..., schedule=Every("name", minutes=60))``) in
+the app that owns it; those declarations are the source of truth. ``sync_schedules()`` makes the
 ``Schedule`` table match them and is idempotent: it runs after every
 ``migrate`` (post_migrate) and from ``manage.py sync_schedules``.
 
@@ -25,19 +26,23 @@ clusters on PostgreSQL fire each tick once.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
+from django.contrib.admin.models import CHANGE
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.conf import croniter
 from django_q.models import Schedule
+from django_q.tasks import async_task
 
+from jobs import audit
 from jobs.engine import registry
-from jobs.health import heartbeat_interval_seconds
 from jobs.models import SyncedSchedule
 
 logger = structlog.stdlib.get_logger("jobs.schedules")
@@ -65,15 +70,16 @@ class ScheduleSpec:
 
 
 def declared() -> list[ScheduleSpec]:
-    """Every schedule the code declares."""
+    """Every schedule the code declares: each job's own ``schedule=Every(...)``."""
     return [
         ScheduleSpec(
-            name="heartbeat", job="jobs.heartbeat", minutes=heartbeat_interval_seconds() // 60
-        ),
-        ScheduleSpec(name="orphan_cleanup", job="files.orphan_cleanup", minutes=60),
-        ScheduleSpec(name="prune_results", job="jobs.prune_results", minutes=10),
-        # Daily at a quiet hour (UTC), not 24 h after whenever the last run happened.
-        ScheduleSpec(name="prune_history", job="jobs.prune_history", cron="30 3 * * *"),
+            name=spec.schedule.name,
+            job=spec.name,
+            minutes=spec.schedule.every_minutes(),
+            cron=spec.schedule.cron,
+        )
+        for spec in registry.all_jobs()
+        if spec.schedule is not None
     ]
 
 
@@ -237,3 +243,38 @@ def connect_signals() -> None:
     from django.db.models.signals import post_migrate
 
     post_migrate.connect(on_post_migrate, dispatch_uid="jobs.schedules.post_migrate")
+
+
+# -- operators' actions on schedules (the admin's Run now) ------------------------
+def schedule_arguments(schedule: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The schedule's args/kwargs, parsed the way django_q.scheduler does."""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if schedule.kwargs:
+        try:
+            kwargs = dict(ast.literal_eval(schedule.kwargs))
+        except (SyntaxError, ValueError, TypeError):
+            call = ast.parse(f"f({schedule.kwargs})").body[0].value  # type: ignore[attr-defined]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    if schedule.args:
+        parsed = ast.literal_eval(schedule.args)
+        args = parsed if isinstance(parsed, tuple) else (parsed,)
+    return args, kwargs
+
+
+def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None) -> str:
+    """Enqueue one run of ``schedule`` now (its next planned run is unchanged)."""
+    args, kwargs = schedule_arguments(schedule)
+    q_options = dict(kwargs.pop("q_options", {}) or {})
+    if schedule.hook:
+        q_options["hook"] = schedule.hook
+    q_options.setdefault("group", schedule.name or str(schedule.id))
+    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
+    audit.log_actions(
+        user=user,
+        model=Schedule,
+        objects=[(str(schedule.pk), str(schedule))],
+        flag=CHANGE,
+        message=f"Run now: enqueued task {task_id}.",
+    )
+    return task_id

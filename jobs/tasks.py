@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
+from django_q.signals import post_spawn
 
 from jobs import health
 from jobs.engine import counters, results, runtime, stats
-from jobs.engine.registry import job
+from jobs.engine.registry import Every, enqueue, job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
 
@@ -21,6 +24,7 @@ HEARTBEAT_UNIQUE_KEY = "jobs.heartbeat"
     max_attempts=3,
     priority=10,
     unique=lambda *args, **kwargs: HEARTBEAT_UNIQUE_KEY,
+    schedule=Every("heartbeat", minutes=lambda: health.heartbeat_interval_seconds() // 60),
 )
 def heartbeat() -> None:
     """Prove that a worker of this cluster takes tasks: log it and record it."""
@@ -41,7 +45,36 @@ def heartbeat() -> None:
     )
 
 
-@job("jobs.prune_results", timeout=600, max_attempts=3, unique=lambda: "jobs.prune_results")
+@job(
+    "jobs.prune_results",
+    timeout=600,
+    max_attempts=3,
+    unique=lambda: "jobs.prune_results",
+    schedule=Every("prune_results", minutes=10),
+)
 def prune_results() -> None:
     """Keep task results within JOBS_RESULTS_MAX_ROWS and JOBS_RESULTS_MAX_AGE_HOURS."""
     results.prune()
+
+
+def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
+    """A worker process started: ask for a heartbeat now.
+
+    django-q2's scheduler first runs about 30 s after the cluster starts, so
+    the heartbeat schedule alone would leave a fresh worker looking dead. Every
+    worker of the pool asks; on the jobs.Job broker the heartbeat's unique key
+    turns all but the first into no-ops (other brokers run a few extra beats).
+    """
+    if not runtime.is_cluster_worker():
+        return
+    try:
+        task_id = enqueue("jobs.heartbeat", on_commit=False)
+    except Exception:
+        # A worker must start even when its database is away; the schedule beats later.
+        logger.exception("start-up heartbeat not enqueued", proc_name=proc_name)
+        return
+    logger.info("worker started", proc_name=proc_name, heartbeat_task_id=task_id)
+
+
+def connect_signals() -> None:
+    post_spawn.connect(on_post_spawn, dispatch_uid="jobs.tasks.post_spawn")

@@ -20,10 +20,11 @@ from django.db.models import Count, Min
 from django.utils.module_loading import import_string
 from django_q.conf import Conf
 
+from jobs.engine import handout, rows
 from jobs.engine.attempts import record_failure
+from jobs.engine.context import AckId, current_node_id
 from jobs.models import Job
 
-AckId = tuple[int, int]  # (task key in the broker, attempt)
 ALL_STATES = tuple(Job.State.values)
 RUNNING_FIELDS = (
     "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
@@ -120,21 +121,15 @@ class DatabaseBackend(QueueBackend):
     alias = DEFAULT_DB_ALIAS
 
     def take_node(self, node_id: int, *, reason: str) -> int:
-        from jobs.engine import nodes
-
-        held = nodes.take_running(node_id, alias=self.alias)
-        nodes.hand_out_again(held, reason=reason, alias=self.alias)
+        held = handout.take_running(node_id, alias=self.alias)
+        handout.hand_out_again(held, reason=reason, alias=self.alias)
         return len(held)
 
     def hand_out_lost(self, node_id: int, acks: Sequence[AckId]) -> int:
-        from jobs.engine import nodes
-
-        return nodes.hand_out_lost_rows(node_id, acks, alias=self.alias)
+        return handout.hand_out_lost_rows(node_id, acks, alias=self.alias)
 
     def hand_back(self, node_id: int, acks: Sequence[AckId]) -> int:
-        from jobs.engine import nodes
-
-        return nodes.hand_back_rows(node_id, acks, alias=self.alias)
+        return handout.hand_back_rows(node_id, acks, alias=self.alias)
 
     def rejoin(self, node_id: int) -> None:
         pass  # the claim itself reads the node's row: nothing else to clear
@@ -149,9 +144,7 @@ class DatabaseBackend(QueueBackend):
         )
 
     def enqueue(self, tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
-        from jobs.engine.registry import insert_rows
-
-        return insert_rows(tasks, queue=queue)
+        return rows.insert_rows(tasks, queue=queue)
 
     def failure_target(self, task: dict[str, Any]) -> FailureTarget | None:
         job = (
@@ -166,15 +159,11 @@ class DatabaseBackend(QueueBackend):
         )
 
     def record_failure(self, *, claim: AckId | None, **fields: Any) -> bool:
-        from jobs.engine import nodes
-
         # The reporting node must still own the row at that attempt.
-        return record_failure(**fields, owner=nodes.current_node_id())
+        return record_failure(**fields, owner=current_node_id())
 
     def succeeded_after_failure(self, task: dict[str, Any]) -> bool:
-        from jobs.engine import nodes
-
-        owner = nodes.current_node_id()
+        owner = current_node_id()
         return not (
             owner is not None
             and Job.objects.filter(task_id=str(task.get("id") or ""))

@@ -51,21 +51,16 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs import pauses
-from jobs.engine import nodes, results
+from jobs.engine import nodes, paused, results
 from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.backend import DatabaseBackend
 from jobs.engine.channels import channel_name
-from jobs.engine.rows import job_row_from_task
+from jobs.engine.context import AckId
+from jobs.engine.rows import insert_row, job_row_from_task
 from jobs.models import Job, WorkerNode
-
-AckId = tuple[int, int]  # (Job.id, attempt)
 
 _TABLE = Job._meta.db_table
 _NODE_TABLE = WorkerNode._meta.db_table
-_INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
-_INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
-_INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
 _CONNECTION_CHECK_INTERVAL = 10.0
@@ -183,30 +178,9 @@ class DatabaseBroker(Broker):
             package = {"id": uuid.uuid4().hex, "func": "", "name": "unreadable payload"}
         # A registered job's declared cluster wins over the default broker's queue.
         queue = package.get("cluster") or self.queue
-        job = job_row_from_task(package, queue=queue, payload=task)
-        db = self.db
-        if self.is_postgresql:
-            # Every Job column is a str, int, aware datetime or None, which psycopg
-            # adapts as is: the fields' get_db_prep_save would be a cost on every enqueue.
-            values = [getattr(job, f.attname) for f in _INSERT_FIELDS]
-        else:
-            values = [f.get_db_prep_save(getattr(job, f.attname), db) for f in _INSERT_FIELDS]
-        insert = (
-            f"INSERT INTO {_TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_PLACEHOLDERS}) "
-            "ON CONFLICT DO NOTHING RETURNING id"
+        return insert_row(
+            job_row_from_task(package, queue=queue, payload=task), alias=self.connection
         )
-        with db.cursor() as cursor:
-            if self.is_postgresql:
-                # One round trip: the notification is sent only if a row was
-                # inserted, and only when the caller's transaction commits.
-                cursor.execute(
-                    f"WITH ins AS ({insert}) SELECT id, pg_notify(%s, '') FROM ins",
-                    [*values, channel_name(queue)],
-                )
-            else:
-                cursor.execute(insert, values)
-            row = cursor.fetchone()
-        return row[0] if row else None
 
     # -- dequeue ------------------------------------------------------------------
     def dequeue(self) -> list[tuple[AckId, str]] | None:
@@ -218,9 +192,9 @@ class DatabaseBroker(Broker):
         if self.is_postgresql:
             self._ensure_listener()
         # A paused queue hands out nothing (jobs.pauses); resume's NOTIFY ends the wait.
-        if pauses.held(self):
-            if self.wait(pauses.CHECK_SECONDS):
-                pauses.forget(self)  # woken by a NOTIFY: maybe the resume
+        if paused.held(self):
+            if self.wait(paused.CHECK_SECONDS):
+                paused.forget(self)  # woken by a NOTIFY: maybe the resume
             return None
         room = self._room()
         if room <= 0:
@@ -233,7 +207,7 @@ class DatabaseBroker(Broker):
         if self._stopping():
             self.hand_back_local_queue()
             return None
-        if pauses.held(self):  # paused during the wait
+        if paused.held(self):  # paused during the wait
             return None
         return self.claim(bulk=room) or None
 
@@ -412,7 +386,7 @@ class DatabaseBroker(Broker):
 
     # -- results ------------------------------------------------------------------
     def acknowledge(self, task_id: AckId) -> None:
-        """The task succeeded: its row is deleted and its result written (``jobs.engine.results``)."""
+        """The task succeeded: its row is deleted and its result written (``results``)."""
         if not isinstance(task_id, (tuple, list)) or len(task_id) != 2:
             return  # not an ack id this broker handed out
         ack = (int(task_id[0]), int(task_id[1]))

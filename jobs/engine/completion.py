@@ -28,7 +28,8 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from jobs.engine import nodes, results
+from jobs.engine import results
+from jobs.engine.context import current_node_id
 
 # The row id, attempt, database and package of the task this worker runs (jobs.engine.runtime).
 current_claim: ContextVar[Claim | None] = ContextVar("jobs_current_claim", default=None)
@@ -67,7 +68,7 @@ def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def complete(claim: Claim, value: Any) -> None:
     """Inside the task's transaction: delete its row, write its result, chain on."""
-    owner = nodes.current_node_id()
+    owner = current_node_id()
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[claim.alias].cursor() as cursor:
         cursor.execute(

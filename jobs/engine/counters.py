@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from django.db import connection, connections
+from django.db.models import Sum
 from django.utils import timezone
 from django_q.conf import Conf
 
@@ -127,8 +128,6 @@ def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> N
 
 def totals_since(since: datetime) -> dict[str, int]:
     """Runs finished since ``since`` (minute resolution)."""
-    from django.db.models import Sum
-
     floor = since.replace(second=0, microsecond=0)
     sums = TaskCounter.objects.filter(minute__gte=floor).aggregate(
         succeeded=Sum("succeeded"), failed=Sum("failed")

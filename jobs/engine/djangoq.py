@@ -5,8 +5,9 @@ django-q2 has no extension point for how the monitor saves a result: its
 finished task (``save_cached`` calls it too, for a finished ``async_iter``).
 ``install()`` replaces that function with ``save_task`` below, so that a task of
 the database broker is finished in a batch with its acknowledgement
-(``jobs.engine.results``). ``tests/jobs/test_djangoq.py`` fails when django-q2 changes
-what this relies on.
+(``jobs.engine.results``). ``run_sync`` is django-q2's own ``sync=True`` path, which
+``async_task`` takes and the registry's ``enqueue`` must take the same way.
+``tests/jobs/test_djangoq.py`` fails when django-q2 changes what this relies on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import django_q.monitor
 from django_q.brokers import Broker
+from django_q.tasks import _sync
 
 from jobs.engine import results
 
@@ -39,6 +41,11 @@ def save_task(task: dict[str, Any], broker: Broker) -> None:
     except Exception:
         # As django-q2's own: the monitor must go on with the next task.
         django_q.monitor.logger.exception("Could not save task result")
+
+
+def run_sync(payload: str) -> str:
+    """Run a signed task package now, in this process, as ``async_task(sync=True)`` does."""
+    return str(_sync(payload))
 
 
 def install() -> None:

@@ -28,34 +28,22 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs.engine import backend, inflight
-from jobs.engine.attempts import WorkerInfo, record_failure
-from jobs.engine.channels import notify
-from jobs.models import Job, JobAttempt, WorkerNode
+from jobs.engine import backend, context, handout, inflight
+from jobs.engine.context import AckId, current_node_id
+from jobs.models import Job, WorkerNode
 
 logger = structlog.stdlib.get_logger("jobs.engine.nodes")
-
-AckId = tuple[int, int]  # (Job.id, attempt)
-# What handing a row out again needs to read.
-_RESCUE_FIELDS = ("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
-
-# The node of this process, set by register(); forked children inherit it.
-_node_id: int | None = None
-# True when the node was registered by a claim outside qcluster (no heartbeat).
-_unmanaged = False
 
 
 def heartbeat_seconds() -> float:
@@ -64,11 +52,6 @@ def heartbeat_seconds() -> float:
 
 def dead_after_seconds() -> float:
     return float(settings.JOBS_NODE_DEAD_AFTER_SECONDS)
-
-
-def current_node_id() -> int | None:
-    """The node this process belongs to (None outside a qcluster that claimed nothing)."""
-    return _node_id
 
 
 # -- identity of a process on this machine --------------------------------------------
@@ -119,7 +102,6 @@ def register(*, cluster: str, alias: str = DEFAULT_DB_ALIAS, managed: bool = Tru
 
     ``managed``: the caller beats for it (``Heartbeat``) and rejoins when declared dead.
     """
-    global _node_id, _unmanaged
     pid = os.getpid()
     node = WorkerNode.objects.using(alias).create(
         cluster=cluster[:100],
@@ -129,7 +111,7 @@ def register(*, cluster: str, alias: str = DEFAULT_DB_ALIAS, managed: bool = Tru
         started_at=Now(),
         last_beat_at=Now(),
     )
-    _node_id, _unmanaged = node.id, not managed
+    context.set_node(node.id, managed=managed)
     logger.info("worker node registered", node=node.id, cluster=cluster, pid=pid)
     return node.id
 
@@ -142,22 +124,22 @@ def claiming_node_id(*, cluster: str, alias: str = DEFAULT_DB_ALIAS) -> int:
     ``JOBS_NODE_DEAD_AFTER_SECONDS`` pass or its process ends; a later claim of it
     registers again once it was declared dead.
     """
-    if _node_id is not None and not _unmanaged:
-        return _node_id
+    node_id = current_node_id()
+    if node_id is not None and context.node_is_managed():
+        return node_id
     if (
-        _node_id is not None
+        node_id is not None
         and WorkerNode.objects.using(alias)
-        .filter(id=_node_id, dead_at__isnull=True, stopped_at__isnull=True)
+        .filter(id=node_id, dead_at__isnull=True, stopped_at__isnull=True)
         .exists()
     ):
-        return _node_id
+        return node_id
     return register(cluster=cluster, alias=alias, managed=False)
 
 
 def forget() -> None:
     """This process is no node any more (its next claim registers a new one)."""
-    global _node_id, _unmanaged
-    _node_id, _unmanaged = None, False
+    context.set_node(None)
 
 
 def beat(node_id: int, *, alias: str = DEFAULT_DB_ALIAS) -> bool:
@@ -239,8 +221,8 @@ def rescue_dead_nodes(*, alias: str = DEFAULT_DB_ALIAS) -> int:
     now = db_now(alias)
     cutoff = now - timedelta(seconds=dead_after_seconds())
     live = WorkerNode.objects.using(alias).filter(stopped_at__isnull=True, dead_at__isnull=True)
-    if _node_id is not None:
-        live = live.exclude(id=_node_id)
+    if current_node_id() is not None:
+        live = live.exclude(id=current_node_id())
     rescued = 0
     for node in live.only("id", "host", "pid", "process_key", "last_beat_at"):
         if node.last_beat_at < cutoff:
@@ -260,10 +242,10 @@ def _rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
             Job.objects.using(alias)
             .select_for_update(skip_locked=True)
             .filter(state=Job.State.RUNNING, owner__isnull=True, claimed_at__lt=cutoff)
-            .only(*_RESCUE_FIELDS)
+            .only(*handout.RESCUE_FIELDS)
             .order_by("id")[:500]
         )
-        hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
+        handout.hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
     return len(rows)
 
 
@@ -280,122 +262,6 @@ def hand_out_lost(node_id: int, acks: Sequence[AckId], *, alias: str = DEFAULT_D
 def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB_ALIAS) -> int:
     """Return claimed tasks that never started: ready again, no attempt used."""
     return backend.current().hand_back(node_id, ack_ids) if ack_ids else 0
-
-
-# -- the jobs.Job table's side (jobs.engine.backend.DatabaseBackend) -----------------------
-def hand_out_lost_rows(node_id: int, acks: Sequence[AckId], *, alias: str) -> int:
-    with transaction.atomic(using=alias):
-        rows = list(
-            Job.objects.using(alias)
-            .select_for_update()
-            .filter(_attempts(acks), owner=node_id, state=Job.State.RUNNING)
-            .only(*_RESCUE_FIELDS)
-        )
-        hand_out_again(rows, reason="the worker process running this attempt died", alias=alias)
-    return len(rows)
-
-
-def hand_back_rows(node_id: int, ack_ids: Sequence[AckId], *, alias: str) -> int:
-    with transaction.atomic(using=alias):
-        rows = Job.objects.using(alias).filter(
-            _attempts(ack_ids), owner=node_id, state=Job.State.RUNNING
-        )
-        queues = set(rows.values_list("queue", flat=True))
-        count = rows.update(
-            state=_ready_state(),
-            attempt=F("attempt") - 1,
-            owner=None,
-            claimed_at=None,
-            claimed_by="",
-        )
-        notify(alias, queues)
-    return count
-
-
-def _attempts(acks: Sequence[AckId]) -> Q:
-    """The rows at exactly these (id, attempt) pairs."""
-    q = Q(pk__in=[])
-    for row_id, attempt in acks:
-        q |= Q(id=row_id, attempt=attempt)
-    return q
-
-
-def _ready_state() -> Case:
-    """A ready row is ``retrying`` once it has failed (the Failed tasks page lists it)."""
-    return Case(
-        When(last_failed_at__isnull=True, then=Value(Job.State.QUEUED)),
-        default=Value(Job.State.RETRYING),
-    )
-
-
-def take_running(node_id: int, *, alias: str) -> list[Job]:
-    return list(
-        Job.objects.using(alias)
-        .select_for_update()
-        .filter(owner=node_id, state=Job.State.RUNNING)
-        .only(*_RESCUE_FIELDS)
-        .order_by("id")
-    )
-
-
-def lost_attempt_is_last(task: Any) -> bool:
-    return bool(task.max_attempts) and task.attempt >= task.max_attempts
-
-
-def record_lost_attempts(
-    tasks: Iterable[Any], *, reason: str, alias: str, now: datetime | None = None
-) -> None:
-    """``WorkerLost`` history for tasks handed out again (not their last attempt).
-
-    ``tasks``: anything with ``task_id``, ``attempt``, ``func`` and ``job_name``.
-    """
-    now = now or timezone.now()
-    JobAttempt.objects.using(alias).bulk_create(
-        [
-            JobAttempt(
-                task_id=task.task_id,
-                attempt=task.attempt,
-                func=task.func,
-                job_name=task.job_name,
-                succeeded=False,
-                finished_at=now,
-                error_type="WorkerLost",
-                error_message=f"{reason}; the task was handed out again",
-            )
-            for task in tasks
-        ]
-    )
-
-
-def record_lost_last_attempt(task: Any, *, reason: str, now: datetime | None = None) -> None:
-    """A task lost at its last allowed attempt is dead (its ``Job`` row must exist)."""
-    record_failure(
-        task_id=task.task_id,
-        attempt=task.attempt,
-        error_type="WorkerLost",
-        error_message=f"{reason}; attempt {task.attempt} was the last allowed",
-        finished_at=now or timezone.now(),
-        retry_at=None,
-        worker=WorkerInfo(),
-    )
-
-
-def hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
-    """Record the lost attempt of each row and make it ready (or dead at its last attempt)."""
-    rows = list(rows)
-    if not rows:
-        return
-    now = timezone.now()
-    last = [r for r in rows if lost_attempt_is_last(r)]
-    again = [r for r in rows if r not in last]
-    for job in last:
-        record_lost_last_attempt(job, reason=reason, now=now)
-    if again:
-        record_lost_attempts(again, reason=reason, alias=alias, now=now)
-        Job.objects.using(alias).filter(id__in=[job.id for job in again]).update(
-            state=_ready_state(), owner=None, claimed_at=None, claimed_by=""
-        )
-        notify(alias, {job.queue for job in again})
 
 
 def db_now(alias: str = DEFAULT_DB_ALIAS) -> datetime:

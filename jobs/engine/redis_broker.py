@@ -30,7 +30,7 @@ from django.utils import timezone
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs.engine import nodes, redis_scripts, results
+from jobs.engine import handout, nodes, redis_scripts, results
 from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.backend import (
     ALL_STATES,
@@ -188,13 +188,13 @@ class RedisBackend(QueueBackend):
             return 0
         now = timezone.now()
         with transaction.atomic():
-            nodes.record_lost_attempts(
+            handout.record_lost_attempts(
                 [task for task, last in released if not last], reason=reason, alias="default"
             )
             for task, last in released:
                 if last:
                     _upsert_record(task)
-                    nodes.record_lost_last_attempt(task, reason=reason, now=now)
+                    handout.record_lost_last_attempt(task, reason=reason, now=now)
         return len(released)
 
     def hand_back(self, node_id: int, acks: Sequence[AckId]) -> int:

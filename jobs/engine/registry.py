@@ -23,10 +23,7 @@ round trip.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -39,39 +36,41 @@ from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 from django_q.utils import get_func_repr
 
-from jobs.engine import completion
-from jobs.engine.channels import notify
+from jobs.engine import backend, completion, djangoq, specs
+from jobs.engine.specs import (
+    Every,
+    JobSpec,
+    UnknownJob,
+    all_jobs,
+    for_func,
+    get,
+    spec_for,
+    unregister,
+)
+
+# Declaring and looking up jobs is this module's API; the table itself is jobs.engine.specs.
+__all__ = [
+    "Every",
+    "JobSpec",
+    "TransactionalUnsupported",
+    "UnknownJob",
+    "all_jobs",
+    "apply_declared_options",
+    "build_package",
+    "enqueue",
+    "enqueue_many",
+    "for_func",
+    "get",
+    "job",
+    "spec_for",
+    "unregister",
+    "uses_job_table",
+]
 
 logger = structlog.get_logger("jobs.engine.registry")
 
 # Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
 JOB_TABLE_BROKERS = ("jobs.engine.broker.DatabaseBroker",)
-
-
-class UnknownJob(LookupError):
-    """Raised for a job name that no app declared."""
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    func: Callable[..., Any]
-    timeout: int | None = None
-    max_attempts: int | None = None  # None: settings.JOBS_DEFAULT_MAX_ATTEMPTS
-    backoff: Callable[[int], float] | None = None  # attempt -> seconds; None: global
-    priority: int = 0
-    cluster: str | None = None
-    unique: Callable[..., str] | None = None  # (*args, **kwargs) -> key
-    # Writes and completion in one transaction (jobs.engine.completion); database broker only.
-    transactional: bool = False
-
-    @property
-    def path(self) -> str:
-        return f"{self.func.__module__}.{self.func.__qualname__}"
-
-
-_by_name: dict[str, JobSpec] = {}
-_by_path: dict[str, JobSpec] = {}
 
 
 def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -81,66 +80,10 @@ def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..
         if options.get("transactional"):
             refuse_transactional_elsewhere(name)
             func = completion.transactional(func)
-        spec = JobSpec(name=name, func=func, **options)
-        existing = _by_name.get(name)
-        if existing is not None and existing.path != spec.path:
-            raise ValueError(f"job {name!r} is declared twice: {existing.path} and {spec.path}")
-        _by_name[name] = spec
-        _by_path[spec.path] = spec
+        specs.add(JobSpec(name=name, func=func, **options))
         return func
 
     return register
-
-
-def unregister(name: str) -> None:
-    """Forget a job (tests and scaffolding use it; apps never need to)."""
-    spec = _by_name.pop(name, None)
-    if spec is not None:
-        _by_path.pop(spec.path, None)
-
-
-def get(name: str) -> JobSpec:
-    try:
-        return _by_name[name]
-    except KeyError:
-        known = ", ".join(sorted(_by_name)) or "none"
-        raise UnknownJob(f"unknown job {name!r}; registered jobs: {known}") from None
-
-
-def for_func(path: str) -> JobSpec | None:
-    """The spec of the job whose function has this dotted path, if registered."""
-    return _by_path.get(path)
-
-
-def spec_for(path: str) -> JobSpec | None:
-    """The spec of the function at ``path``, importing its module first if needed.
-
-    A job is registered when its module is imported; a process handed a task by
-    path (a worker's monitor, the scheduler) may not have imported it yet. A
-    function that no longer exists has no spec. A module that fails to import is
-    logged: its jobs' own policy is unknown until it is fixed.
-    """
-    spec = _by_path.get(path)
-    module = path.rpartition(".")[0]
-    if spec is not None or not module or module in sys.modules:
-        return spec
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            return None  # the module itself is gone (or the path names no module)
-        logger.error("job module import failed", func=path, module=module,
-                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-        return None
-    except Exception as exc:
-        logger.error("job module import failed", func=path, module=module,
-                     error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-        return None
-    return _by_path.get(path)
-
-
-def all_jobs() -> list[JobSpec]:
-    return sorted(_by_name.values(), key=lambda spec: spec.name)
 
 
 def uses_job_table() -> bool:
@@ -175,7 +118,7 @@ def apply_declared_options(
     if not task or task.get("func") is None:
         return
     func = task["func"]
-    spec = _by_name.get(func) if isinstance(func, str) else None
+    spec = specs.by_name(func) if isinstance(func, str) else None
     if spec is not None:
         task["func"] = spec.path  # async_task("files.purge_tablo", ...) by job name
     else:
@@ -288,56 +231,6 @@ def _after_commit(tasks: list[dict[str, Any]], *, spec: JobSpec) -> Callable[[],
 
 def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
     if Conf.SYNC:
-        from django_q.tasks import _sync
-
-        return [_sync(SignedPackage.dumps(task)) for task in tasks]
-    from jobs.engine import backend
-
+        return [djangoq.run_sync(SignedPackage.dumps(task)) for task in tasks]
     # The broker's queue name is its list_key: the job's cluster, else ours.
     return backend.current().enqueue(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
-
-
-def insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
-    """Insert ``Job`` rows in one statement; a duplicate of an active unique key is skipped."""
-    from jobs.engine.broker import DatabaseBroker
-    from jobs.engine.rows import job_row_from_task
-    from jobs.models import Job
-
-    alias = Conf.ORM if isinstance(Conf.ORM, str) else "default"
-    if len(tasks) == 1:
-        # One task: the broker's single statement (INSERT ... ON CONFLICT DO
-        # NOTHING with its NOTIFY), one round trip like async_task(), instead of
-        # a transaction around an INSERT and a separate NOTIFY.
-        [task] = tasks
-        payload = SignedPackage.dumps(task)
-        if DatabaseBroker(list_key=queue).enqueue(payload) is not None:
-            return [task["id"]]
-        # Skipped: a task with the same unique key is queued or running.
-        row = job_row_from_task(task, queue=queue, payload=payload)
-        active = _active_task_ids(alias, {row.unique_key})
-        return [active.get(row.unique_key, row.task_id)]
-
-    rows = [
-        job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task)) for task in tasks
-    ]
-    with transaction.atomic(using=alias):
-        # ON CONFLICT DO NOTHING (INSERT OR IGNORE on SQLite): a duplicate unique
-        # key is skipped without aborting the caller's transaction.
-        Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
-        keys = {row.unique_key for row in rows if row.unique_key is not None}
-        active = _active_task_ids(alias, keys) if keys else {}
-        notify(alias, [queue])
-    return [
-        active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
-    ]
-
-
-def _active_task_ids(alias: str, keys: set[str | None]) -> dict[str, str]:
-    """unique key -> task id of the queued or running task holding it."""
-    from jobs.models import Job
-
-    return dict(
-        Job.objects.using(alias)
-        .filter(unique_key__in=keys, state__in=Job.ACTIVE_STATES)
-        .values_list("unique_key", "task_id")
-    )

@@ -54,12 +54,12 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
+from jobs.engine.context import AckId
 from jobs.engine.funcs import func_path
 from jobs.models import Job
 
 logger = structlog.stdlib.get_logger("jobs.engine.results")
 
-AckId = tuple[int, int]  # (Job.id, attempt)
 
 JOB_TABLE = Job._meta.db_table
 # Set on a task package whose completion committed in the worker (jobs.engine.completion).

@@ -36,7 +36,6 @@ from django_q.conf import Conf
 from django_q.signals import (
     post_execute,
     post_execute_in_worker,
-    post_spawn,
     pre_enqueue,
     pre_execute,
 )
@@ -188,27 +187,11 @@ def is_cluster_worker() -> bool:
     return not Conf.SYNC and multiprocessing.parent_process() is not None
 
 
-@_never_raise
-def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
-    """A worker process started: ask for a heartbeat now.
-
-    django-q2's scheduler first runs about 30 s after the cluster starts, so
-    the heartbeat schedule alone would leave a fresh worker looking dead. Every
-    worker of the pool asks; on the jobs.Job broker the heartbeat's unique key
-    turns all but the first into no-ops (other brokers run a few extra beats).
-    """
-    if not is_cluster_worker():
-        return
-    task_id = registry.enqueue("jobs.heartbeat", on_commit=False)
-    logger.info("worker started", proc_name=proc_name, heartbeat_task_id=task_id)
-
-
 def connect_signals() -> None:
     """Connect the runtime's django-q2 signal receivers (idempotent)."""
     pre_enqueue.connect(
         registry.apply_declared_options, dispatch_uid="jobs.engine.registry.apply_declared_options"
     )
-    post_spawn.connect(on_post_spawn, dispatch_uid="jobs.engine.runtime.post_spawn")
     post_execute.connect(counters.on_post_execute, dispatch_uid="jobs.engine.counters.post_execute")
     post_execute.connect(stats.on_post_execute, dispatch_uid="jobs.engine.stats.post_execute")
     pre_execute.connect(on_pre_execute, dispatch_uid="jobs.engine.runtime.pre_execute")

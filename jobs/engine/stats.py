@@ -22,6 +22,7 @@ from django.db import connection, connections
 from django.utils import timezone
 from django_q.conf import Conf
 
+from jobs.engine import backend
 from jobs.engine.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
 from jobs.models import DURATION_BOUNDS, Job, JobStat, QueueSample
 
@@ -195,8 +196,6 @@ def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> N
 def depth(queue: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
     """Tasks per queue and state now, and the oldest queued task's enqueue time
     (``states=``: count only those)."""
-    from jobs.engine import backend
-
     return backend.current().depth(queue, **options)
 
 

@@ -1,186 +1,320 @@
-"""Building blocks of the "Failed tasks" admin page, made for a table of millions.
-
-No ``SELECT DISTINCT`` (every filter has fixed or cheaply bounded choices), no
-full ``COUNT(*)`` (the paginator counts up to a cap), heavy columns deferred.
-The "Queued tasks" page (jobs.queued.admin) shares the paginator, the row
-columns and the payload decoding.
-"""
+"""Admin: "Failed tasks", the tasks that failed at least once (see docs/failures.md)."""
 
 from __future__ import annotations
 
-import pprint
-from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.utils import unquote
-from django.core.paginator import Paginator
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
-from django.utils import timezone
-from django.utils.functional import cached_property
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
-from django_q.signing import SignedPackage
+from django.utils.text import Truncator
+from django.views.decorators.http import require_http_methods, require_POST
 
-from jobs.engine import registry
-from jobs.models import Job
+from jobs.admin_rows import (
+    COUNT_CAP,
+    LIST_FILTERS,
+    SEARCH_COUNT_CAP,
+    CappedPaginator,
+    JobRowsMixin,
+    decode_payload,
+    job_id,
+)
+from jobs.failures import services
+from jobs.failures.selectors import HEAVY_FIELDS, failed_groups, search_failed, task_attempts
+from jobs.models import FailedJob, Job
 
-COUNT_CAP = 10_000
-# A substring search matching a few percent of a million rows is slow to count
-# far (a scan until the cap): the first 500 matches are enough to say "more than".
-SEARCH_COUNT_CAP = 500
-RECENT_FOR_TYPES = 1_000
-
-
-class CappedPaginator(Paginator):
-    """Counts at most ``COUNT_CAP + 1`` rows: "more than 10,000" is all a page needs."""
-
-    def __init__(self, *args: Any, cap: int = COUNT_CAP, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cap = cap
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list.order_by()[: self.cap + 1].count()
-
-    @property
-    def capped(self) -> bool:
-        return self.count > self.cap
+MESSAGE_WIDTH = 80
+GROUPS_SHOWN = 200
+CONFIRM_SHOWN = 50  # tasks a discard confirmation lists before "and N more"
+GROUPS_DEFAULT_WINDOW = "7d"
 
 
-def job_id(object_id: str) -> int:
-    """The ``Job`` id in an admin URL; anything but a bigint is a 404, not a ValueError."""
-    value = unquote(object_id)
-    if not (value.isascii() and value.isdigit()) or int(value) > 2**63 - 1:
-        raise Http404("No such task.")
-    return int(value)
+@admin.register(FailedJob)
+class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
+    list_display = (
+        "task",
+        "state",
+        "attempts",
+        "error",
+        "first_failed_at",
+        "last_failed_at",
+        "next_retry",
+    )
+    list_display_links = ("task",)
+    list_filter = LIST_FILTERS
+    search_fields = ("last_error_message",)  # get_search_results does the search
+    search_help_text = "Part of the error message, task name or function, or a task id."
+    ordering = ("-last_failed_at", "-id")
+    sortable_by = ()  # one order, the one the indexes serve
+    paginator = CappedPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("retry_selected", "discard_selected")
+    change_list_template = "admin/jobs/failedjob/change_list.html"
 
-
-def decode_payload(payload: str) -> dict[str, Any]:
-    """Arguments pretty-printed, or why the payload cannot be read."""
-    try:
-        task = SignedPackage.loads(payload)
-    except Exception as exc:
-        return {"error": f"Unreadable payload ({type(exc).__name__}: {exc})"}
-    return {
-        "args": pprint.pformat(tuple(task.get("args") or ()), width=100),
-        "kwargs": pprint.pformat(dict(task.get("kwargs") or {}), width=100),
-    }
-
-
-class JobRowsMixin:
-    """Columns and row markup shared by the admin pages over ``Job`` rows."""
-
-    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
-    def action_checkbox(self, obj: Job) -> str:
-        """Django renders a form widget through the template engine per row (a third of
-        the page's render time at 50 rows); the same markup, formatted directly."""
-        return format_html(
-            '<input type="checkbox" name="{}" value="{}" class="action-select" '
-            'aria-label="Select this object for an action - {}">',
-            ACTION_CHECKBOX_NAME,
-            obj.pk,
-            str(obj),
+    # --- queryset and columns -------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return (
+            super().get_queryset(request).filter(last_failed_at__isnull=False).defer(*HEAVY_FIELDS)
         )
 
-    @admin.display(description="attempts")
-    def attempts(self, obj: Job) -> str:
-        return f"{obj.attempt} of {obj.max_attempts}"
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedPaginator:
+        cap = SEARCH_COUNT_CAP if request.GET.get("q", "").strip() else COUNT_CAP
+        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        return search_failed(queryset, search_term), False
 
-class StateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
+    @admin.display(description="task")
+    def task(self, obj: Job) -> str:
+        return format_html("{}<br><small>{}</small>", obj.job_name or obj.name, obj.func)
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    @admin.display(description="last error")
+    def error(self, obj: Job) -> str:
+        message = Truncator((obj.last_error_message or "").strip().split("\n")[0]).chars(
+            MESSAGE_WIDTH
+        )
+        return format_html("<code>{}</code> {}", obj.last_error_type.rsplit(".", 1)[-1], message)
+
+    @admin.display(description="next retry")
+    def next_retry(self, obj: Job) -> Any:
+        return obj.run_at if obj.state == Job.State.RETRYING else "—"
+
+    # --- permissions: read-only rows, actions through the services -----------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # discard goes through the service (and the log)
+        return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> Any:
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_change", args=[object_id]))
+
+    # --- actions on selected rows ---------------------------------------------
+    @admin.action(description="Retry selected tasks", permissions=["change"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        count = services.retry_failed(queryset=queryset, user=request.user)
+        self.message_user(request, f"Retried {count} task(s).", messages.SUCCESS)
+
+    @admin.action(description="Discard selected tasks…", permissions=["delete"])
+    def discard_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> Any:
+        # Like Django's "Delete selected": a confirmation page first, the change on
+        # its "Yes" (which posts the same action again with post=yes).
+        if request.POST.get("post") == "yes":
+            count = services.discard_failed(queryset=queryset, user=request.user)
+            self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
+            return None
+        failed = queryset.filter(state__in=(Job.State.RETRYING, Job.State.DEAD)).order_by("id")
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/confirm_discard.html",
+            self._context(
+                request,
+                title="Discard the selected failed tasks?",
+                jobs=failed[:CONFIRM_SHOWN],
+                count=(count := failed.count()),
+                more=count - CONFIRM_SHOWN,
+                selected=request.POST.getlist(ACTION_CHECKBOX_NAME),
+                select_across=request.POST.get("select_across", "0"),
+                action_url=request.get_full_path(),
+                cancel_url=request.get_full_path(),
+            ),
+        )
+
+    # --- extra pages ------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
         return [
-            ("retrying", "retrying"),
-            ("dead", "dead"),
-            ("queued", "queued again (retried)"),
-            ("running", "running"),
+            path("groups/", wrap(self.groups_view), name="jobs_failedjob_groups"),
+            path(
+                "retry-matching/",
+                wrap(self.retry_matching_view),
+                name="jobs_failedjob_retry_matching",
+            ),
+            path(
+                "discard-matching/",
+                wrap(self.discard_matching_view),
+                name="jobs_failedjob_discard_matching",
+            ),
+            path("<path:object_id>/retry/", wrap(self.retry_one_view), name="jobs_failedjob_retry"),
+            path(
+                "<path:object_id>/discard/",
+                wrap(self.discard_one_view),
+                name="jobs_failedjob_discard",
+            ),
+            *super().get_urls(),
         ]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(state=self.value()) if self.value() else queryset
+    def _filtered(self, request: HttpRequest) -> QuerySet[Job]:
+        """The changelist's queryset for the filters and search in the query string."""
+        return self.get_changelist_instance(request).get_queryset(request)
 
+    def _filter_query(self, request: HttpRequest) -> str:
+        return urlencode(sorted((k, v) for k, v in request.GET.items() if k not in ("p", "o")))
 
-class FunctionFilter(admin.SimpleListFilter):
-    """The registered jobs: a fixed list, never read from the table."""
+    def _context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.opts, **extra}
 
-    title = "job"
-    parameter_name = "func"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        choices = [(spec.path, spec.name) for spec in registry.all_jobs()]
-        selected = self.value()
-        if selected and selected not in {path for path, _ in choices}:
-            choices.append((selected, selected))  # an unregistered function from a link
-        return choices
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(func=self.value()) if self.value() else queryset
-
-
-class ErrorTypeFilter(admin.SimpleListFilter):
-    """Error types of the latest failures (bounded read on the failure index)."""
-
-    title = "error type"
-    parameter_name = "error_type"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        recent = (
-            Job.objects.filter(last_failed_at__isnull=False)
-            .order_by("-last_failed_at")
-            .values_list("last_error_type", flat=True)[:RECENT_FOR_TYPES]
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        query = self._filter_query(request)
+        return super().changelist_view(
+            request,
+            {**(extra_context or {}), "filter_query": query, **(self._action_perms(request))},
         )
-        types = set(recent)
-        if self.value():
-            types.add(self.value())
-        return [(t, t.rsplit(".", 1)[-1] or "(none)") for t in sorted(types)]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(last_error_type=self.value()) if self.value() else queryset
+    def _action_perms(self, request: HttpRequest) -> dict[str, bool]:
+        return {
+            "can_retry": self.has_change_permission(request),
+            "can_discard": self.has_delete_permission(request),
+        }
 
+    def groups_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if "failed" not in request.GET:
+            # Grouping reads every matching row: start from a bounded window.
+            query = request.GET.copy()
+            query["failed"] = GROUPS_DEFAULT_WINDOW
+            return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
+        groups = failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
+        base = self._filter_query(request)
+        for group in groups:
+            group["query"] = "&".join(
+                part for part in (base, urlencode({"signature": group["error_signature"]})) if part
+            )
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/groups.html",
+            self._context(
+                request,
+                title="Failed tasks by error",
+                groups=groups,
+                filter_query=base,
+                shown=GROUPS_SHOWN,
+                **self._action_perms(request),
+            ),
+        )
 
-class FailedWithinFilter(admin.SimpleListFilter):
-    title = "last failure"
-    parameter_name = "failed"
-    RANGES = {
-        "1h": ("in the last hour", timedelta(hours=1)),
-        "24h": ("in the last 24 hours", timedelta(hours=24)),
-        "7d": ("in the last 7 days", timedelta(days=7)),
-        "30d": ("in the last 30 days", timedelta(days=30)),
-    }
+    def _matching_view(self, request: HttpRequest, *, verb: str) -> HttpResponse:
+        allowed = (
+            self.has_change_permission(request)
+            if verb == "retry"
+            else self.has_delete_permission(request)
+        )
+        if not allowed:
+            raise PermissionDenied
+        queryset = self._filtered(request).filter(state__in=(Job.State.RETRYING, Job.State.DEAD))
+        query = self._filter_query(request)
+        if request.method == "POST":
+            action = services.retry_failed if verb == "retry" else services.discard_failed
+            count = action(queryset=queryset, user=request.user)
+            past = "Retried" if verb == "retry" else "Discarded"
+            self.message_user(request, f"{past} {count} task(s).", messages.SUCCESS)
+            url = reverse("admin:jobs_failedjob_changelist")
+            return HttpResponseRedirect(f"{url}?{query}" if query else url)
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/confirm_matching.html",
+            self._context(
+                request,
+                title=f"{verb.capitalize()} all matching failed tasks?",
+                verb=verb,
+                count=queryset.count(),
+                filters=sorted(request.GET.items()),
+                filter_query=query,
+            ),
+        )
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(key, label) for key, (label, _) in self.RANGES.items()] + [
-            ("older", "more than 30 days ago"),
-            ("any", "any time"),
-        ]
+    def retry_matching_view(self, request: HttpRequest) -> HttpResponse:
+        return self._matching_view(request, verb="retry")
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        value = self.value()
-        now = timezone.now()
-        if value in self.RANGES:
-            return queryset.filter(last_failed_at__gte=now - self.RANGES[value][1])
-        if value == "older":
-            return queryset.filter(last_failed_at__lt=now - timedelta(days=30))
-        return queryset
+    def discard_matching_view(self, request: HttpRequest) -> HttpResponse:
+        return self._matching_view(request, verb="discard")
 
+    def _one(self, request: HttpRequest, object_id: str) -> Job:
+        return get_object_or_404(self.get_queryset(request), pk=job_id(object_id))
 
-class SignatureFilter(admin.SimpleListFilter):
-    """Set by the grouping page's links; shown only while active."""
+    def retry_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._retry_one)(request, object_id)
 
-    title = "error group"
-    parameter_name = "signature"
+    def _retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._one(request, object_id)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+            self.message_user(request, f"Retried {job}: queued to run now.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Not retried {job}: it is {job.state}.", messages.WARNING)
+        # Not back to the task's page: once the retried (or already queued) task succeeds,
+        # its row is gone and that page is a 404.
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(self.value(), self.value())] if self.value() else []
+    def discard_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_http_methods(["GET", "POST"])(self._discard_one)(request, object_id)
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(error_signature=self.value()) if self.value() else queryset
+    def _discard_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self._one(request, object_id)
+        if not self.has_delete_permission(request, job):
+            raise PermissionDenied
+        if request.method == "GET":  # the detail page's Discard asks first
+            return TemplateResponse(
+                request,
+                "admin/jobs/failedjob/confirm_discard.html",
+                self._context(
+                    request,
+                    title=f"Discard {job}?",
+                    jobs=[job],
+                    count=1,
+                    more=0,
+                    action_url=request.path,
+                    cancel_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
+                ),
+            )
+        if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+            self.message_user(request, f"Discarded {job}.", messages.SUCCESS)
+        else:
+            # Queued or running: it may succeed (row gone) before the operator looks again.
+            self.message_user(request, f"Not discarded {job}: it is {job.state}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:jobs_failedjob_changelist"))
 
-
-LIST_FILTERS = [StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter]
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """The task's detail: arguments and every attempt with its traceback."""
+        job = get_object_or_404(
+            Job.objects.filter(last_failed_at__isnull=False), pk=job_id(object_id)
+        )
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return TemplateResponse(
+            request,
+            "admin/jobs/failedjob/detail.html",
+            self._context(
+                request,
+                title=str(job),
+                job=job,
+                original=job,
+                payload=decode_payload(job.payload),
+                attempts=list(task_attempts(task_id=job.task_id)),
+                retryable=job.state in (Job.State.RETRYING, Job.State.DEAD),
+                **self._action_perms(request),
+            ),
+        )

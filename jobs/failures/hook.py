@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.utils import timezone
+from django_q.signals import post_execute
 
 from jobs.engine import backend, backoff, registry
 from jobs.engine.attempts import WorkerInfo
@@ -213,3 +214,8 @@ def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_:
         # Even logging may fail (a broken handler): the monitor must live on.
         with contextlib.suppress(Exception):
             logger.exception("failure hook error", task_id=task.get("id"))
+
+
+def connect_signals() -> None:
+    """Connect the failure hook to django-q2's ``post_execute`` (monitor process)."""
+    post_execute.connect(on_post_execute, sender="django_q", dispatch_uid="jobs.failures")

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import ast
 import getpass
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
 from django.conf import settings
-from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.admin.models import CHANGE, DELETION
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
-from django_q.models import Schedule
-from django_q.tasks import async_task
 
+from jobs import audit
 from jobs.engine import backend
 from jobs.engine.registry import spec_for
 from jobs.failures.selectors import FAILED_STATES
-from jobs.models import Job
+from jobs.models import FailedJob, Job
 
 logger = structlog.get_logger("jobs.failures")
 
@@ -59,24 +56,10 @@ def _log(
     message: str,
     model: type[Job] | None = None,
 ) -> None:
-    """One admin ``LogEntry`` per job, linked to ``model``'s page (default: Failed tasks)."""
-    if user is None or not jobs:
-        return
-    from jobs.models import FailedJob  # the admin page's model: its log entries link there
-
-    content_type = ContentType.objects.get_for_model(model or FailedJob, for_concrete_model=False)
-    LogEntry.objects.bulk_create(
-        [
-            LogEntry(
-                user_id=user.pk,
-                content_type=content_type,
-                object_id=str(job.pk),
-                object_repr=str(job)[:200],
-                action_flag=flag,
-                change_message=message,
-            )
-            for job in jobs
-        ]
+    """One admin entry per job, linked to ``model``'s page (default: Failed tasks)."""
+    objects = [(str(job.pk), str(job)) for job in jobs]
+    audit.log_actions(
+        user=user, model=model or FailedJob, objects=objects, flag=flag, message=message
     )
 
 
@@ -176,38 +159,3 @@ def delete_jobs(
 def discard_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = None) -> int:
     """Delete the failed tasks of ``queryset`` (their attempt history stays until pruned)."""
     return delete_jobs(queryset=queryset, states=FAILED_STATES, message="Discarded.", user=user)
-
-
-def _schedule_arguments(schedule: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The schedule's args/kwargs, parsed the way django_q.scheduler does."""
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
-    if schedule.kwargs:
-        try:
-            kwargs = dict(ast.literal_eval(schedule.kwargs))
-        except (SyntaxError, ValueError, TypeError):
-            call = ast.parse(f"f({schedule.kwargs})").body[0].value  # type: ignore[attr-defined]
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    if schedule.args:
-        parsed = ast.literal_eval(schedule.args)
-        args = parsed if isinstance(parsed, tuple) else (parsed,)
-    return args, kwargs
-
-
-def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None) -> str:
-    """Enqueue one run of ``schedule`` now (its next planned run is unchanged)."""
-    args, kwargs = _schedule_arguments(schedule)
-    q_options = dict(kwargs.pop("q_options", {}) or {})
-    if schedule.hook:
-        q_options["hook"] = schedule.hook
-    q_options.setdefault("group", schedule.name or str(schedule.id))
-    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
-    if user is not None:
-        LogEntry.objects.log_actions(
-            user_id=user.pk,
-            queryset=[schedule],
-            action_flag=CHANGE,
-            change_message=f"Run now: enqueued task {task_id}.",
-            single_object=True,
-        )
-    return task_id

@@ -1,7 +1,6 @@
 """``jobs.prune_history``: the retention of the attempt history.
 
-Imported by ``jobs.failures.connect_signals`` (the registry autodiscovers
-``<app>.tasks`` only, and ``jobs.tasks`` belongs to the runtime).
+Imported by ``jobs.apps`` (the registry autodiscovers ``<app>.tasks`` only).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.engine.registry import job
+from jobs.engine.registry import Every, job
 from jobs.models import Job, JobAttempt
 
 BATCH = 10_000
@@ -37,6 +36,13 @@ def prune_history(*, older_than_days: int | None = None) -> int:
         deleted += JobAttempt.objects.filter(id__in=ids).delete()[0]
 
 
-@job("jobs.prune_history", timeout=600, max_attempts=3, unique=lambda: "jobs.prune_history")
+@job(
+    "jobs.prune_history",
+    timeout=600,
+    max_attempts=3,
+    unique=lambda: "jobs.prune_history",
+    # Daily at a quiet hour (UTC), not 24 h after whenever the last run happened.
+    schedule=Every("prune_history", cron="30 3 * * *"),
+)
 def prune_history_job() -> None:
     prune_history()

@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.failures.admin import (
+from jobs.admin_rows import (
     CappedPaginator,
     JobRowsMixin,
     StateFilter,

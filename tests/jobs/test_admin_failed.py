@@ -89,10 +89,10 @@ def test_changelist_never_counts_or_distincts_the_whole_table(admin_client: Clie
 
 @pytest.mark.django_db
 def test_paginator_caps_the_count(admin_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.admin
+    import jobs.failures.admin
 
-    monkeypatch.setattr(jobs.admin, "COUNT_CAP", 3)
-    monkeypatch.setattr(jobs.admin, "SEARCH_COUNT_CAP", 2)
+    monkeypatch.setattr(jobs.failures.admin, "COUNT_CAP", 3)
+    monkeypatch.setattr(jobs.failures.admin, "SEARCH_COUNT_CAP", 2)
     failed_rows(5)
     assert "more than 3 failed tasks" in admin_client.get(url(CHANGELIST)).content.decode()
     searched = admin_client.get(url(CHANGELIST, query="q=boom")).content.decode()
@@ -321,7 +321,7 @@ def test_posts_need_a_csrf_token(admin_user: User) -> None:
 
 
 @pytest.mark.django_db
-def test_schedule_run_now_enqueues_with_the_schedule_arguments(
+def test_schedule_run_now_enqueues_with_theschedule_arguments(
     admin_client: Client, admin_user: User
 ) -> None:
     from django_q.brokers import get_broker
@@ -350,14 +350,14 @@ def test_schedule_run_now_enqueues_with_the_schedule_arguments(
 def test_schedule_arguments_are_parsed_like_the_scheduler() -> None:
     from django_q.models import Schedule
 
-    from jobs.failures.services import _schedule_arguments
+    from jobs.schedules import schedule_arguments
 
-    assert _schedule_arguments(Schedule(args="5", kwargs="")) == ((5,), {})
-    assert _schedule_arguments(Schedule(args="1, 'a'", kwargs="x=2, y='b'")) == (
+    assert schedule_arguments(Schedule(args="5", kwargs="")) == ((5,), {})
+    assert schedule_arguments(Schedule(args="1, 'a'", kwargs="x=2, y='b'")) == (
         (1, "a"),
         {"x": 2, "y": "b"},
     )
-    assert _schedule_arguments(Schedule(args="", kwargs="{'x': 1}")) == ((), {"x": 1})
+    assert schedule_arguments(Schedule(args="", kwargs="{'x': 1}")) == ((), {"x": 1})
 
 
 @pytest.mark.django_db

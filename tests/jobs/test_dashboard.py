@@ -11,9 +11,8 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs import pauses
 from jobs.dashboard import selectors
-from jobs.engine import stats
+from jobs.engine import paused, stats
 from jobs.models import (
     DURATION_BOUNDS,
     Job,
@@ -218,7 +217,7 @@ def test_pause_and_resume_from_the_page(client, superuser) -> None:
         url("admin:jobs_overview_pause"), {"queue": Conf.CLUSTER_NAME}, follow=True
     )
     assert messages_of(response) == [f"Paused queue “{Conf.CLUSTER_NAME}”."]
-    assert pauses.is_paused(Conf.CLUSTER_NAME)
+    assert paused.is_paused(Conf.CLUSTER_NAME)
     html = response.content.decode()
     assert "paused</span>" in html
     assert "by root" in html
@@ -231,6 +230,6 @@ def test_pause_and_resume_from_the_page(client, superuser) -> None:
         url("admin:jobs_overview_resume"), {"queue": Conf.CLUSTER_NAME}, follow=True
     )
     assert messages_of(response) == [f"Resumed queue “{Conf.CLUSTER_NAME}”."]
-    assert not pauses.is_paused(Conf.CLUSTER_NAME)
+    assert not paused.is_paused(Conf.CLUSTER_NAME)
     assert LogEntry.objects.filter(user=superuser).count() == 2
     assert client.get(url("admin:jobs_overview_pause")).status_code == 405

@@ -7,6 +7,7 @@ import socket
 import pytest
 from django_q.conf import Conf
 
+from jobs import tasks
 from jobs.engine import registry, runtime
 from jobs.models import Job, WorkerHeartbeat
 from jobs.tasks import HEARTBEAT_UNIQUE_KEY
@@ -55,16 +56,31 @@ def test_a_starting_worker_asks_for_a_heartbeat(
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(runtime, "is_cluster_worker", lambda: True)
     with job_table_broker():
-        runtime.on_post_spawn(sender="django_q", proc_name="Process-1")
-        runtime.on_post_spawn(sender="django_q", proc_name="Process-2")
+        tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
+        tasks.on_post_spawn(sender="django_q", proc_name="Process-2")
     job = Job.objects.get()
     assert job.job_name == "jobs.heartbeat"
     started = events(caplog, "worker started")
     assert [e["heartbeat_task_id"] for e in started] == [job.task_id, job.task_id]
 
 
+def test_a_worker_starts_when_its_heartbeat_cannot_be_enqueued(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "is_cluster_worker", lambda: True)
+
+    def database_away(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("database away")
+
+    monkeypatch.setattr(tasks, "enqueue", database_away)
+    with job_table_broker():
+        tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
+    assert events(caplog, "start-up heartbeat not enqueued")
+    assert not Job.objects.exists()
+
+
 def test_sync_runs_outside_a_cluster_ask_for_no_heartbeat() -> None:
     assert runtime.is_cluster_worker() is False
     with job_table_broker():
-        runtime.on_post_spawn(sender="django_q", proc_name="MainProcess")
+        tasks.on_post_spawn(sender="django_q", proc_name="MainProcess")
     assert not Job.objects.exists()

@@ -1,4 +1,4 @@
-"""jobs.engine.nodes: a claimed task belongs to a live node; a dead node's tasks are handed out again."""
+"""jobs.engine.nodes: a claimed task belongs to a live node; a dead node's tasks go out again."""
 
 from __future__ import annotations
 

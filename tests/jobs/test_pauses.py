@@ -14,6 +14,7 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from jobs import pauses
+from jobs.engine import paused
 from jobs.models import Job, QueuePause
 
 ECHO = "tests.support.runtime.echo"
@@ -86,8 +87,8 @@ def test_unknown_queues_are_refused_and_the_known_ones_listed(command: str) -> N
 def test_a_queue_with_waiting_tasks_can_be_paused() -> None:
     Job.objects.create(task_id="t1", queue="reports", name="n", func="f", payload="p")
     assert pauses.pause_queue(queue="reports").paused
-    assert pauses.is_paused("reports")
-    assert not pauses.is_paused(Conf.CLUSTER_NAME)
+    assert paused.is_paused("reports")
+    assert not paused.is_paused(Conf.CLUSTER_NAME)
 
 
 @pytest.mark.django_db

@@ -87,16 +87,6 @@ def test_a_heartbeat_interval_in_seconds_is_rounded_up_with_a_warning(settings) 
     assert "every 120 s" in warning.msg
 
 
-def test_a_schedule_of_an_unknown_job_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.schedules import ScheduleSpec
-
-    monkeypatch.setattr(
-        checks.schedules, "declared", lambda: [ScheduleSpec(name="x", job="nope", minutes=1)]
-    )
-    [warning] = checks.check_jobs()
-    assert warning.id == "jobs.W004"
-
-
 def test_a_save_limit_other_than_0_is_a_warning(settings) -> None:
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "save_limit": 250}
     [warning] = checks.check_q_cluster()

@@ -20,8 +20,8 @@ from django_q.models import Schedule
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from jobs.failures.services import schedule_run_now
 from jobs.models import Job, JobAttempt, WorkerNode
+from jobs.schedules import schedule_run_now
 from tests.support.runtime import log_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
