@@ -1,0 +1,61 @@
+"""The dependency rule between packages (docs/architecture.md), as import-linter checks it.
+
+The contracts live in pyproject.toml: the operations side of ``jobs`` uses the engine
+and never the other way round, the apps use only the engine's API, and no package or
+module imports another that imports it back (imports inside functions count too).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()",
+         "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def test_the_code_keeps_the_dependency_rule() -> None:
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def _copy_of_the_code(tmp_path: Path) -> Path:
+    copy = tmp_path / "repo"
+    for name in ("config", "tablos", "files", "jobs"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    return copy
+
+
+def test_the_engine_importing_the_operations_side_breaks_the_rule(tmp_path: Path) -> None:
+    copy = _copy_of_the_code(tmp_path)
+    backend = copy / "jobs" / "engine" / "backend.py"
+    backend.write_text(backend.read_text() + "\n\ndef probe():\n    from jobs import health\n")
+    result = _lint_imports(copy)
+    assert result.returncode == 1
+    assert "jobs.engine.backend -> jobs.health" in result.stdout
+
+
+def test_a_cycle_hidden_in_a_function_breaks_the_rule(tmp_path: Path) -> None:
+    copy = _copy_of_the_code(tmp_path)
+    backend = copy / "jobs" / "engine" / "backend.py"
+    backend.write_text(
+        backend.read_text() + "\n\ndef probe():\n    from jobs.engine import nodes\n"
+    )
+    result = _lint_imports(copy)
+    assert result.returncode == 1
+    assert "No import cycles, function-level imports included BROKEN" in result.stdout
