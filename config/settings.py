@@ -277,7 +277,7 @@ Q_CLUSTER = {
     # fallback wait (due retries, a lost notification) and bounds shutdown delay.
     "poll": env.float("Q_POLL", default=1.0),
     # A worker process is replaced after this many tasks (leak guard); each
-    # replacement is a fork and a warm-up, which at 500 cost ~15% of the drain.
+    # replacement is a fork and a warm-up, a cost a low value pays on every few tasks.
     "recycle": env.int("Q_RECYCLE", default=5000),
     "catch_up": False,
     # Claimed tasks waiting in a cluster's local queue: the broker claims only

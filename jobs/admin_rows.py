@@ -13,15 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django_q.signing import SignedPackage
 
 from jobs.engine import registry
@@ -72,18 +69,6 @@ def decode_payload(payload: str) -> dict[str, Any]:
 
 class JobRowsMixin:
     """Columns and row markup shared by the admin pages over ``Job`` rows."""
-
-    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
-    def action_checkbox(self, obj: Job) -> str:
-        """Django renders a form widget through the template engine per row (a third of
-        the page's render time at 50 rows); the same markup, formatted directly."""
-        return format_html(
-            '<input type="checkbox" name="{}" value="{}" class="action-select" '
-            'aria-label="Select this object for an action - {}">',
-            ACTION_CHECKBOX_NAME,
-            obj.pk,
-            str(obj),
-        )
 
     @admin.display(description="attempts")
     def attempts(self, obj: Job) -> str:

@@ -7,15 +7,24 @@ finished task (``save_cached`` calls it too, for a finished ``async_iter``).
 the database broker is finished in a batch with its acknowledgement
 (``jobs.engine.results``). ``run_sync`` is django-q2's own ``sync=True`` path, which
 ``async_task`` takes and the registry's ``enqueue`` must take the same way.
-``tests/jobs/test_djangoq.py`` fails when django-q2 changes what this relies on.
+A failed task reaches the monitor with its exception only as text, which
+``parse_result`` reads back. ``tests/jobs/test_djangoq.py`` fails when django-q2
+changes what this relies on.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import django_q.monitor
+from django.utils import timezone
 from django_q.brokers import Broker
+from django_q.conf import Conf
+from django_q.humanhash import uuid as human_uuid
+from django_q.signals import pre_enqueue
 from django_q.tasks import _sync
 
 from jobs.engine import results
@@ -41,6 +50,85 @@ def save_task(task: dict[str, Any], broker: Broker) -> None:
     except Exception:
         # As django-q2's own: the monitor must go on with the next task.
         django_q.monitor.logger.exception("Could not save task result")
+
+
+TRACEBACK_HEAD = "Traceback (most recent call last):"
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:$|$)")
+
+
+@dataclass(frozen=True)
+class ParsedError:
+    error_type: str
+    message: str
+    traceback: str
+
+
+def parse_result(result: Any) -> ParsedError:
+    """Split django-q2's ``"message : traceback"`` into type, message and traceback."""
+    text = result if isinstance(result, str) else repr(result)
+    head = text.find(f" : {TRACEBACK_HEAD}")
+    if head == -1:
+        if text.startswith(TRACEBACK_HEAD):
+            message, tb = "", text
+        else:
+            return ParsedError(error_type="UnknownError", message=text, traceback="")
+    else:
+        message, tb = text[:head], text[head + 3 :]
+    return ParsedError(
+        error_type=_exception_type(tb) or "UnknownError", message=message, traceback=tb
+    )
+
+
+def _exception_type(tb: str) -> str:
+    """The raised exception's type: the first unindented line after the last frame."""
+    lines = tb.rstrip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line[:1].isspace()), default=0)
+    for line in lines[last_frame + 1 :]:
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return match.group(1)
+    for line in reversed(lines):  # unusual layout: any line shaped like "pkg.Type: ..."
+        match = _EXCEPTION_LINE.match(line)
+        if match and line != TRACEBACK_HEAD:
+            return match.group(1)
+    return ""
+
+
+def is_missing_function(task: dict[str, Any], parsed: ParsedError) -> bool:
+    """django-q2's worker raises this when ``task["func"]`` cannot be located."""
+    return parsed.error_type == "ValueError" and parsed.message == (
+        f"Function {task.get('func')} is not defined"
+    )
+
+
+def task_package(
+    *,
+    func: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    cluster: str | None = None,
+    timeout: int | None = None,
+) -> dict[str, Any]:
+    """The package ``django_q.tasks.async_task`` builds (and sends ``pre_enqueue`` for).
+
+    The registry builds packages itself to insert many in one statement.
+    """
+    human, task_id = human_uuid()
+    task: dict[str, Any] = {"id": task_id, "name": human, "func": func, "args": tuple(args)}
+    if cluster:
+        task["cluster"] = cluster
+    if timeout:
+        task["timeout"] = timeout
+    if Conf.CACHED:
+        task["cached"] = Conf.CACHED
+    if Conf.SYNC:
+        task["sync"] = Conf.SYNC
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = Conf.ACK_FAILURES
+    task["kwargs"] = dict(kwargs)
+    task["started"] = timezone.now()
+    pre_enqueue.send(sender="django_q", task=task)
+    return task
 
 
 def run_sync(payload: str) -> str:

@@ -29,10 +29,7 @@ from typing import Any
 import structlog
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.utils import timezone
 from django_q.conf import Conf
-from django_q.humanhash import uuid as human_uuid
-from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 from django_q.utils import get_func_repr
 
@@ -134,23 +131,10 @@ def apply_declared_options(
 
 
 def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The task package ``django_q.tasks.async_task`` would build for this job."""
-    human, task_id = human_uuid()
-    task: dict[str, Any] = {"id": task_id, "name": human, "func": spec.path, "args": tuple(args)}
-    if spec.cluster:
-        task["cluster"] = spec.cluster
-    if spec.timeout:
-        task["timeout"] = spec.timeout
-    if Conf.CACHED:
-        task["cached"] = Conf.CACHED
-    if Conf.SYNC:
-        task["sync"] = Conf.SYNC
-    if Conf.ACK_FAILURES:
-        task["ack_failure"] = Conf.ACK_FAILURES
-    task["kwargs"] = dict(kwargs)
-    task["started"] = timezone.now()
-    pre_enqueue.send(sender="django_q", task=task)
-    return task
+    """The task package ``async_task`` would build for this job."""
+    return djangoq.task_package(
+        func=spec.path, args=args, kwargs=kwargs, cluster=spec.cluster, timeout=spec.timeout
+    )
 
 
 def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str:

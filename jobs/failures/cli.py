@@ -152,7 +152,8 @@ def table(jobs: Iterable[Job]) -> list[str]:
     ]
 
 
-def tasks(count: int) -> str:
+def failed_tasks_phrase(count: int) -> str:
+    """ "1 failed task", "3 failed tasks": what the commands' summaries count."""
     return f"{count} failed task{'s' if count != 1 else ''}"
 
 
@@ -209,7 +210,7 @@ class FailedJobsActionCommand(BaseCommand):
                     self.stdout.write(line)
                 if count > DRY_RUN_SHOWN:
                     self.stdout.write(f"... and {count - DRY_RUN_SHOWN} more")
-            self.stdout.write(f"Would {self.verb} {tasks(count)}.")
+            self.stdout.write(f"Would {self.verb} {failed_tasks_phrase(count)}.")
             return
         count = self.action(queryset=queryset)
-        self.stdout.write(f"{self.past} {tasks(count)}.")
+        self.stdout.write(f"{self.past} {failed_tasks_phrase(count)}.")

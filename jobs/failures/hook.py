@@ -1,8 +1,7 @@
 """The project-wide failure hook, on django-q2's ``post_execute`` (monitor process).
 
-django-q2 hands the monitor the finished task dict. On failure its ``result``
-is ``f"{exception} : {traceback.format_exc()}"``; the exception's type is only
-in the traceback's last block, so it is recovered from there. The hook decides
+django-q2 hands the monitor the finished task dict; the exception's type is
+recovered from its ``result`` text (``jobs.engine.djangoq.parse_result``). The hook decides
 retry or dead, writes it down (``records.record_failure``) and logs one
 ``task failed`` event. django-q2 sends signals with ``send``, not
 ``send_robust``: an exception here would kill the monitor, so none escapes.
@@ -11,9 +10,7 @@ retry or dead, writes it down (``records.record_failure``) and logs one
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,53 +21,14 @@ from django_q.signals import post_execute
 
 from jobs.engine import backend, backoff, registry
 from jobs.engine.attempts import WorkerInfo
+from jobs.engine.djangoq import is_missing_function, parse_result
 from jobs.engine.errors import DoNotRetry
 from jobs.engine.funcs import func_path
 from jobs.models import JobAttempt
 
 logger = structlog.get_logger("jobs.failures")
 
-TRACEBACK_HEAD = "Traceback (most recent call last):"
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:$|$)")
 DO_NOT_RETRY_PATH = f"{DoNotRetry.__module__}.{DoNotRetry.__qualname__}"
-
-
-@dataclass(frozen=True)
-class ParsedError:
-    error_type: str
-    message: str
-    traceback: str
-
-
-def parse_result(result: Any) -> ParsedError:
-    """Split django-q2's ``"message : traceback"`` into type, message and traceback."""
-    text = result if isinstance(result, str) else repr(result)
-    head = text.find(f" : {TRACEBACK_HEAD}")
-    if head == -1:
-        if text.startswith(TRACEBACK_HEAD):
-            message, tb = "", text
-        else:
-            return ParsedError(error_type="UnknownError", message=text, traceback="")
-    else:
-        message, tb = text[:head], text[head + 3 :]
-    return ParsedError(
-        error_type=_exception_type(tb) or "UnknownError", message=message, traceback=tb
-    )
-
-
-def _exception_type(tb: str) -> str:
-    """The raised exception's type: the first unindented line after the last frame."""
-    lines = tb.rstrip().splitlines()
-    last_frame = max((i for i, line in enumerate(lines) if line[:1].isspace()), default=0)
-    for line in lines[last_frame + 1 :]:
-        match = _EXCEPTION_LINE.match(line)
-        if match:
-            return match.group(1)
-    for line in reversed(lines):  # unusual layout: any line shaped like "pkg.Type: ..."
-        match = _EXCEPTION_LINE.match(line)
-        if match and line != TRACEBACK_HEAD:
-            return match.group(1)
-    return ""
 
 
 def is_do_not_retry(error_type: str) -> bool:
@@ -101,13 +59,6 @@ def _loaded_attribute(dotted: str) -> Any:
                 return None
         return value
     return None
-
-
-def is_missing_function(task: dict[str, Any], parsed: ParsedError) -> bool:
-    """django-q2's worker raises this when ``task["func"]`` cannot be located."""
-    return parsed.error_type == "ValueError" and parsed.message == (
-        f"Function {task.get('func')} is not defined"
-    )
 
 
 def _as_datetime(value: Any) -> datetime | None:

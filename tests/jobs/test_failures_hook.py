@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.engine import backend, registry
+from jobs.engine import backend, djangoq, registry
 from jobs.engine.errors import DoNotRetry
 from jobs.failures import hook
 from jobs.models import Job, JobAttempt
@@ -34,7 +34,7 @@ def failure_events(caplog: pytest.LogCaptureFixture) -> list[dict]:
 
 
 def test_parse_builtin_exception() -> None:
-    parsed = hook.parse_result(failed_result(RuntimeError("disk full: 3 files")))
+    parsed = djangoq.parse_result(failed_result(RuntimeError("disk full: 3 files")))
     assert parsed.error_type == "RuntimeError"
     assert parsed.message == "disk full: 3 files"
     assert parsed.traceback.startswith("Traceback (most recent call last):")
@@ -42,19 +42,19 @@ def test_parse_builtin_exception() -> None:
 
 
 def test_parse_project_exception_is_dotted() -> None:
-    parsed = hook.parse_result(failed_result(PaymentDeclined("card refused")))
+    parsed = djangoq.parse_result(failed_result(PaymentDeclined("card refused")))
     assert parsed.error_type == "tests.support.failures.PaymentDeclined"
     assert parsed.message == "card refused"
 
 
 def test_parse_message_containing_separator_and_newlines() -> None:
-    parsed = hook.parse_result(failed_result(ValueError("a : b\nsecond line")))
+    parsed = djangoq.parse_result(failed_result(ValueError("a : b\nsecond line")))
     assert parsed.error_type == "ValueError"
     assert parsed.message == "a : b\nsecond line"
 
 
 def test_parse_empty_message() -> None:
-    parsed = hook.parse_result(failed_result(KeyboardInterrupt()))
+    parsed = djangoq.parse_result(failed_result(KeyboardInterrupt()))
     assert parsed.error_type == "KeyboardInterrupt"
     assert parsed.message == ""
 
@@ -70,13 +70,13 @@ def test_parse_chained_exception_takes_the_raised_one() -> None:
         chained()
     except DoNotRetry as exc:
         result = failed_result(exc)
-    parsed = hook.parse_result(result)
+    parsed = djangoq.parse_result(result)
     assert parsed.error_type == "jobs.engine.errors.DoNotRetry"
     assert parsed.message == "outer"
 
 
 def test_parse_text_without_traceback() -> None:
-    parsed = hook.parse_result("something odd")
+    parsed = djangoq.parse_result("something odd")
     assert (parsed.error_type, parsed.message, parsed.traceback) == (
         "UnknownError",
         "something odd",
@@ -85,7 +85,7 @@ def test_parse_text_without_traceback() -> None:
 
 
 def test_parse_non_string_result() -> None:
-    assert hook.parse_result(None).message == "None"
+    assert djangoq.parse_result(None).message == "None"
 
 
 def test_do_not_retry_subclasses_are_recognised() -> None:
