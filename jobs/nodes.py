@@ -405,7 +405,8 @@ def db_now(alias: str = DEFAULT_DB_ALIAS) -> datetime:
         return timezone.now()
     with db.cursor() as cursor:
         cursor.execute("SELECT statement_timestamp()")
-        return cursor.fetchone()[0]
+        stamp: datetime = cursor.fetchone()[0]
+        return stamp
 
 
 @dataclass

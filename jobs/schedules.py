@@ -118,7 +118,8 @@ def _first_run(spec: ScheduleSpec) -> datetime:
     """An interval schedule runs at once; a cron schedule at its next matching time."""
     now = timezone.now()
     if spec.cron:
-        return croniter(spec.cron, now).get_next(datetime)
+        first: datetime = croniter(spec.cron, now).get_next(datetime)
+        return first
     return now
 
 
