@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from jobs import registry, schedules
+from jobs import health, registry, schedules
 
 
 def _q_cluster() -> dict[str, Any]:
@@ -145,18 +145,18 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         messages.append(
             Warning(
                 f"HEARTBEAT_INTERVAL_SECONDS={interval} is not a whole number of minutes; "
-                f"the heartbeat runs every {schedules.heartbeat_interval_seconds()} s.",
+                f"the heartbeat runs every {health.heartbeat_interval_seconds()} s.",
                 hint="django-q2 schedules run in whole minutes.",
                 id="jobs.W003",
             )
         )
-    for spec in schedules.declared():
+    for schedule in schedules.declared():
         try:
-            registry.get(spec.job)
+            registry.get(schedule.job)
         except registry.UnknownJob:
             messages.append(
                 Warning(
-                    f"Schedule {spec.name!r} runs job {spec.job!r}, which no installed app "
+                    f"Schedule {schedule.name!r} runs job {schedule.job!r}, which no installed app "
                     "declares: it is not synced.",
                     hint="Declare the job with @jobs.registry.job in its app's tasks.py, or "
                     "remove the schedule from jobs/schedules.py.",
