@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -31,6 +32,7 @@ from jobs.failures.admin import (
     SEARCH_COUNT_CAP,
     CappedPaginator,
     JobRowsMixin,
+    admin_user,
     decode_payload,
     job_id,
 )
@@ -40,11 +42,11 @@ from jobs.models import FailedJob, Job
 # django-q2's page shows its own result table, without attempts or history.
 # Import its admin first: the unregister must not depend on INSTALLED_APPS order.
 import_module("django_q.admin")
-with contextlib.suppress(admin.sites.NotRegistered):
+with contextlib.suppress(NotRegistered):
     admin.site.unregister(Failure)
 # django-q2's "Queued tasks" reads django_q_ormq, which the project broker never
 # writes: always empty. jobs.queued.admin shows the broker's own queue instead.
-with contextlib.suppress(admin.sites.NotRegistered):
+with contextlib.suppress(NotRegistered):
     admin.site.unregister(OrmQ)
 import_module("jobs.queued.admin")
 import_module("jobs.dashboard.admin")
@@ -56,7 +58,7 @@ GROUPS_DEFAULT_WINDOW = "7d"
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
+class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     list_display = (
         "task",
         "state",
@@ -130,7 +132,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     # --- actions on selected rows ---------------------------------------------
     @admin.action(description="Retry selected tasks", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = services.retry_failed(queryset=queryset, user=request.user)
+        count = services.retry_failed(queryset=queryset, user=admin_user(request))
         self.message_user(request, f"Retried {count} task(s).", messages.SUCCESS)
 
     @admin.action(description="Discard selected tasks…", permissions=["delete"])
@@ -138,7 +140,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         # Like Django's "Delete selected": a confirmation page first, the change on
         # its "Yes" (which posts the same action again with post=yes).
         if request.POST.get("post") == "yes":
-            count = services.discard_failed(queryset=queryset, user=request.user)
+            count = services.discard_failed(queryset=queryset, user=admin_user(request))
             self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
             return None
         failed = queryset.filter(state__in=(Job.State.RETRYING, Job.State.DEAD)).order_by("id")
@@ -213,12 +215,18 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
             query = request.GET.copy()
             query["failed"] = GROUPS_DEFAULT_WINDOW
             return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
-        groups = failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
         base = self._filter_query(request)
-        for group in groups:
-            group["query"] = "&".join(
-                part for part in (base, urlencode({"signature": group["error_signature"]})) if part
-            )
+        groups = [
+            {
+                **group,
+                "query": "&".join(
+                    part
+                    for part in (base, urlencode({"signature": group["error_signature"]}))
+                    if part
+                ),
+            }
+            for group in failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
+        ]
         return TemplateResponse(
             request,
             "admin/jobs/failedjob/groups.html",
@@ -244,7 +252,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         query = self._filter_query(request)
         if request.method == "POST":
             action = services.retry_failed if verb == "retry" else services.discard_failed
-            count = action(queryset=queryset, user=request.user)
+            count = action(queryset=queryset, user=admin_user(request))
             past = "Retried" if verb == "retry" else "Discarded"
             self.message_user(request, f"{past} {count} task(s).", messages.SUCCESS)
             url = reverse("admin:jobs_failedjob_changelist")
@@ -278,7 +286,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         job = self._one(request, object_id)
         if not self.has_change_permission(request, job):
             raise PermissionDenied
-        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=admin_user(request)):
             self.message_user(request, f"Retried {job}: queued to run now.", messages.SUCCESS)
         else:
             self.message_user(request, f"Not retried {job}: it is {job.state}.", messages.WARNING)
@@ -307,7 +315,9 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
                     cancel_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
                 ),
             )
-        if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+        if services.discard_failed(
+            queryset=Job.objects.filter(id=job.id), user=admin_user(request)
+        ):
             self.message_user(request, f"Discarded {job}.", messages.SUCCESS)
         else:
             # Queued or running: it may succeed (row gone) before the operator looks again.
@@ -343,7 +353,7 @@ admin.site.unregister(Schedule)
 
 
 @admin.register(Schedule)
-class RunNowScheduleAdmin(ScheduleAdmin):
+class RunNowScheduleAdmin(ScheduleAdmin):  # type: ignore[misc]  # django-q2 ships no types
     """django-q2's Scheduled tasks page, plus "Run now"."""
 
     actions = ("run_now",)
@@ -351,5 +361,5 @@ class RunNowScheduleAdmin(ScheduleAdmin):
     @admin.action(description="Run selected schedules now", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:
-            services.schedule_run_now(schedule=schedule, user=request.user)
+            services.schedule_run_now(schedule=schedule, user=admin_user(request))
         self.message_user(request, f"Enqueued {len(queryset)} run(s).", messages.SUCCESS)

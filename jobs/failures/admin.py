@@ -23,7 +23,7 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 from django_q.signing import SignedPackage
 
 from jobs import registry
@@ -36,8 +36,10 @@ SEARCH_COUNT_CAP = 500
 RECENT_FOR_TYPES = 1_000
 
 
-class CappedPaginator(Paginator):
+class CappedPaginator(Paginator[Job]):
     """Counts at most ``COUNT_CAP + 1`` rows: "more than 10,000" is all a page needs."""
+
+    object_list: QuerySet[Job]  # the admin pages it; Paginator takes any sequence
 
     def __init__(self, *args: Any, cap: int = COUNT_CAP, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,7 +87,7 @@ class JobRowsMixin:
     """Columns and row markup shared by the admin pages over ``Job`` rows."""
 
     @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
-    def action_checkbox(self, obj: Job) -> str:
+    def action_checkbox(self, obj: Job) -> SafeString:
         """Django renders a form widget through the template engine per row (a third of
         the page's render time at 50 rows); the same markup, formatted directly."""
         return format_html(
@@ -147,8 +149,8 @@ class ErrorTypeFilter(admin.SimpleListFilter):
             .values_list("last_error_type", flat=True)[:RECENT_FOR_TYPES]
         )
         types = set(recent)
-        if self.value():
-            types.add(self.value())
+        if selected := self.value():
+            types.add(selected)
         return [(t, t.rsplit(".", 1)[-1] or "(none)") for t in sorted(types)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
@@ -188,10 +190,11 @@ class SignatureFilter(admin.SimpleListFilter):
     parameter_name = "signature"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(self.value(), self.value())] if self.value() else []
+        selected = self.value()
+        return [(selected, selected)] if selected else []
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         return queryset.filter(error_signature=self.value()) if self.value() else queryset
 
 
-LIST_FILTERS = [StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter]
+LIST_FILTERS = (StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter)

@@ -33,6 +33,7 @@ def _audit(event: str, *, user: AbstractBaseUser | None, ids: list[int], **field
     """One log line per operator action, admin or command line: who, how many, which."""
     if not ids:
         return
+    actor: dict[str, str | None]
     if user is not None:
         actor = {"user": user.get_username()}
     else:
@@ -201,7 +202,7 @@ def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None
     if schedule.hook:
         q_options["hook"] = schedule.hook
     q_options.setdefault("group", schedule.name or str(schedule.id))
-    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
+    task_id: str = async_task(schedule.func, *args, q_options=q_options, **kwargs)
     if user is not None:
         LogEntry.objects.log_actions(
             user_id=user.pk,
