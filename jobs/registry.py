@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,7 +227,8 @@ def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str
     task = build_package(spec, args, kwargs)
     if on_commit and _defer(spec):
         transaction.on_commit(_after_commit([task], spec=spec), robust=True)
-        return task["id"]
+        task_id: str = task["id"]
+        return task_id
     return _push([task], spec=spec)[0]
 
 
@@ -332,7 +333,7 @@ def insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     ]
 
 
-def _active_task_ids(alias: str, keys: set[str | None]) -> dict[str, str]:
+def _active_task_ids(alias: str, keys: Collection[str | None]) -> dict[str | None, str]:
     """unique key -> task id of the queued or running task holding it."""
     from jobs.models import Job
 
