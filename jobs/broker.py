@@ -52,7 +52,7 @@ from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
 from jobs import nodes, pauses, results
-from jobs.backend import DatabaseBackend
+from jobs.backend import DatabaseBackend, QueueBackend
 from jobs.channels import channel_name
 from jobs.failures.records import WorkerInfo, record_failure
 from jobs.models import Job, WorkerNode
@@ -63,7 +63,7 @@ AckId = tuple[int, int]  # (Job.id, attempt)
 _TABLE = Job._meta.db_table
 _NODE_TABLE = WorkerNode._meta.db_table
 _INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
-_INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
+_INSERT_COLUMNS = ", ".join(str(f.column) for f in _INSERT_FIELDS)  # concrete: never None
 _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
 # The pusher re-checks its Django connection (CONN_MAX_AGE, health) this often.
@@ -88,29 +88,35 @@ def _local_queue() -> tuple[Any, Any] | None:
     """
     process = multiprocessing.current_process()
     target = getattr(process, "_target", None)
-    args = getattr(process, "_args", ())
+    args: tuple[Any, ...] = getattr(process, "_args", ())
     if getattr(target, "__module__", "") == "django_q.pusher" and len(args) >= 2:
         return args[0], args[1]
     return None
 
 
-class DatabaseBroker(Broker):
+class DatabaseBroker(Broker):  # type: ignore[misc]  # django-q2 ships no types
     """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
+
+    # Set by Broker.__init__: the queue name (None: the cluster's), the alias, the info line.
+    list_key: str | None
+    connection: str
+    _info: str | None
 
     # Errors after which a batch of acknowledgements is kept and tried again.
     transient_errors: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
-    backend_class = DatabaseBackend  # what jobs.backend.current() serves for this broker
+    # What jobs.backend.current() serves for this broker.
+    backend_class: type[QueueBackend] = DatabaseBackend
 
     def __init__(self, list_key: str | None = None) -> None:
         # Built on every async_task(): nothing here may touch the database.
         super().__init__(list_key=list_key)
         self._reset_process_state()
 
-    def __getstate__(self) -> tuple[str, Any]:
+    def __getstate__(self) -> tuple[str | None, str | None]:
         return self.list_key, self._info
 
-    def __setstate__(self, state: tuple[str, Any]) -> None:
+    def __setstate__(self, state: tuple[str | None, str | None]) -> None:
         super().__setstate__(state)
         self._reset_process_state()
 
@@ -126,7 +132,8 @@ class DatabaseBroker(Broker):
     @staticmethod
     def get_connection(list_key: str | None = None) -> str:
         """The database alias (django-q2 stores it as ``self.connection``)."""
-        return Conf.ORM if isinstance(Conf.ORM, str) else DEFAULT_DB_ALIAS
+        alias = Conf.ORM
+        return alias if isinstance(alias, str) else DEFAULT_DB_ALIAS
 
     @property
     def db(self) -> BaseDatabaseWrapper:
@@ -172,8 +179,10 @@ class DatabaseBroker(Broker):
             self.db.close_if_unusable_or_obsolete()
 
     # -- enqueue ------------------------------------------------------------------
-    def enqueue(self, task: str) -> int | None:
-        """Insert the task; returns the row id, or None for a duplicate unique task."""
+    def enqueue(self, task: str) -> int | str | None:
+        """Insert the task; returns the row id, or None for a duplicate unique task.
+
+        An id, whatever its type: the Redis broker returns the task id."""
         try:
             package = SignedPackage.loads(task)
         except Exception:
@@ -244,7 +253,7 @@ class DatabaseBroker(Broker):
         if local is None or limit <= 0:
             return bulk
         try:
-            waiting = local[0].qsize()
+            waiting: int = local[0].qsize()
         except NotImplementedError:  # macOS: no sem_getvalue
             return bulk
         return min(bulk, limit - waiting)
@@ -284,7 +293,7 @@ class DatabaseBroker(Broker):
         rows.sort(key=lambda r: (-r[3], r[4], r[0]))
         return [((r[0], r[1]), r[2]) for r in rows]
 
-    def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
+    def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[list[Any]]:
         # The share lock on the node's row orders this claim against a peer
         # declaring the node dead (jobs.nodes.declare_dead): a dead node claims nothing.
         sql = f"""
@@ -309,7 +318,7 @@ class DatabaseBroker(Broker):
             WHERE j.id = picked.id
             RETURNING j.id, j.attempt, j.payload, j.priority, j.run_at
         """
-        params = {
+        params: dict[str, str | int | datetime] = {
             "queue": self.queue,
             "now": now,
             "bulk": bulk,
@@ -320,7 +329,7 @@ class DatabaseBroker(Broker):
             cursor.execute(sql, params)
             return [list(r) for r in cursor.fetchall()]
 
-    def _claim_sqlite(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
+    def _claim_sqlite(self, *, now: datetime, bulk: int, node: int) -> list[list[Any]]:
         # settings use transaction_mode IMMEDIATE: BEGIN takes SQLite's write lock,
         # so the checks and the update below are one serialized step across processes.
         db = self.db
@@ -447,8 +456,9 @@ class DatabaseBroker(Broker):
     def fail(self, task_id: AckId) -> None:
         """The payload cannot be read (bad signature, unpicklable): dead, never dropped."""
         row_id, attempt = task_id if isinstance(task_id, (tuple, list)) else (task_id, None)
-        job = Job.objects.using(self.connection).filter(id=row_id).only("task_id", "attempt")
-        job = job.first()
+        job = (
+            Job.objects.using(self.connection).filter(id=row_id).only("task_id", "attempt").first()
+        )
         if job is None:
             return
         record_failure(
@@ -497,7 +507,8 @@ class DatabaseBroker(Broker):
     def ping(self) -> bool:
         with self.db.cursor() as cursor:
             cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
+            alive: bool = cursor.fetchone() == (1,)
+            return alive
 
     def info(self) -> str:
         if not self._info:

@@ -70,6 +70,11 @@ def client() -> redis.Redis:
         return found
 
 
+def _text(value: bytes | str) -> str:
+    """A value client() read: str (decode_responses), though redis-py's types allow bytes."""
+    return value if isinstance(value, str) else value.decode()
+
+
 def prefix() -> str:
     return f"jobs:{Conf.PREFIX}:"
 
@@ -227,7 +232,9 @@ class RedisBackend(QueueBackend):
         if attempt is None:
             return None
         return FailureTarget(
-            attempt=int(attempt), max_attempts=int(max_attempts or 0), job_name=job_name or ""
+            attempt=int(attempt),
+            max_attempts=int(max_attempts or 0),
+            job_name=_text(job_name or ""),
         )
 
     def record_failure(self, *, claim: AckId | None, **fields: Any) -> bool:
@@ -250,9 +257,8 @@ class RedisBackend(QueueBackend):
         return True
 
     def requeue(self, budgets: dict[int, int]) -> set[int]:
-        records = Job.objects.filter(id__in=list(budgets))
+        records = list(Job.objects.filter(id__in=list(budgets)))
         pipe = client().pipeline(transaction=False)
-        records = list(records)
         for row in records:
             args = _create_args(row, created=row.created_at.timestamp(), attempt=row.attempt)
             args[5] = budgets[row.id]  # max_attempts
@@ -301,7 +307,7 @@ class RedisBackend(QueueBackend):
         self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
     ) -> dict[str, dict[str, Any]]:
         r, p = client(), prefix()
-        queues = [queue] if queue is not None else sorted(r.smembers(f"{p}queues"))
+        queues = [queue] if queue is not None else sorted(map(_text, r.smembers(f"{p}queues")))
         figures: dict[str, dict[str, Any]] = {}
         live = WorkerNode.objects.filter(dead_at__isnull=True, stopped_at__isnull=True)
         node_ids = dict(live.values_list("id", "cluster"))
@@ -326,10 +332,13 @@ class RedisBackend(QueueBackend):
         """Enqueue time of the oldest ready task: the first of each priority's band."""
         r, p = client(), prefix()
         ready = f"{p}q:{queue}:ready"
-        firsts = []
+        firsts: list[str] = []
         for priority in r.smembers(f"{p}q:{queue}:prio"):
             low = -int(priority) * redis_scripts.SCORE_SPACING
-            firsts += r.zrangebyscore(ready, low, low + redis_scripts.SCORE_SPACING - 1, 0, 1)
+            # Members only (no withscores), decoded: redis-py's return type covers every mode.
+            firsts += r.zrangebyscore(  # type: ignore[arg-type]
+                ready, low, low + redis_scripts.SCORE_SPACING - 1, 0, 1
+            )
         created = [r.hget(f"{p}t:{row_id}", "created") for row_id in firsts]
         stamps = [float(c) for c in created if c]
         return datetime.fromtimestamp(min(stamps), tz=UTC) if stamps else None
@@ -392,7 +401,8 @@ class RedisBroker(DatabaseBroker):
     def wait(self, timeout: float) -> bool:
         """Block on the queue's wake list for up to ``timeout`` seconds."""
         try:
-            return client().blpop([self._key("wake")], timeout=max(float(timeout or 0), 0.01))
+            woken = client().blpop([self._key("wake")], timeout=max(float(timeout or 0), 0.01))
+            return woken is not None
         except redis.RedisError:
             logger.exception("Redis wait failed")
             time.sleep(min(float(timeout or 0), 1.0))
@@ -468,7 +478,9 @@ class RedisBroker(DatabaseBroker):
         return int(r.zcard(self._key("ready")) + r.zcard(self._key("delayed")))
 
     def lock_size(self) -> int:
-        return RedisBackend().depth(self.queue).get(self.queue, empty_depth())[Job.State.RUNNING]
+        depth = RedisBackend().depth(self.queue).get(self.queue, empty_depth())
+        running: int = depth[Job.State.RUNNING]
+        return running
 
     def purge_queue(self) -> int:
         return int(run("PURGE", self.queue))
