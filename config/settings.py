@@ -9,10 +9,14 @@ The README's configuration table lists every variable.
 
 from __future__ import annotations
 
+import django_stubs_ext
 from csp.constants import NONE, SELF
 
 from config.env import BASE_DIR, VAR_DIR, env, required_in_production, secret_key
 from config.logging import build_logging
+
+# ModelAdmin[Job], Paginator[Job]...: the type arguments mypy checks, accepted at run time.
+django_stubs_ext.monkeypatch()
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = secret_key(debug=DEBUG)

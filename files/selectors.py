@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
@@ -16,7 +16,7 @@ def tablo_files(*, tablo: Tablo) -> QuerySet[TabloFile]:
     return TabloFile.objects.filter(tablo_id=tablo.id).order_by("-created_at")
 
 
-def file_get_for_user(*, user: AbstractBaseUser, file_id: uuid.UUID) -> TabloFile:
+def file_get_for_user(*, user: User, file_id: uuid.UUID) -> TabloFile:
     """The file, or Http404 when it is missing, someone else's, or its tablo is
     deleted (its rows wait for the purge job and must not be served)."""
     owned_tablos = Tablo.objects.filter(owner=user).values("id")

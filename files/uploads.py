@@ -11,6 +11,7 @@ bytes. The other form fields (the CSRF token) are still parsed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.http import HttpRequest
@@ -29,7 +30,15 @@ class MaxSizeUploadHandler(FileUploadHandler):
         self.max_bytes = max_bytes
         self.rejected: list[RejectedUpload] = []
 
-    def new_file(self, field_name, file_name, content_type, content_length, *args, **kwargs):
+    def new_file(
+        self,
+        field_name: str,
+        file_name: str,
+        content_type: str,
+        content_length: int | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         super().new_file(field_name, file_name, content_type, content_length, *args, **kwargs)
         # A declared per-part length is a client's claim, but when it already
         # says "too large" there is no point in reading a single chunk.

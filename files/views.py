@@ -5,14 +5,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.errors import DATABASE_OUTAGE
+from config.http import AuthenticatedHttpRequest
 from files import selectors, services
 from files.forms import UploadForm
-from files.uploads import install_size_limit, request_too_large
+from files.uploads import MaxSizeUploadHandler, install_size_limit, request_too_large
 from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 
@@ -25,7 +27,7 @@ logger = structlog.get_logger(__name__)
 @csrf_exempt
 @login_required
 @require_POST
-def file_upload(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+def file_upload(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     # Ownership first: someone else's tablo is a 404 before a byte is read.
     tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
     max_bytes = settings.FILE_UPLOAD_MAX_BYTES
@@ -38,7 +40,9 @@ def file_upload(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
 
 
 @csrf_protect
-def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
+def _file_upload(
+    request: HttpRequest, *, tablo: Tablo, limit: MaxSizeUploadHandler
+) -> HttpResponse:
     back = redirect("tablos:detail", tablo_id=tablo.id)
     form = UploadForm(request.POST, request.FILES)
     if limit.rejected:
@@ -79,7 +83,7 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET"])
-def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
+def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
     tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
     try:
         return services.file_download_response(tablo_file=tablo_file)
@@ -91,7 +95,7 @@ def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def file_delete(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
+def file_delete(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponse:
     tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
     if request.method == "POST":
         services.file_delete(tablo_file=tablo_file)

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
@@ -31,8 +33,10 @@ SEARCH_COUNT_CAP = 500
 RECENT_FOR_TYPES = 1_000
 
 
-class CappedPaginator(Paginator):
+class CappedPaginator(Paginator[Job]):
     """Counts at most ``COUNT_CAP + 1`` rows: "more than 10,000" is all a page needs."""
+
+    object_list: QuerySet[Job]  # the admin pages it; Paginator takes any sequence
 
     def __init__(self, *args: Any, cap: int = COUNT_CAP, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,6 +49,15 @@ class CappedPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self.count > self.cap
+
+
+def admin_user(request: HttpRequest) -> AbstractBaseUser:
+    """Who acts on an admin page (for the audit log): the admin site lets only active
+    staff in, so never AnonymousUser."""
+    user = request.user
+    if not isinstance(user, AbstractBaseUser):
+        raise PermissionDenied
+    return user
 
 
 def job_id(object_id: str) -> int:
@@ -121,8 +134,8 @@ class ErrorTypeFilter(admin.SimpleListFilter):
             .values_list("last_error_type", flat=True)[:RECENT_FOR_TYPES]
         )
         types = set(recent)
-        if self.value():
-            types.add(self.value())
+        if selected := self.value():
+            types.add(selected)
         return [(t, t.rsplit(".", 1)[-1] or "(none)") for t in sorted(types)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
@@ -162,10 +175,11 @@ class SignatureFilter(admin.SimpleListFilter):
     parameter_name = "signature"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(self.value(), self.value())] if self.value() else []
+        selected = self.value()
+        return [(selected, selected)] if selected else []
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         return queryset.filter(error_signature=self.value()) if self.value() else queryset
 
 
-LIST_FILTERS = [StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter]
+LIST_FILTERS = (StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter)

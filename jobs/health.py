@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -29,6 +29,28 @@ STALE_AFTER_INTERVALS = 3
 NODES_RECENT = timedelta(hours=1)
 # A node declared dead holding tasks keeps the report degraded this long.
 NODE_DEATH_ALERT = timedelta(minutes=10)
+
+
+class NodeFields(TypedDict):
+    """The ``WorkerNode`` columns the reports read."""
+
+    id: int
+    cluster: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_beat_at: datetime
+    stopped_at: datetime | None
+    dead_at: datetime | None
+    tasks_rescued: int
+
+
+class NodeRow(NodeFields):
+    """A row of ``node_rows``: the columns, the node's running tasks and its status."""
+
+    tasks_running: int
+    status: str
+    age_seconds: float | None
 
 
 def heartbeat_interval_seconds() -> int:
@@ -105,7 +127,7 @@ def clusters_report(*, now: datetime) -> list[dict[str, Any]]:
     return report
 
 
-def node_status(node: dict[str, Any], *, now: datetime) -> str:
+def node_status(node: NodeFields, *, now: datetime) -> str:
     if node["dead_at"] is not None:
         return "dead"
     if node["stopped_at"] is not None:
@@ -115,11 +137,11 @@ def node_status(node: dict[str, Any], *, now: datetime) -> str:
     return "stale" if silent > 2 * nodes.heartbeat_seconds() + 1 else "ok"
 
 
-def node_rows(*, now: datetime) -> list[dict[str, Any]]:
+def node_rows(*, now: datetime) -> list[NodeRow]:
     """Every live worker node, and those that ended within the last hour, with their
     status and running tasks (datetimes as they are; ``nodes_report`` formats them)."""
     since = now - NODES_RECENT
-    rows = list(
+    columns = list(
         WorkerNode.objects.filter(
             Q(last_beat_at__gte=since) | Q(stopped_at__isnull=True, dead_at__isnull=True)
         ).values(
@@ -127,11 +149,16 @@ def node_rows(*, now: datetime) -> list[dict[str, Any]]:
             "dead_at", "tasks_rescued",
         )
     )  # fmt: skip
-    running = backend.current().running_counts([row["id"] for row in rows])
-    for row in rows:
-        row["tasks_running"] = running.get(row["id"], 0)
-        row["status"] = node_status(row, now=now)
-        row["age_seconds"] = _age(now, row["last_beat_at"])
+    running = backend.current().running_counts([row["id"] for row in columns])
+    rows: list[NodeRow] = [
+        {
+            **row,
+            "tasks_running": running.get(row["id"], 0),
+            "status": node_status(row, now=now),
+            "age_seconds": _age(now, row["last_beat_at"]),
+        }
+        for row in columns
+    ]
     return sorted(rows, key=lambda r: (r["cluster"], r["started_at"], r["id"]))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -85,6 +85,8 @@ class JobsCollector(Collector):
             .order_by("queue", "func")
         )
         for row in totals:
+            # The bucket columns are annotated under names computed at run time.
+            sums: Mapping[str, Any] = row
             labels = [row["queue"], row["func"]]
             finished.add_metric([*labels, "succeeded"], row["ok"])
             finished.add_metric([*labels, "failed"], row["ko"])
@@ -92,7 +94,7 @@ class JobsCollector(Collector):
             for bound, field in zip(
                 (*DURATION_BOUNDS, float("inf")), JobStat.BUCKET_FIELDS, strict=True
             ):
-                cumulative += row[field]
+                cumulative += sums[field]
                 buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
             duration.add_metric(labels, buckets, row["seconds"] or 0.0)
         yield from (finished, duration)
@@ -120,7 +122,10 @@ def web_registry() -> CollectorRegistry:
     """This process's request metrics, or every web process's in multiprocess mode."""
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+        # prometheus_client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, path=settings.PROMETHEUS_MULTIPROC_DIR
+        )
         return registry
     return REGISTRY
 

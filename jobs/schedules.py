@@ -124,7 +124,8 @@ def _first_run(spec: ScheduleSpec) -> datetime:
     """An interval schedule runs at once; a cron schedule at its next matching time."""
     now = timezone.now()
     if spec.cron:
-        return croniter(spec.cron, now).get_next(datetime)
+        first: datetime = croniter(spec.cron, now).get_next(datetime)
+        return first
     return now
 
 
@@ -269,7 +270,7 @@ def schedule_run_now(*, schedule: Schedule, user: AbstractBaseUser | None = None
     if schedule.hook:
         q_options["hook"] = schedule.hook
     q_options.setdefault("group", schedule.name or str(schedule.id))
-    task_id = async_task(schedule.func, *args, q_options=q_options, **kwargs)
+    task_id: str = async_task(schedule.func, *args, q_options=q_options, **kwargs)
     audit.log_actions(
         user=user,
         model=Schedule,

@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -7,6 +9,16 @@ from django.template.defaultfilters import filesizeformat
 from files.models import TabloFile
 from tablos import services
 from tablos.models import Tablo
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _Totals(TypedDict):
+    """What get_queryset annotates each tablo with."""
+
+    file_count: int
+    total_bytes: int
 
 
 @admin.register(Tablo)
@@ -42,11 +54,11 @@ class TabloAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="files", ordering="file_count")
-    def file_count(self, obj: Tablo) -> int:
+    def file_count(self, obj: "WithAnnotations[Tablo, _Totals]") -> int:
         return obj.file_count
 
     @admin.display(description="total size", ordering="total_bytes")
-    def total_size(self, obj: Tablo) -> str:
+    def total_size(self, obj: "WithAnnotations[Tablo, _Totals]") -> str:
         return filesizeformat(obj.total_bytes)
 
     def delete_model(self, request: HttpRequest, obj: Tablo) -> None:

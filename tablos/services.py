@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django_q.tasks import async_task
 
@@ -15,7 +15,7 @@ logger = structlog.get_logger(__name__)
 PURGE_TASK = "files.tasks.purge_tablo"
 
 
-def tablo_create(*, owner: AbstractBaseUser, name: str) -> Tablo:
+def tablo_create(*, owner: User, name: str) -> Tablo:
     tablo = Tablo(owner=owner, name=name.strip())
     tablo.full_clean()
     tablo.save()

@@ -4,10 +4,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from config.http import AuthenticatedHttpRequest
 from files import selectors as file_selectors
 from files.forms import UploadForm
 from tablos import selectors, services
@@ -18,7 +19,7 @@ PAGE_SIZE = 50  # rows per page of tablos or files
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def tablo_list(request: HttpRequest) -> HttpResponse:
+def tablo_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = TabloForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         tablo = services.tablo_create(owner=request.user, name=form.cleaned_data["name"])
@@ -38,7 +39,7 @@ def tablo_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET"])
-def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
     page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -58,7 +59,7 @@ def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def tablo_delete(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+def tablo_delete(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
     if request.method == "POST":
         name = tablo.name

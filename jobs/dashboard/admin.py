@@ -6,7 +6,7 @@ the chart series (JSON) and the tables (HTML rendered here), without reloading.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from jobs import pauses
+from jobs.admin_rows import admin_user
 from jobs.dashboard.selectors import overview
 from jobs.models import Overview
 
@@ -26,7 +27,7 @@ REFRESH_SECONDS = 5
 
 
 @admin.register(Overview)
-class OverviewAdmin(admin.ModelAdmin):
+class OverviewAdmin(admin.ModelAdmin[Overview]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -88,7 +89,7 @@ class OverviewAdmin(admin.ModelAdmin):
             raise PermissionDenied
         action = pauses.resume_queue if resume else pauses.pause_queue
         try:
-            status = action(queue=request.POST.get("queue", ""), user=request.user)
+            status = action(queue=request.POST.get("queue", ""), user=admin_user(request))
         except pauses.QueueError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
@@ -109,10 +110,14 @@ class OverviewAdmin(admin.ModelAdmin):
         return self._pause_action(request, resume=True)
 
 
-def _overview_first(get_app_list: Any) -> Any:
+class _GetAppList(Protocol):
+    def __call__(self, request: HttpRequest, app_label: str | None = None) -> list[Any]: ...
+
+
+def _overview_first(get_app_list: _GetAppList) -> _GetAppList:
     """The admin lists an app's models by name; Overview leads the Jobs section."""
 
-    def wrapper(request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+    def wrapper(request: HttpRequest, app_label: str | None = None) -> list[Any]:
         apps = get_app_list(request, app_label)
         for app in apps:
             if app["app_label"] == "jobs":
@@ -122,4 +127,5 @@ def _overview_first(get_app_list: Any) -> Any:
     return wrapper
 
 
-admin.site.get_app_list = _overview_first(admin.site.get_app_list)
+# Replaces the method on the one site instance, on purpose (no AdminSite subclass to install).
+admin.site.get_app_list = _overview_first(admin.site.get_app_list)  # type: ignore[method-assign]

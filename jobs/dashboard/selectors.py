@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,10 +53,11 @@ def throughput(*, window: Window, now: datetime) -> dict[str, list[Any]]:
         .annotate(succeeded=Sum("succeeded"), failed=Sum("failed"))
         .order_by()
     }
+    found = [sums.get(s) for s in starts]
     return {
         "labels": [_label(s, window) for s in starts],
-        "succeeded": [(sums.get(s) or {}).get("succeeded") or 0 for s in starts],
-        "failed": [(sums.get(s) or {}).get("failed") or 0 for s in starts],
+        "succeeded": [(row["succeeded"] or 0) if row else 0 for row in found],
+        "failed": [(row["failed"] or 0) if row else 0 for row in found],
     }
 
 
@@ -79,9 +81,11 @@ def depth_series(*, window: Window, now: datetime) -> dict[str, list[Any]]:
     )
     buckets: dict[datetime, dict[str, float]] = {}
     for row in grouped:
+        # The depth columns are annotated under names computed at run time.
+        maxima: Mapping[str, Any] = row
         bucket = buckets.setdefault(row["bucket"], dict.fromkeys(DEPTH_FIELDS, 0) | {"oldest": 0.0})
         for name in DEPTH_FIELDS:
-            bucket[name] += row[name]
+            bucket[name] += maxima[name]
         bucket["oldest"] = max(bucket["oldest"], row["oldest"] or 0.0)
     series: dict[str, list[Any]] = {"labels": [_label(s, window) for s in starts]}
     for name in (*DEPTH_FIELDS, "oldest"):
@@ -133,7 +137,9 @@ def job_table(*, now: datetime, hours: int = 24) -> list[dict[str, Any]]:
     table = []
     for row in sums:
         runs = row["succeeded_sum"] + row["failed_sum"]
-        buckets = [row[f"{b}_sum"] for b in JobStat.BUCKET_FIELDS]
+        # The bucket sums are annotated under names computed at run time.
+        bucket_sums: Mapping[str, Any] = row
+        buckets = [bucket_sums[f"{b}_sum"] for b in JobStat.BUCKET_FIELDS]
         spec = registry.for_func(row["func"])
         table.append(
             {

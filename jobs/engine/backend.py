@@ -135,13 +135,15 @@ class DatabaseBackend(QueueBackend):
         pass  # the claim itself reads the node's row: nothing else to clear
 
     def running_counts(self, node_ids: Sequence[int]) -> dict[int, int]:
-        return dict(
+        counts = (
             Job.objects.filter(owner__in=node_ids, state=Job.State.RUNNING)
             .values("owner")
             .annotate(n=Count("id"))
             .values_list("owner", "n")
             .order_by()
         )
+        # The owner column is nullable; the filter on it leaves no NULL.
+        return {owner: n for owner, n in counts if owner is not None}
 
     def enqueue(self, tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
         return rows.insert_rows(tasks, queue=queue)

@@ -20,7 +20,7 @@ JITTER = 0.10
 
 def default_delay(attempt: int, *, rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    base = max(attempt, 1) ** 4 * settings.JOBS_BACKOFF_SCALE
+    base: float = max(attempt, 1) ** 4 * settings.JOBS_BACKOFF_SCALE
     jitter = (rng or random).uniform(-JITTER, JITTER)
     return min(base * (1 + jitter), float(settings.JOBS_BACKOFF_MAX_SECONDS))
 

@@ -51,9 +51,9 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs.engine import nodes, paused, results
+from jobs.engine import context, nodes, paused, results
 from jobs.engine.attempts import WorkerInfo, record_failure
-from jobs.engine.backend import DatabaseBackend
+from jobs.engine.backend import DatabaseBackend, QueueBackend
 from jobs.engine.channels import channel_name
 from jobs.engine.context import AckId
 from jobs.engine.rows import insert_row, job_row_from_task
@@ -84,29 +84,35 @@ def _local_queue() -> tuple[Any, Any] | None:
     """
     process = multiprocessing.current_process()
     target = getattr(process, "_target", None)
-    args = getattr(process, "_args", ())
+    args: tuple[Any, ...] = getattr(process, "_args", ())
     if getattr(target, "__module__", "") == "django_q.pusher" and len(args) >= 2:
         return args[0], args[1]
     return None
 
 
-class DatabaseBroker(Broker):
+class DatabaseBroker(Broker):  # type: ignore[misc]  # django-q2 ships no types
     """django-q2 broker on the ``jobs.Job`` table (PostgreSQL and SQLite)."""
+
+    # Set by Broker.__init__: the queue name (None: the cluster's), the alias, the info line.
+    list_key: str | None
+    connection: str
+    _info: str | None
 
     # Errors after which a batch of acknowledgements is kept and tried again.
     transient_errors: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
-    backend_class = DatabaseBackend  # what jobs.engine.backend.current() serves for this broker
+    # What jobs.engine.backend.current() serves for this broker.
+    backend_class: type[QueueBackend] = DatabaseBackend
 
     def __init__(self, list_key: str | None = None) -> None:
         # Built on every async_task(): nothing here may touch the database.
         super().__init__(list_key=list_key)
         self._reset_process_state()
 
-    def __getstate__(self) -> tuple[str, Any]:
+    def __getstate__(self) -> tuple[str | None, str | None]:
         return self.list_key, self._info
 
-    def __setstate__(self, state: tuple[str, Any]) -> None:
+    def __setstate__(self, state: tuple[str | None, str | None]) -> None:
         super().__setstate__(state)
         self._reset_process_state()
 
@@ -122,7 +128,8 @@ class DatabaseBroker(Broker):
     @staticmethod
     def get_connection(list_key: str | None = None) -> str:
         """The database alias (django-q2 stores it as ``self.connection``)."""
-        return Conf.ORM if isinstance(Conf.ORM, str) else DEFAULT_DB_ALIAS
+        alias = Conf.ORM
+        return alias if isinstance(alias, str) else DEFAULT_DB_ALIAS
 
     @property
     def db(self) -> BaseDatabaseWrapper:
@@ -168,8 +175,10 @@ class DatabaseBroker(Broker):
             self.db.close_if_unusable_or_obsolete()
 
     # -- enqueue ------------------------------------------------------------------
-    def enqueue(self, task: str) -> int | None:
-        """Insert the task; returns the row id, or None for a duplicate unique task."""
+    def enqueue(self, task: str) -> int | str | None:
+        """Insert the task; returns the row id, or None for a duplicate unique task.
+
+        An id, whatever its type: the Redis broker returns the task id."""
         try:
             package = SignedPackage.loads(task)
         except Exception:
@@ -219,7 +228,7 @@ class DatabaseBroker(Broker):
         if local is None or limit <= 0:
             return bulk
         try:
-            waiting = local[0].qsize()
+            waiting: int = local[0].qsize()
         except NotImplementedError:  # macOS: no sem_getvalue
             return bulk
         return min(bulk, limit - waiting)
@@ -259,7 +268,7 @@ class DatabaseBroker(Broker):
         rows.sort(key=lambda r: (-r[3], r[4], r[0]))
         return [((r[0], r[1]), r[2]) for r in rows]
 
-    def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
+    def _claim_postgresql(self, *, now: datetime, bulk: int, node: int) -> list[list[Any]]:
         # The share lock on the node's row orders this claim against a peer
         # declaring the node dead (jobs.engine.nodes.declare_dead): a dead node claims nothing.
         sql = f"""
@@ -284,7 +293,7 @@ class DatabaseBroker(Broker):
             WHERE j.id = picked.id
             RETURNING j.id, j.attempt, j.payload, j.priority, j.run_at
         """
-        params = {
+        params: dict[str, str | int | datetime] = {
             "queue": self.queue,
             "now": now,
             "bulk": bulk,
@@ -295,7 +304,7 @@ class DatabaseBroker(Broker):
             cursor.execute(sql, params)
             return [list(r) for r in cursor.fetchall()]
 
-    def _claim_sqlite(self, *, now: datetime, bulk: int, node: int) -> list[tuple]:
+    def _claim_sqlite(self, *, now: datetime, bulk: int, node: int) -> list[list[Any]]:
         # settings use transaction_mode IMMEDIATE: BEGIN takes SQLite's write lock,
         # so the checks and the update below are one serialized step across processes.
         db = self.db
@@ -391,12 +400,12 @@ class DatabaseBroker(Broker):
             return  # not an ack id this broker handed out
         ack = (int(task_id[0]), int(task_id[1]))
         if self._batches():
-            results.finisher(self.connection, self, nodes.current_node_id).add_ack(ack)
+            results.finisher(self.connection, self, context.current_node_id).add_ack(ack)
             return
         self._check_connection()
         task = self._unbatched.pop(ack, None)
         self.finish_batch(
-            [ack], {ack: task} if task is not None else {}, owner=nodes.current_node_id()
+            [ack], {ack: task} if task is not None else {}, owner=context.current_node_id()
         )
 
     def finish_batch(
@@ -408,7 +417,7 @@ class DatabaseBroker(Broker):
     def keep_result(self, ack: AckId, task: dict[str, Any]) -> None:
         """Hold a succeeded task's result until its acknowledgement finishes it."""
         if self._batches():
-            results.finisher(self.connection, self, nodes.current_node_id).add_result(ack, task)
+            results.finisher(self.connection, self, context.current_node_id).add_result(ack, task)
         else:
             self._unbatched[ack] = task
 
@@ -422,8 +431,9 @@ class DatabaseBroker(Broker):
     def fail(self, task_id: AckId) -> None:
         """The payload cannot be read (bad signature, unpicklable): dead, never dropped."""
         row_id, attempt = task_id if isinstance(task_id, (tuple, list)) else (task_id, None)
-        job = Job.objects.using(self.connection).filter(id=row_id).only("task_id", "attempt")
-        job = job.first()
+        job = (
+            Job.objects.using(self.connection).filter(id=row_id).only("task_id", "attempt").first()
+        )
         if job is None:
             return
         record_failure(
@@ -472,7 +482,8 @@ class DatabaseBroker(Broker):
     def ping(self) -> bool:
         with self.db.cursor() as cursor:
             cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
+            alive: bool = cursor.fetchone() == (1,)
+            return alive
 
     def info(self) -> str:
         if not self._info:

@@ -117,7 +117,7 @@ def _flush_from_timer() -> None:
         connections.close_all()
 
 
-def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> None:
+def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
     """django-q2 ``post_execute`` (monitor process). Never raises."""
     try:
         if task:

@@ -40,7 +40,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs.engine import backend, context, handout, inflight
-from jobs.engine.context import AckId, current_node_id
+from jobs.engine.context import AckId
+from jobs.engine.context import current_node_id as current_node_id  # part of the API
 from jobs.models import Job, WorkerNode
 
 logger = structlog.stdlib.get_logger("jobs.engine.nodes")
@@ -221,8 +222,9 @@ def rescue_dead_nodes(*, alias: str = DEFAULT_DB_ALIAS) -> int:
     now = db_now(alias)
     cutoff = now - timedelta(seconds=dead_after_seconds())
     live = WorkerNode.objects.using(alias).filter(stopped_at__isnull=True, dead_at__isnull=True)
-    if current_node_id() is not None:
-        live = live.exclude(id=current_node_id())
+    me = current_node_id()
+    if me is not None:
+        live = live.exclude(id=me)
     rescued = 0
     for node in live.only("id", "host", "pid", "process_key", "last_beat_at"):
         if node.last_beat_at < cutoff:
@@ -271,7 +273,8 @@ def db_now(alias: str = DEFAULT_DB_ALIAS) -> datetime:
         return timezone.now()
     with db.cursor() as cursor:
         cursor.execute("SELECT statement_timestamp()")
-        return cursor.fetchone()[0]
+        stamp: datetime = cursor.fetchone()[0]
+        return stamp
 
 
 @dataclass

@@ -32,7 +32,7 @@ def held(broker: Any) -> bool:
     The last answer is kept on the broker instance (one per pusher process).
     """
     now = time.monotonic()
-    checked = broker.__dict__.get("_pause_checked")
+    checked: tuple[float, bool] | None = broker.__dict__.get("_pause_checked")
     if checked is None or now - checked[0] >= CHECK_SECONDS:
         checked = (now, is_paused(broker.queue, using=broker.connection))
         broker.__dict__["_pause_checked"] = checked

@@ -30,18 +30,18 @@ from django.utils import timezone
 from django_q.conf import Conf, logger
 from django_q.signing import SignedPackage
 
-from jobs.engine import handout, nodes, redis_scripts, results
+from jobs.engine import context, handout, redis_scripts, results
 from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.backend import (
     ALL_STATES,
     RUNNING_FIELDS,
-    AckId,
     FailureTarget,
     QueueBackend,
     claim_of,
     empty_depth,
 )
 from jobs.engine.broker import DatabaseBroker
+from jobs.engine.context import AckId
 from jobs.engine.rows import job_row_from_task
 from jobs.models import Job, WorkerNode
 
@@ -68,6 +68,11 @@ def client() -> redis.Redis:
                 found = redis.Redis(**(conf or {}), decode_responses=True)
             _clients[key] = found
         return found
+
+
+def _text(value: bytes | str) -> str:
+    """A value client() read: str (decode_responses), though redis-py's types allow bytes."""
+    return value if isinstance(value, str) else value.decode()
 
 
 def prefix() -> str:
@@ -227,7 +232,9 @@ class RedisBackend(QueueBackend):
         if attempt is None:
             return None
         return FailureTarget(
-            attempt=int(attempt), max_attempts=int(max_attempts or 0), job_name=job_name or ""
+            attempt=int(attempt),
+            max_attempts=int(max_attempts or 0),
+            job_name=_text(job_name or ""),
         )
 
     def record_failure(self, *, claim: AckId | None, **fields: Any) -> bool:
@@ -235,7 +242,7 @@ class RedisBackend(QueueBackend):
             return record_failure(**fields)  # not a task of ours (sync mode): history only
         retry_at = fields.get("retry_at")
         due = "" if retry_at is None else retry_at.timestamp()
-        flat = run("FAIL", nodes.current_node_id() or 0, *claim, due)
+        flat = run("FAIL", context.current_node_id() or 0, *claim, due)
         if flat is None:
             return False  # the node lost this attempt: it was handed out again
         with transaction.atomic():
@@ -250,9 +257,8 @@ class RedisBackend(QueueBackend):
         return True
 
     def requeue(self, budgets: dict[int, int]) -> set[int]:
-        records = Job.objects.filter(id__in=list(budgets))
+        records = list(Job.objects.filter(id__in=list(budgets)))
         pipe = client().pipeline(transaction=False)
-        records = list(records)
         for row in records:
             args = _create_args(row, created=row.created_at.timestamp(), attempt=row.attempt)
             args[5] = budgets[row.id]  # max_attempts
@@ -301,7 +307,7 @@ class RedisBackend(QueueBackend):
         self, queue: str | None = None, *, states: Sequence[str] = ALL_STATES
     ) -> dict[str, dict[str, Any]]:
         r, p = client(), prefix()
-        queues = [queue] if queue is not None else sorted(r.smembers(f"{p}queues"))
+        queues = [queue] if queue is not None else sorted(map(_text, r.smembers(f"{p}queues")))
         figures: dict[str, dict[str, Any]] = {}
         live = WorkerNode.objects.filter(dead_at__isnull=True, stopped_at__isnull=True)
         node_ids = dict(live.values_list("id", "cluster"))
@@ -326,10 +332,13 @@ class RedisBackend(QueueBackend):
         """Enqueue time of the oldest ready task: the first of each priority's band."""
         r, p = client(), prefix()
         ready = f"{p}q:{queue}:ready"
-        firsts = []
+        firsts: list[str] = []
         for priority in r.smembers(f"{p}q:{queue}:prio"):
             low = -int(priority) * redis_scripts.SCORE_SPACING
-            firsts += r.zrangebyscore(ready, low, low + redis_scripts.SCORE_SPACING - 1, 0, 1)
+            # Members only (no withscores), decoded: redis-py's return type covers every mode.
+            firsts += r.zrangebyscore(  # type: ignore[arg-type]
+                ready, low, low + redis_scripts.SCORE_SPACING - 1, 0, 1
+            )
         created = [r.hget(f"{p}t:{row_id}", "created") for row_id in firsts]
         stamps = [float(c) for c in created if c]
         return datetime.fromtimestamp(min(stamps), tz=UTC) if stamps else None
@@ -392,7 +401,8 @@ class RedisBroker(DatabaseBroker):
     def wait(self, timeout: float) -> bool:
         """Block on the queue's wake list for up to ``timeout`` seconds."""
         try:
-            return client().blpop([self._key("wake")], timeout=max(float(timeout or 0), 0.01))
+            woken = client().blpop([self._key("wake")], timeout=max(float(timeout or 0), 0.01))
+            return woken is not None
         except redis.RedisError:
             logger.exception("Redis wait failed")
             time.sleep(min(float(timeout or 0), 1.0))
@@ -419,7 +429,7 @@ class RedisBroker(DatabaseBroker):
         ack = (int(task_id[0]), int(task_id[1]))
         if ack[1] > 1:
             task = self._unbatched.pop(ack, None)
-            self.finish_batch([ack], {ack: task} if task else {}, owner=nodes.current_node_id())
+            self.finish_batch([ack], {ack: task} if task else {}, owner=context.current_node_id())
             return
         super().acknowledge(ack)
 
@@ -468,7 +478,9 @@ class RedisBroker(DatabaseBroker):
         return int(r.zcard(self._key("ready")) + r.zcard(self._key("delayed")))
 
     def lock_size(self) -> int:
-        return RedisBackend().depth(self.queue).get(self.queue, empty_depth())[Job.State.RUNNING]
+        depth = RedisBackend().depth(self.queue).get(self.queue, empty_depth())
+        running: int = depth[Job.State.RUNNING]
+        return running
 
     def purge_queue(self) -> int:
         return int(run("PURGE", self.queue))

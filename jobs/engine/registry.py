@@ -154,7 +154,8 @@ def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str
     task = build_package(spec, args, kwargs)
     if on_commit and _defer(spec):
         transaction.on_commit(_after_commit([task], spec=spec), robust=True)
-        return task["id"]
+        task_id: str = task["id"]
+        return task_id
     return _push([task], spec=spec)[0]
 
 

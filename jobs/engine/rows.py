@@ -10,6 +10,7 @@ broker's single statement (``async_task``), ``insert_rows`` the registry's batch
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,7 @@ from jobs.models import Job
 
 _TABLE = Job._meta.db_table
 _INSERT_FIELDS = [f for f in Job._meta.concrete_fields if not f.primary_key]
-_INSERT_COLUMNS = ", ".join(f.column for f in _INSERT_FIELDS)
+_INSERT_COLUMNS = ", ".join(str(f.column) for f in _INSERT_FIELDS)  # concrete: never None
 _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
 
@@ -122,7 +123,7 @@ def insert_rows(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     ]
 
 
-def _active_task_ids(alias: str, keys: set[str | None]) -> dict[str, str]:
+def _active_task_ids(alias: str, keys: Collection[str | None]) -> dict[str | None, str]:
     """unique key -> task id of the queued or running task holding it."""
     return dict(
         Job.objects.using(alias)

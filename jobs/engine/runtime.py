@@ -117,7 +117,7 @@ def _never_raise(receiver: Callable[..., None]) -> Callable[..., None]:
 
 @_never_raise
 def on_pre_execute(
-    sender: Any = None, func: Any = None, task: dict | None = None, **_: Any
+    sender: Any = None, func: Any = None, task: dict[str, Any] | None = None, **_: Any
 ) -> None:
     global _started_monotonic
     if task is None:
@@ -158,7 +158,7 @@ def on_pre_execute(
 
 @_never_raise
 def on_post_execute_in_worker(
-    sender: Any = None, func: Any = None, task: dict | None = None, **_: Any
+    sender: Any = None, func: Any = None, task: dict[str, Any] | None = None, **_: Any
 ) -> None:
     global _started_monotonic
     try:

@@ -37,7 +37,15 @@ TOTAL_START = datetime(2000, 1, 1, tzinfo=UTC)
 _TABLE = JobStat._meta.db_table
 _BUCKETS = JobStat.BUCKET_FIELDS
 _ADDED = ("succeeded", "failed", "duration_sum", *_BUCKETS)
-_COLUMNS = ("span", "start", "queue", "func", "succeeded", "failed", "duration_sum")
+_COLUMNS: tuple[str, ...] = (
+    "span",
+    "start",
+    "queue",
+    "func",
+    "succeeded",
+    "failed",
+    "duration_sum",
+)
 _COLUMNS = (*_COLUMNS, "last_failed_at", *_BUCKETS)
 _UPSERT = (
     f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608 (names from the model)
@@ -110,9 +118,11 @@ def count_run(
         flush()
 
 
-def _rows(batch: dict[tuple[datetime, str, str], _Sums]) -> dict[tuple, _Sums]:
+def _rows(
+    batch: dict[tuple[datetime, str, str], _Sums],
+) -> dict[tuple[str, datetime, str, str], _Sums]:
     """Each minute's sums, also added to its hour and to the running total."""
-    rows: dict[tuple, _Sums] = {}
+    rows: dict[tuple[str, datetime, str, str], _Sums] = {}
     for (minute, queue, func), sums in batch.items():
         hour = minute.replace(minute=0)
         for span, start in (
@@ -176,7 +186,7 @@ def _duration(task: dict[str, Any]) -> float | None:
     return None
 
 
-def on_post_execute(sender: Any = None, task: dict | None = None, **_: Any) -> None:
+def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
     """django-q2 ``post_execute`` (monitor process). Never raises."""
     try:
         if task:

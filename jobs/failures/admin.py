@@ -23,6 +23,7 @@ from jobs.admin_rows import (
     SEARCH_COUNT_CAP,
     CappedPaginator,
     JobRowsMixin,
+    admin_user,
     decode_payload,
     job_id,
 )
@@ -37,7 +38,7 @@ GROUPS_DEFAULT_WINDOW = "7d"
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
+class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     list_display = (
         "task",
         "state",
@@ -111,7 +112,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
     # --- actions on selected rows ---------------------------------------------
     @admin.action(description="Retry selected tasks", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = services.retry_failed(queryset=queryset, user=request.user)
+        count = services.retry_failed(queryset=queryset, user=admin_user(request))
         self.message_user(request, f"Retried {count} task(s).", messages.SUCCESS)
 
     @admin.action(description="Discard selected tasks…", permissions=["delete"])
@@ -119,7 +120,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         # Like Django's "Delete selected": a confirmation page first, the change on
         # its "Yes" (which posts the same action again with post=yes).
         if request.POST.get("post") == "yes":
-            count = services.discard_failed(queryset=queryset, user=request.user)
+            count = services.discard_failed(queryset=queryset, user=admin_user(request))
             self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
             return None
         failed = queryset.filter(state__in=(Job.State.RETRYING, Job.State.DEAD)).order_by("id")
@@ -194,12 +195,18 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
             query = request.GET.copy()
             query["failed"] = GROUPS_DEFAULT_WINDOW
             return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
-        groups = failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
         base = self._filter_query(request)
-        for group in groups:
-            group["query"] = "&".join(
-                part for part in (base, urlencode({"signature": group["error_signature"]})) if part
-            )
+        groups = [
+            {
+                **group,
+                "query": "&".join(
+                    part
+                    for part in (base, urlencode({"signature": group["error_signature"]}))
+                    if part
+                ),
+            }
+            for group in failed_groups(self._filtered(request), limit=GROUPS_SHOWN)
+        ]
         return TemplateResponse(
             request,
             "admin/jobs/failedjob/groups.html",
@@ -225,7 +232,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         query = self._filter_query(request)
         if request.method == "POST":
             action = services.retry_failed if verb == "retry" else services.discard_failed
-            count = action(queryset=queryset, user=request.user)
+            count = action(queryset=queryset, user=admin_user(request))
             past = "Retried" if verb == "retry" else "Discarded"
             self.message_user(request, f"{past} {count} task(s).", messages.SUCCESS)
             url = reverse("admin:jobs_failedjob_changelist")
@@ -259,7 +266,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
         job = self._one(request, object_id)
         if not self.has_change_permission(request, job):
             raise PermissionDenied
-        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+        if services.retry_failed(queryset=Job.objects.filter(id=job.id), user=admin_user(request)):
             self.message_user(request, f"Retried {job}: queued to run now.", messages.SUCCESS)
         else:
             self.message_user(request, f"Not retried {job}: it is {job.state}.", messages.WARNING)
@@ -288,7 +295,9 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin):
                     cancel_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
                 ),
             )
-        if services.discard_failed(queryset=Job.objects.filter(id=job.id), user=request.user):
+        if services.discard_failed(
+            queryset=Job.objects.filter(id=job.id), user=admin_user(request)
+        ):
             self.message_user(request, f"Discarded {job}.", messages.SUCCESS)
         else:
             # Queued or running: it may succeed (row gone) before the operator looks again.

@@ -92,7 +92,8 @@ def handle_failure(task: dict[str, Any]) -> dict[str, Any]:
     finished_at = _as_datetime(task.get("stopped")) or now
     # From the end of the attempt: a monitor that lags does not stretch the delay.
     retry_at = backoff.retry_at(attempt, spec=spec, now=finished_at) if not give_up else None
-    worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
+    reported = task.get("worker")
+    worker: dict[str, Any] = reported if isinstance(reported, dict) else {}
     current = queue.record_failure(
         claim=backend.claim_of(task),
         task_id=task_id,
@@ -134,7 +135,8 @@ def record_success_after_failure(task: dict[str, Any]) -> None:
     """
     if not backend.current().succeeded_after_failure(task):
         return
-    worker = task.get("worker") if isinstance(task.get("worker"), dict) else {}
+    reported = task.get("worker")
+    worker: dict[str, Any] = reported if isinstance(reported, dict) else {}
     func = func_path(task.get("func"))
     spec = registry.for_func(func)
     JobAttempt.objects.create(

@@ -16,7 +16,8 @@ from django.db.models import CharField, Lookup, TextField
 class LikeContains(Lookup):
     lookup_name = "like_contains"
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    # Django 5.2 compiles parameters as lists; the stubs already follow 6.0's tuples.
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
         lhs, lhs_params = self.process_lhs(compiler, connection)
         pattern = f"%{connection.ops.prep_for_like_query(self.rhs)}%"
         if connection.vendor == "postgresql":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from django.db import connections, transaction
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -68,6 +68,14 @@ def search_failed(queryset: QuerySet[Job], term: str) -> QuerySet[Job]:
     )
 
 
+class ErrorGroup(TypedDict):
+    """A row of ``failed_groups``."""
+
+    error_signature: str
+    count: int
+    last_failed_at: datetime | None
+
+
 @contextlib.contextmanager
 def _without_jit(alias: str) -> Iterator[None]:
     """PostgreSQL's JIT off for the block (its own transaction); a no-op elsewhere."""
@@ -79,7 +87,7 @@ def _without_jit(alias: str) -> Iterator[None]:
         yield
 
 
-def failed_groups(queryset: QuerySet[Job], *, limit: int) -> list[dict[str, Any]]:
+def failed_groups(queryset: QuerySet[Job], *, limit: int) -> list[ErrorGroup]:
     """Failed tasks grouped by error signature, biggest group first.
 
     Each group: ``error_signature``, ``count`` and ``last_failed_at``, in one

@@ -30,6 +30,7 @@ def _audit(event: str, *, user: AbstractBaseUser | None, ids: list[int], **field
     """One log line per operator action, admin or command line: who, how many, which."""
     if not ids:
         return
+    actor: dict[str, str | None]
     if user is not None:
         actor = {"user": user.get_username()}
     else:

@@ -21,6 +21,7 @@ from jobs.admin_rows import (
     CappedPaginator,
     JobRowsMixin,
     StateFilter,
+    admin_user,
     decode_payload,
     job_id,
 )
@@ -41,7 +42,7 @@ class QueuedStateFilter(StateFilter):
 
 
 @admin.register(QueuedJob)
-class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
+class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     list_display = (
         "task_name",
         "job",
@@ -107,7 +108,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected queued tasks", permissions=["delete"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = cancel_queued(queryset=queryset, user=request.user)
+        count = cancel_queued(queryset=queryset, user=admin_user(request))
         if count:
             self.message_user(request, f"Cancelled {count} queued task(s).", messages.SUCCESS)
         kept = queryset.count()

@@ -227,3 +227,11 @@ def test_healthz_shows_the_queue_the_running_tasks_and_what_each_node_holds(
     assert (running["task_id"], running["job"], running["attempt"]) == (task["id"], "tests.echo", 1)
     [node] = [n for n in body["nodes"] if n["id"] == nodes.current_node_id()]
     assert node["tasks_running"] == 1
+
+
+def test_wait_says_whether_a_new_task_woke_it(queue_broker) -> None:
+    broker = get_broker()
+    assert broker.wait(0.05) is False  # nothing queued (and PostgreSQL's LISTEN is open now)
+    registry.enqueue("tests.echo", "wake", on_commit=False)
+    # SQLite has no wake-up: its wait is a short poll that never reports one.
+    assert broker.wait(5.0) is (queue_broker.kind == "redis" or broker.is_postgresql)

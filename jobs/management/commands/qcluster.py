@@ -13,7 +13,7 @@ from django_q.management.commands.qcluster import Command as DjangoQClusterComma
 from jobs.engine.cluster import SentinelDied, serve
 
 
-class Command(DjangoQClusterCommand):
+class Command(DjangoQClusterCommand):  # type: ignore[misc]  # django-q2 ships no types
     help = (
         "Starts a django-q2 cluster as a worker node: it registers itself, beats, "
         "and its tasks are handed out again if it dies."
