@@ -4,7 +4,13 @@ import structlog
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+)
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -82,11 +88,25 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
 def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
     tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
     try:
-        return services.file_download_response(tablo_file=tablo_file)
+        download = services.file_download(tablo_file=tablo_file)
     except FileNotFoundError:
         # Local storage only (S3 answers 404 at the presigned URL itself).
         logger.warning("file object missing", file_id=str(tablo_file.id))
         raise Http404("This file is no longer available.") from None
+    response: HttpResponse
+    if isinstance(download, services.DownloadRedirect):
+        response = HttpResponseRedirect(download.url)
+    else:
+        response = FileResponse(
+            download.file,
+            as_attachment=True,
+            filename=download.filename,
+            content_type=download.content_type,
+        )
+    # The presigned URL is a bearer credential: no shared caches, no reuse.
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required
