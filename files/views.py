@@ -18,11 +18,27 @@ from django.views.decorators.http import require_http_methods, require_POST
 from config.errors import DATABASE_OUTAGE
 from files import selectors, services
 from files.forms import UploadForm
+from files.models import TabloFile
 from files.uploads import install_size_limit, request_too_large
 from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)
+
+
+def _owned_tablo(request: HttpRequest, tablo_id: uuid.UUID) -> Tablo:
+    # Missing and someone else's are the same 404, so ids cannot be probed.
+    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if tablo is None:
+        raise Http404("No such tablo.")
+    return tablo
+
+
+def _owned_file(request: HttpRequest, file_id: uuid.UUID) -> TabloFile:
+    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    if tablo_file is None:
+        raise Http404("No such file.")
+    return tablo_file
 
 
 # csrf_exempt only to be allowed to install the size limit before the body is
@@ -33,7 +49,7 @@ logger = structlog.get_logger(__name__)
 @require_POST
 def file_upload(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     # Ownership first: someone else's tablo is a 404 before a byte is read.
-    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    tablo = _owned_tablo(request, tablo_id)
     max_bytes = settings.FILE_UPLOAD_MAX_BYTES
     if request_too_large(request, max_bytes=max_bytes):
         # Declared far over the limit: answer without reading the body at all.
@@ -86,7 +102,7 @@ def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
 @login_required
 @require_http_methods(["GET"])
 def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
-    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    tablo_file = _owned_file(request, file_id)
     try:
         download = services.file_download(tablo_file=tablo_file)
     except FileNotFoundError:
@@ -112,7 +128,7 @@ def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def file_delete(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
-    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    tablo_file = _owned_file(request, file_id)
     if request.method == "POST":
         services.file_delete(tablo_file=tablo_file)
         messages.success(request, f"“{tablo_file.original_name}” deleted.")

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -12,8 +12,17 @@ from files import selectors as file_selectors
 from files.forms import UploadForm
 from tablos import selectors, services
 from tablos.forms import TabloForm
+from tablos.models import Tablo
 
 PAGE_SIZE = 50  # rows per page of tablos or files
+
+
+def _owned_tablo(request: HttpRequest, tablo_id: uuid.UUID) -> Tablo:
+    # Missing and someone else's are the same 404, so ids cannot be probed.
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if tablo is None:
+        raise Http404("No such tablo.")
+    return tablo
 
 
 @login_required
@@ -39,7 +48,7 @@ def tablo_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET"])
 def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    tablo = _owned_tablo(request, tablo_id)
     page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -59,7 +68,7 @@ def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def tablo_delete(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    tablo = _owned_tablo(request, tablo_id)
     if request.method == "POST":
         name = tablo.name
         services.tablo_delete(tablo=tablo)
