@@ -4,6 +4,7 @@ import structlog
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import (
     FileResponse,
     Http404,
@@ -25,6 +26,8 @@ from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)
 
+PAGE_SIZE = 50  # rows per page of files
+
 
 def _owned_tablo(request: HttpRequest, tablo_id: uuid.UUID) -> Tablo:
     # Missing and someone else's are the same 404, so ids cannot be probed.
@@ -39,6 +42,27 @@ def _owned_file(request: HttpRequest, file_id: uuid.UUID) -> TabloFile:
     if tablo_file is None:
         raise Http404("No such file.")
     return tablo_file
+
+
+@login_required
+@require_http_methods(["GET"])
+def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    """The tablo's page (tablos:detail): the upload form and its files."""
+    tablo = _owned_tablo(request, tablo_id)
+    page = Paginator(selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "files/tablo_detail.html",
+        {
+            "tablo": tablo,
+            "files": page.object_list,
+            "page": page,
+            "upload_form": UploadForm(),
+            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
+        },
+    )
 
 
 # csrf_exempt only to be allowed to install the size limit before the body is

@@ -1,6 +1,5 @@
 import uuid
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -8,13 +7,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from files import selectors as file_selectors
-from files.forms import UploadForm
 from tablos import selectors, services
 from tablos.forms import TabloForm
 from tablos.models import Tablo
 
-PAGE_SIZE = 50  # rows per page of tablos or files
+PAGE_SIZE = 50  # rows per page of tablos
 
 
 def _owned_tablo(request: HttpRequest, tablo_id: uuid.UUID) -> Tablo:
@@ -42,26 +39,6 @@ def tablo_list(request: HttpRequest) -> HttpResponse:
         "tablos/list.html",
         {"tablos": page.object_list, "page": page, "form": form},
         status=status,
-    )
-
-
-@login_required
-@require_http_methods(["GET"])
-def tablo_detail(request: HttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = _owned_tablo(request, tablo_id)
-    page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    return render(
-        request,
-        "tablos/detail.html",
-        {
-            "tablo": tablo,
-            "files": page.object_list,
-            "page": page,
-            "upload_form": UploadForm(),
-            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
-        },
     )
 
 
