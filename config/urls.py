@@ -2,12 +2,20 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from files import urls as files_urls
+from tablos import urls as tablos_urls
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="tablos:list", permanent=False)),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("", include("jobs.urls")),
-    path("tablos/", include("tablos.urls")),
+    # files depends on tablos, never the reverse: the tablo page and the upload,
+    # both files views, join the tablos namespace here.
+    path(
+        "tablos/",
+        include((tablos_urls.urlpatterns + files_urls.tablo_urlpatterns, tablos_urls.app_name)),
+    ),
     path("files/", include("files.urls")),
 ]
 

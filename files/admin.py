@@ -1,5 +1,8 @@
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -7,7 +10,18 @@ from django.utils.html import format_html
 
 from files import services
 from files.models import TabloFile
+from tablos.admin import TabloAdmin
 from tablos.models import Tablo
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _Totals(TypedDict):
+    """What the tablo admin's get_queryset annotates each tablo with."""
+
+    file_count: int
+    total_bytes: int
 
 
 @admin.register(TabloFile)
@@ -57,3 +71,42 @@ class TabloFileAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TabloFile]) -> None:
         for tablo_file in queryset:
             services.file_delete(tablo_file=tablo_file)
+
+
+# The tablo changelist's file columns: tablos knows nothing of files, so this
+# app replaces tablos.admin's registration with one that adds them.
+admin.site.unregister(Tablo)
+
+
+@admin.register(Tablo)
+class TabloWithFilesAdmin(TabloAdmin):
+    list_display = ["name", "owner", "file_count", "total_size", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tablo]:
+        # One correlated subquery per column (on files_tablo_created_idx), evaluated
+        # only for the page shown, instead of a query per row.
+        files = TabloFile.objects.filter(tablo_id=OuterRef("id")).order_by().values("tablo_id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                file_count=Coalesce(
+                    Subquery(files.annotate(n=Count("id")).values("n")[:1]),
+                    0,
+                    output_field=IntegerField(),
+                ),
+                total_bytes=Coalesce(
+                    Subquery(files.annotate(total=Sum("size_bytes")).values("total")[:1]),
+                    0,
+                    output_field=IntegerField(),
+                ),
+            )
+        )
+
+    @admin.display(description="files", ordering="file_count")
+    def file_count(self, obj: "WithAnnotations[Tablo, _Totals]") -> int:
+        return obj.file_count
+
+    @admin.display(description="total size", ordering="total_bytes")
+    def total_size(self, obj: "WithAnnotations[Tablo, _Totals]") -> str:
+        return filesizeformat(obj.total_bytes)

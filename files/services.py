@@ -1,4 +1,4 @@
-"""Writes of files: upload, download response, delete.
+"""Writes of files: upload, download, delete.
 
 Ordering rules (shared with the cleanup jobs): on upload the object is written
 first and the row second, and if the row cannot be written the object is
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
+from dataclasses import dataclass
 
 import structlog
 from django.conf import settings
+from django.core.files.base import File
 from django.core.files.storage import Storage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.http import FileResponse, HttpResponseRedirect
-from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.utils.http import content_disposition_header
 
@@ -116,21 +116,37 @@ def download_content_type(tablo_file: TabloFile) -> str:
     return content_type
 
 
-def file_download_response(
-    *, tablo_file: TabloFile, storage: Storage | None = None
-) -> HttpResponseBase:
-    """A response that downloads the file, always as an attachment.
+@dataclass(frozen=True, kw_only=True)
+class DownloadRedirect:
+    """Send the browser to ``url``, where the storage itself serves the attachment."""
 
-    S3: a redirect to a presigned GET URL (valid FILE_DOWNLOAD_EXPIRY_SECONDS)
-    that makes S3 itself answer with ``Content-Disposition: attachment`` and
-    the original name, so the bytes never pass through the web process.
-    Local storage: the bytes, streamed by FileResponse.
+    url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadStream:
+    """Stream ``file`` (open, binary) as an attachment named ``filename``."""
+
+    file: File
+    filename: str
+    content_type: str
+
+
+Download = DownloadRedirect | DownloadStream
+
+
+def file_download(*, tablo_file: TabloFile, storage: Storage | None = None) -> Download:
+    """How to download the file, always as an attachment.
+
+    S3: a presigned GET URL (valid FILE_DOWNLOAD_EXPIRY_SECONDS) that makes S3
+    itself answer with ``Content-Disposition: attachment`` and the original
+    name, so the bytes never pass through the web process.
+    Local storage: the opened file, to stream (FileNotFoundError if it is gone).
     """
     storage = storage or default_storage
     content_type = download_content_type(tablo_file)
     if storage_ops.is_s3(storage):
-        # S3Storage.url's presigning options: Storage.url has none, storages has no types.
-        url = storage.url(  # type: ignore[call-arg]
+        url = storage.url(  # type: ignore[call-arg]  # S3Storage.url's presigning options
             tablo_file.storage_key,
             parameters={
                 "ResponseContentDisposition": content_disposition_header(
@@ -140,15 +156,9 @@ def file_download_response(
             },
             expire=settings.FILE_DOWNLOAD_EXPIRY_SECONDS,
         )
-        response: HttpResponseBase = HttpResponseRedirect(url)
-    else:
-        response = FileResponse(
-            storage.open(tablo_file.storage_key, "rb"),
-            as_attachment=True,
-            filename=tablo_file.original_name,
-            content_type=content_type,
-        )
-    # The presigned URL is a bearer credential: no shared caches, no reuse.
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+        return DownloadRedirect(url=url)
+    return DownloadStream(
+        file=storage.open(tablo_file.storage_key, "rb"),
+        filename=tablo_file.original_name,
+        content_type=content_type,
+    )

@@ -7,3 +7,11 @@ urlpatterns = [
     path("<uuid:file_id>/download/", views.file_download, name="download"),
     path("<uuid:file_id>/delete/", views.file_delete, name="delete"),
 ]
+
+# A tablo's page is its files and their upload form, so it is this app's view;
+# config/urls.py mounts these under /tablos/ in the tablos namespace, under the
+# names they always had (tablos:detail, tablos:upload).
+tablo_urlpatterns = [
+    path("<uuid:tablo_id>/", views.tablo_detail, name="detail"),
+    path("<uuid:tablo_id>/files/", views.file_upload, name="upload"),
+]

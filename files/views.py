@@ -4,7 +4,14 @@ import structlog
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+)
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -14,11 +21,50 @@ from config.errors import DATABASE_OUTAGE
 from config.http import AuthenticatedHttpRequest
 from files import selectors, services
 from files.forms import UploadForm
-from files.uploads import MaxSizeUploadHandler, install_size_limit, request_too_large
+from files.models import TabloFile
+from files.uploads import install_size_limit, request_too_large
 from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)
+
+PAGE_SIZE = 50  # rows per page of files
+
+
+def _owned_tablo(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Tablo:
+    # Missing and someone else's are the same 404, so ids cannot be probed.
+    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if tablo is None:
+        raise Http404("No such tablo.")
+    return tablo
+
+
+def _owned_file(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> TabloFile:
+    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    if tablo_file is None:
+        raise Http404("No such file.")
+    return tablo_file
+
+
+@login_required
+@require_http_methods(["GET"])
+def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    """The tablo's page (tablos:detail): the upload form and its files."""
+    tablo = _owned_tablo(request, tablo_id)
+    page = Paginator(selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "files/tablo_detail.html",
+        {
+            "tablo": tablo,
+            "files": page.object_list,
+            "page": page,
+            "upload_form": UploadForm(),
+            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
+        },
+    )
 
 
 # csrf_exempt only to be allowed to install the size limit before the body is
@@ -29,7 +75,7 @@ logger = structlog.get_logger(__name__)
 @require_POST
 def file_upload(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     # Ownership first: someone else's tablo is a 404 before a byte is read.
-    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    tablo = _owned_tablo(request, tablo_id)
     max_bytes = settings.FILE_UPLOAD_MAX_BYTES
     if request_too_large(request, max_bytes=max_bytes):
         # Declared far over the limit: answer without reading the body at all.
@@ -40,9 +86,7 @@ def file_upload(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpR
 
 
 @csrf_protect
-def _file_upload(
-    request: HttpRequest, *, tablo: Tablo, limit: MaxSizeUploadHandler
-) -> HttpResponse:
+def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
     back = redirect("tablos:detail", tablo_id=tablo.id)
     form = UploadForm(request.POST, request.FILES)
     if limit.rejected:
@@ -84,19 +128,33 @@ def _file_upload(
 @login_required
 @require_http_methods(["GET"])
 def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
-    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    tablo_file = _owned_file(request, file_id)
     try:
-        return services.file_download_response(tablo_file=tablo_file)
+        download = services.file_download(tablo_file=tablo_file)
     except FileNotFoundError:
         # Local storage only (S3 answers 404 at the presigned URL itself).
         logger.warning("file object missing", file_id=str(tablo_file.id))
         raise Http404("This file is no longer available.") from None
+    response: HttpResponseBase
+    if isinstance(download, services.DownloadRedirect):
+        response = HttpResponseRedirect(download.url)
+    else:
+        response = FileResponse(
+            download.file,
+            as_attachment=True,
+            filename=download.filename,
+            content_type=download.content_type,
+        )
+    # The presigned URL is a bearer credential: no shared caches, no reuse.
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def file_delete(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponse:
-    tablo_file = selectors.file_get_for_user(user=request.user, file_id=file_id)
+    tablo_file = _owned_file(request, file_id)
     if request.method == "POST":
         services.file_delete(tablo_file=tablo_file)
         messages.success(request, f"“{tablo_file.original_name}” deleted.")

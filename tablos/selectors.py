@@ -6,7 +6,6 @@ import uuid
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 
 from tablos.models import Tablo
 
@@ -16,7 +15,7 @@ def tablo_list(*, user: User) -> QuerySet[Tablo]:
     return Tablo.objects.filter(owner=user).order_by("-created_at")
 
 
-def tablo_get_for_user(*, user: User, tablo_id: uuid.UUID) -> Tablo:
-    """The tablo, or Http404 when it does not exist *or belongs to someone else*:
-    the two cases look the same so ids cannot be probed."""
-    return get_object_or_404(Tablo, id=tablo_id, owner=user)
+def tablo_get_for_user(*, user: User, tablo_id: uuid.UUID) -> Tablo | None:
+    """The tablo, or None when it does not exist *or belongs to someone else*:
+    callers must treat the two alike so ids cannot be probed."""
+    return Tablo.objects.filter(id=tablo_id, owner=user).first()

@@ -1,20 +1,26 @@
 import uuid
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from config.http import AuthenticatedHttpRequest
-from files import selectors as file_selectors
-from files.forms import UploadForm
 from tablos import selectors, services
 from tablos.forms import TabloForm
+from tablos.models import Tablo
 
-PAGE_SIZE = 50  # rows per page of tablos or files
+PAGE_SIZE = 50  # rows per page of tablos
+
+
+def _owned_tablo(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Tablo:
+    # Missing and someone else's are the same 404, so ids cannot be probed.
+    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    if tablo is None:
+        raise Http404("No such tablo.")
+    return tablo
 
 
 @login_required
@@ -38,29 +44,9 @@ def tablo_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET"])
-def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
-    page = Paginator(file_selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    return render(
-        request,
-        "tablos/detail.html",
-        {
-            "tablo": tablo,
-            "files": page.object_list,
-            "page": page,
-            "upload_form": UploadForm(),
-            "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
-        },
-    )
-
-
-@login_required
 @require_http_methods(["GET", "POST"])
 def tablo_delete(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
+    tablo = _owned_tablo(request, tablo_id)
     if request.method == "POST":
         name = tablo.name
         services.tablo_delete(tablo=tablo)

@@ -1,8 +1,9 @@
 """The dependency rule between packages (docs/architecture.md), as import-linter checks it.
 
 The contracts live in pyproject.toml: the operations side of ``jobs`` uses the engine
-and never the other way round, the apps use only the engine's API, and no package or
-module imports another that imports it back (imports inside functions count too).
+and never the other way round, the apps use only the engine's API, ``files`` uses
+``tablos`` and never the other way round, and no package or module imports another
+that imports it back (imports inside functions count too).
 """
 
 from __future__ import annotations
@@ -59,3 +60,12 @@ def test_a_cycle_hidden_in_a_function_breaks_the_rule(tmp_path: Path) -> None:
     result = _lint_imports(copy)
     assert result.returncode == 1
     assert "No import cycles, function-level imports included BROKEN" in result.stdout
+
+
+def test_tablos_importing_files_breaks_the_rule(tmp_path: Path) -> None:
+    copy = _copy_of_the_code(tmp_path)
+    views = copy / "tablos" / "views.py"
+    views.write_text(views.read_text() + "\n\ndef probe():\n    from files import selectors\n")
+    result = _lint_imports(copy)
+    assert result.returncode == 1
+    assert "tablos.views -> files.selectors" in result.stdout

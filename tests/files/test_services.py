@@ -4,7 +4,6 @@ from unittest import mock
 
 import pytest
 from django.db import DatabaseError, IntegrityError
-from django.http import FileResponse, HttpResponseRedirect
 
 from files import cleanup, services
 from files.models import TabloFile
@@ -95,26 +94,32 @@ def test_active_content_types_are_served_as_opaque_bytes(declared, served):
     assert services.download_content_type(TabloFile(content_type=declared)) == served
 
 
-def test_local_download_is_an_attachment(local_storage, tablo):
+def test_local_download_streams_the_opened_file_as_opaque_bytes(local_storage, tablo):
     tablo_file = services.file_upload(
         tablo=tablo, uploaded=upload("page.html", b"<h1>x</h1>", "text/html")
     )
-    response = services.file_download_response(tablo_file=tablo_file)
-    assert isinstance(response, FileResponse)
-    assert response["Content-Disposition"] == 'attachment; filename="page.html"'
-    assert response["Content-Type"] == "application/octet-stream"
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert b"".join(response.streaming_content) == b"<h1>x</h1>"
+    download = services.file_download(tablo_file=tablo_file)
+    assert isinstance(download, services.DownloadStream)
+    assert (download.filename, download.content_type) == ("page.html", "application/octet-stream")
+    with download.file as fh:
+        assert fh.read() == b"<h1>x</h1>"
 
 
-def test_s3_download_redirects_to_a_presigned_attachment_url(s3_storage, tablo, settings):
+def test_local_download_of_a_missing_object_raises(local_storage, tablo):
+    tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.txt", b"data"))
+    local_storage.storage.delete(tablo_file.storage_key)
+    with pytest.raises(FileNotFoundError):
+        services.file_download(tablo_file=tablo_file)
+
+
+def test_s3_download_is_a_presigned_attachment_url(s3_storage, tablo, settings):
     settings.FILE_DOWNLOAD_EXPIRY_SECONDS = 123
     tablo_file = services.file_upload(
         tablo=tablo, uploaded=upload("Résumé 2026.pdf", b"%PDF-1", "application/pdf")
     )
-    response = services.file_download_response(tablo_file=tablo_file)
-    assert isinstance(response, HttpResponseRedirect)
-    url = response["Location"]
+    download = services.file_download(tablo_file=tablo_file)
+    assert isinstance(download, services.DownloadRedirect)
+    url = download.url
     assert "X-Amz-Expires=123" in url
     assert "response-content-disposition=attachment" in url
     with urllib.request.urlopen(url) as fetched:  # noqa: S310 (our moto endpoint)

@@ -4,6 +4,7 @@ from unittest import mock
 import pytest
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db import DatabaseError
+from django.http import FileResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -76,6 +77,29 @@ def test_download_of_html_is_never_inline(storage, client_ann, tablo):
         headers = urllib.request.urlopen(download["Location"]).headers  # noqa: S310
     assert headers["Content-Disposition"].startswith("attachment;")
     assert headers["Content-Type"] == "application/octet-stream"
+
+
+def test_local_download_response_is_an_uncached_attachment(local_storage, client_ann, tablo):
+    tablo_file = services.file_upload(
+        tablo=tablo, uploaded=upload("page.html", b"<h1>x</h1>", "text/html")
+    )
+    response = client_ann.get(reverse("files:download", args=[tablo_file.id]))
+    assert isinstance(response, FileResponse)
+    assert response["Content-Disposition"] == 'attachment; filename="page.html"'
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Cache-Control"] == "private, no-store"
+    assert b"".join(response.streaming_content) == b"<h1>x</h1>"
+
+
+def test_s3_download_redirect_is_not_cached(s3_storage, client_ann, tablo, settings):
+    settings.FILE_DOWNLOAD_EXPIRY_SECONDS = 123
+    tablo_file = services.file_upload(tablo=tablo, uploaded=upload("a.pdf", b"%PDF-1"))
+    response = client_ann.get(reverse("files:download", args=[tablo_file.id]))
+    assert response.status_code == 302
+    assert "X-Amz-Expires=123" in response["Location"]
+    assert response["Cache-Control"] == "private, no-store"
+    assert response["X-Content-Type-Options"] == "nosniff"
 
 
 def test_delete_file(storage, client_ann, tablo):

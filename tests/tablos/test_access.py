@@ -5,8 +5,10 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from files import selectors as file_selectors
 from files import services as file_services
 from files.models import TabloFile
+from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
 from tests.support.web import make_tablo, make_user, queued_purges, upload
 
@@ -91,3 +93,16 @@ def test_not_found_page_is_plain_and_reveals_nothing(client, bob_data, settings)
     body = response.content.decode()
     assert "This page does not exist, or it is not yours." in body
     assert "Bob" not in body
+
+
+def test_selectors_answer_none_for_someone_elses_or_unknown_ids(bob_data):
+    """No Http404 from selectors: "not yours" is a plain None and the views 404."""
+    tablo, tablo_file = bob_data
+    ann, bob = make_user("ann"), tablo.owner
+    assert tablo_selectors.tablo_get_for_user(user=ann, tablo_id=tablo.id) is None
+    assert tablo_selectors.tablo_get_for_user(user=bob, tablo_id=uuid.uuid4()) is None
+    assert tablo_selectors.tablo_get_for_user(user=bob, tablo_id=tablo.id) == tablo
+    assert file_selectors.file_get_for_user(user=ann, file_id=tablo_file.id) is None
+    assert file_selectors.file_get_for_user(user=bob, file_id=tablo_file.id) == tablo_file
+    tablo.delete()  # the file row stays for the purge job, but is no longer served
+    assert file_selectors.file_get_for_user(user=bob, file_id=tablo_file.id) is None

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from files import services as file_services
 from files.models import TabloFile
+from files.views import PAGE_SIZE as FILES_PAGE_SIZE
 from tablos.models import Tablo
 from tablos.views import PAGE_SIZE
 from tests.support.web import make_tablo, make_user, queued_purges, upload
@@ -115,18 +116,18 @@ def test_files_are_paginated(client_ann, ann):
             content_type="text/plain",
             size_bytes=1,
         )
-        for i in range(PAGE_SIZE + 3)
+        for i in range(FILES_PAGE_SIZE + 3)
     )
     url = reverse("tablos:detail", args=[tablo.id])
     first = client_ann.get(url)
     second = client_ann.get(url, {"page": 2})
-    assert len(first.context["files"]) == PAGE_SIZE
+    assert len(first.context["files"]) == FILES_PAGE_SIZE
     assert len(second.context["files"]) == 3
     assert "Page 1 of 2" in first.content.decode()
     names = {f.original_name for f in first.context["files"]} | {
         f.original_name for f in second.context["files"]
     }
-    assert len(names) == PAGE_SIZE + 3
+    assert len(names) == FILES_PAGE_SIZE + 3
 
 
 def test_tablos_are_paginated(client_ann, ann):
