@@ -229,13 +229,18 @@ def test_declared_timeouts_hold_on_the_schedule_paths(worker_factory, tmp_path: 
 
 def test_killing_the_main_process_takes_every_child_with_it(worker_factory) -> None:
     worker = worker_factory()
-    worker.wait_for_log("pushing tasks at")
-    children = [
-        int(line.rsplit(" ", 1)[-1])
-        for line in (e["event"] for e in log_events(worker.log()))
-        if " at " in line
-        and ("ready for work" in line or "pushing" in line or "monitoring" in line)
-    ]
+
+    def children_started() -> list[int]:
+        return [
+            int(line.rsplit(" ", 1)[-1])
+            for line in (e["event"] for e in log_events(worker.log()))
+            if " at " in line
+            and ("ready for work" in line or "pushing" in line or "monitoring" in line)
+        ]
+
+    # Each child logs its own start; on a busy machine the last may come a while later.
+    wait_for(lambda: len(children_started()) == 4, timeout=30, what="the cluster's children")
+    children = children_started()
     assert len(children) == 4  # two workers, the pusher, the monitor
 
     os.kill(worker.pid, signal.SIGKILL)
