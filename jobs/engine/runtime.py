@@ -21,6 +21,7 @@ own errors instead.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 import os
 import socket
@@ -45,6 +46,7 @@ from jobs.engine.context import current_task_id
 from jobs.engine.funcs import func_path
 
 logger = structlog.stdlib.get_logger("jobs.engine.runtime")
+_stdlib_logger = logging.getLogger("jobs.engine.runtime")
 
 # Keys bound to structlog's contextvars for the duration of one task run.
 CONTEXT_KEYS = ("task_id", "job", "attempt", "cluster", "pid")
@@ -79,7 +81,13 @@ _started_monotonic: float | None = None
 
 def worker_identity() -> dict[str, Any]:
     """The cluster, host and pid of this worker process."""
-    return {"cluster": Conf.CLUSTER_NAME or "", "host": socket.gethostname(), "pid": os.getpid()}
+    return {"cluster": Conf.CLUSTER_NAME or "", "host": _hostname(os.getpid()), "pid": os.getpid()}
+
+
+@functools.cache
+def _hostname(pid: int) -> str:
+    # Asked once per process (keyed by pid: a forked worker asks again), not per task.
+    return socket.gethostname()
 
 
 def attempt_from_ack_id(ack_id: Any) -> int:
@@ -143,7 +151,7 @@ def on_pre_execute(
     _started_monotonic = time.monotonic()
     current_task_id.set(str(task.get("id") or "") or None)
     _current_run.set(Run(task_id=current_task_id.get(), attempt=task["attempt"], **identity))
-    structlog.contextvars.clear_contextvars()
+    # The previous run's post_execute_in_worker cleared the context.
     structlog.contextvars.bind_contextvars(
         task_id=task.get("id"),
         job=job_name_for(func if func is not None else task.get("func")),
@@ -152,8 +160,9 @@ def on_pre_execute(
         pid=identity["pid"],
     )
     # One INFO line per run is the finished one (with its duration); this one is for
-    # debugging, and costs next to nothing when DEBUG is off.
-    logger.debug("task started", task_name=task.get("name"))
+    # debugging, and not even built when DEBUG is off.
+    if _stdlib_logger.isEnabledFor(logging.DEBUG):
+        logger.debug("task started", task_name=task.get("name"))
 
 
 @_never_raise
