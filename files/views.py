@@ -23,20 +23,12 @@ from files import selectors, services
 from files.forms import UploadForm
 from files.models import TabloFile
 from files.uploads import install_size_limit, request_too_large
-from tablos import selectors as tablo_selectors
 from tablos.models import Tablo
+from tablos.views import owned_tablo
 
 logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50  # rows per page of files
-
-
-def _owned_tablo(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Tablo:
-    # Missing and someone else's are the same 404, so ids cannot be probed.
-    tablo = tablo_selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
-    if tablo is None:
-        raise Http404("No such tablo.")
-    return tablo
 
 
 def _owned_file(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> TabloFile:
@@ -50,7 +42,7 @@ def _owned_file(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> TabloF
 @require_http_methods(["GET"])
 def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     """The tablo's page (tablos:detail): the upload form and its files."""
-    tablo = _owned_tablo(request, tablo_id)
+    tablo = owned_tablo(request, tablo_id)
     page = Paginator(selectors.tablo_files(tablo=tablo), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -75,7 +67,7 @@ def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Http
 @require_POST
 def file_upload(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
     # Ownership first: someone else's tablo is a 404 before a byte is read.
-    tablo = _owned_tablo(request, tablo_id)
+    tablo = owned_tablo(request, tablo_id)
     max_bytes = settings.FILE_UPLOAD_MAX_BYTES
     if request_too_large(request, max_bytes=max_bytes):
         # Declared far over the limit: answer without reading the body at all.

@@ -15,8 +15,9 @@ from tablos.models import Tablo
 PAGE_SIZE = 50  # rows per page of tablos
 
 
-def _owned_tablo(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Tablo:
-    # Missing and someone else's are the same 404, so ids cannot be probed.
+def owned_tablo(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Tablo:
+    """The signed-in user's tablo, else 404: missing and someone else's look the same,
+    so ids cannot be probed (the files pages use it too)."""
     tablo = selectors.tablo_get_for_user(user=request.user, tablo_id=tablo_id)
     if tablo is None:
         raise Http404("No such tablo.")
@@ -46,7 +47,7 @@ def tablo_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def tablo_delete(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
-    tablo = _owned_tablo(request, tablo_id)
+    tablo = owned_tablo(request, tablo_id)
     if request.method == "POST":
         name = tablo.name
         services.tablo_delete(tablo=tablo)
