@@ -46,8 +46,12 @@ def test_bad_requests_get_a_clear_error_and_write_nothing(args: list[str], messa
 
 
 def _copy_project(target: Path) -> Path:
-    ignore = shutil.ignore_patterns(".git", "var", "__pycache__", "node_modules", "staticfiles")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "var", "__pycache__", "node_modules", "staticfiles"
+    )
     shutil.copytree(BASE_DIR, target, ignore=ignore, symlinks=True)
+    # The virtualenv under test, as it is (the copy's own code, this environment's tools).
+    (target / ".venv").symlink_to(BASE_DIR / ".venv")
     return target
 
 
