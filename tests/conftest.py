@@ -18,9 +18,16 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start real processes first, in their order: under pytest-xdist the long
-    ones, mostly waiting on their processes, then overlap the in-process tests."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Tests that start real processes first, the fault tests (the longest) before the
+    others, each kind in its order: under pytest-xdist the long ones, mostly waiting on
+    their processes, then overlap the in-process tests instead of ending the run alone."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.path.parent.name == "reliability" else 1
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True, scope="session")
