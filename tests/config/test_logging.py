@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# One pytest-xdist process runs them all: the process's lines are read once.
+pytestmark = pytest.mark.xdist_group("config-logging")
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 # Serves one request through the full middleware stack in a fresh process, with
