@@ -6,13 +6,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import global_settings
 from django.core.files.storage import Storage, default_storage
+from django.test import override_settings
 
 from tests.support.brokers import queue_broker  # noqa: F401 (a fixture)
 from tests.support.cluster import Worker, worker_env
 from tests.support.s3 import MotoServer
 
 BASE_DIR = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start real processes first, the fault tests (the longest) before the
+    others, each kind in its order: under pytest-xdist the long ones, mostly waiting on
+    their processes, then overlap the in-process tests instead of ending the run alone."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.path.parent.name == "reliability" else 1
+
+    items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """Test users' passwords are hashed with MD5: PBKDF2 costs half a second of CPU per
+    hash, which is for real users. The project's hashers follow, for hashes written by
+    the processes a test starts (they run the project's settings)."""
+    hashers = ["django.contrib.auth.hashers.MD5PasswordHasher", *global_settings.PASSWORD_HASHERS]
+    with override_settings(PASSWORD_HASHERS=hashers):
+        yield
 
 
 @pytest.fixture(autouse=True)

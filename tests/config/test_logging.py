@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# One pytest-xdist process runs them all: the process's lines are read once.
+pytestmark = pytest.mark.xdist_group("config-logging")
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 # Serves one request through the full middleware stack in a fresh process, with
@@ -24,6 +29,12 @@ logging.getLogger("django-q").error("Failed 'jobs.tasks.heartbeat' (six-alpha) -
 logging.getLogger("django-q").error("Failed to pull task from broker")
 Client().get("/healthz", HTTP_X_REQUEST_ID="req-123")
 """
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    """The lines of one such process, read by every test here (they only read them)."""
+    return run_with_json_logs()
 
 
 def run_with_json_logs() -> list[dict]:
@@ -46,8 +57,7 @@ def run_with_json_logs() -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
-def test_json_lines_carry_event_level_timestamp() -> None:
-    records = run_with_json_logs()
+def test_json_lines_carry_event_level_timestamp(records: list[dict]) -> None:
     structlog_line = next(r for r in records if r["event"] == "structlog line")
     assert structlog_line["level"] == "info"
     assert structlog_line["answer"] == 42
@@ -57,15 +67,14 @@ def test_json_lines_carry_event_level_timestamp() -> None:
     assert sum(1 for r in records if r["event"] == "django-q line") == 1
 
 
-def test_django_q_per_task_lines_are_dropped_other_errors_kept() -> None:
-    events = [r["event"] for r in run_with_json_logs() if r.get("logger") == "django-q"]
+def test_django_q_per_task_lines_are_dropped_other_errors_kept(records: list[dict]) -> None:
+    events = [r["event"] for r in records if r.get("logger") == "django-q"]
     # The runtime's "task started"/"task finished" and the failure hook's "task failed"
     # say the same, with more context; django-q2's other errors stay.
     assert events == ["django-q line", "Failed to pull task from broker"]
 
 
-def test_request_log_lines_carry_the_request_id() -> None:
-    records = run_with_json_logs()
+def test_request_log_lines_carry_the_request_id(records: list[dict]) -> None:
     request_lines = [r for r in records if r.get("request_id") == "req-123"]
     events = {r["event"] for r in request_lines}
     assert {"request_started", "request_finished"} <= events

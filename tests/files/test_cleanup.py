@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.files.base import ContentFile
@@ -16,6 +15,7 @@ from jobs.engine.context import current_task_id
 from jobs.models import Job
 from tests.support.cleanup import make_tablo, put_file, put_object, refuse
 from tests.support.s3 import EmptyOkEndpoint
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -133,11 +133,16 @@ def test_stray_objects_older_than_the_grace_go_and_younger_stay(storage):
     live = put_file(storage.storage, tablo.id)
     old_stray = {put_object(storage.storage, tablo.id, f"old{i}.txt") for i in range(3)}
     outside = storage.storage.save("elsewhere/keep.txt", ContentFile(b"not ours"))
-    # S3 keeps LastModified to the second: leave a clear second between the two ages.
-    time.sleep(1.1)
-    cutoff = datetime.now(tz=UTC)
-    time.sleep(1.1)
+    # The cutoff comes right after the old objects, as the storage records times: S3
+    # keeps LastModified to the second; a file's mtime comes from the kernel's coarse
+    # clock, a few milliseconds behind the time read here, so the young one waits more.
+    last_old = max(storage.storage.get_modified_time(name) for name in old_stray)
+    step = timedelta(seconds=1 if storage.kind == "s3" else 0.05)
+    cutoff = last_old + step
+    young_from = cutoff if storage.kind == "s3" else cutoff + step
+    wait_until(lambda: datetime.now(tz=UTC) >= young_from, timeout=5, what="the cutoff to pass")
     young_stray = put_object(storage.storage, tablo.id, "uploading.txt")
+    assert storage.storage.get_modified_time(young_stray) >= cutoff
 
     report = cleanup.orphan_cleanup(grace_seconds=0, now=cutoff)
 

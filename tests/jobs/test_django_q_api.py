@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -38,25 +39,69 @@ from django_q.tasks import (
     schedule,
 )
 
-from jobs.models import Job
-from tests.support.cluster import BASE_DIR, worker_env
+from jobs.models import Job, WorkerNode
+from tests.support.cluster import BASE_DIR, Worker, worker_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    # One pytest-xdist process runs the module: its tests share one cluster.
+    pytest.mark.xdist_group("django-q-api"),
+]
 
 WAIT_MS = 20_000
 JOBS = "tests.support.api_jobs"
 
 
-@pytest.fixture
-def api_log(tmp_path: Path) -> Path:
-    return tmp_path / "api.jsonl"
+@pytest.fixture(scope="module")
+def module_api_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("django-q-api") / "api.jsonl"
+
+
+@pytest.fixture(scope="module")
+def module_cluster(django_db_setup, django_db_blocker, tmp_path_factory, module_api_log: Path):
+    """One real cluster for the module's tests; the database is left as a test leaves it.
+
+    Each test's flush takes the node's row too: its next beat writes it again (the
+    node's processes carry its id), so the cluster beats often here.
+    """
+    log = tmp_path_factory.mktemp("django-q-api-worker") / "worker.log"
+    env = worker_env(
+        API_TEST_LOG=str(module_api_log),
+        JOBS_BACKOFF_SCALE="0.01",
+        JOBS_NODE_HEARTBEAT_SECONDS="0.2",
+    )
+    with django_db_blocker.unblock():
+        # The cache table outlives a flush: no statistics of an earlier cluster.
+        cache.clear()
+        worker = Worker(log, env=env).start()
+        try:
+            yield worker
+        finally:
+            exit_code = worker.stop()
+            # What the cluster wrote after the last test's flush goes too.
+            call_command("flush", verbosity=0, interactive=False)
+    assert exit_code == 0, worker.log()[-4000:]
 
 
 @pytest.fixture
-def cluster(worker_factory, api_log: Path):
-    # The cache table outlives each test's flush: no statistics of an earlier cluster.
-    cache.clear()
-    return worker_factory(API_TEST_LOG=str(api_log), JOBS_BACKOFF_SCALE="0.01")
+def api_log(module_api_log: Path) -> Path:
+    """The hooks and links of this test only."""
+    module_api_log.write_text("")
+    return module_api_log
+
+
+@pytest.fixture
+def cluster(module_cluster: Worker, api_log: Path) -> Worker:
+    """The module's cluster, once its node is registered again after the last flush."""
+    module_cluster.wait_until(
+        lambda: WorkerNode.objects.filter(
+            pid=module_cluster.pid, dead_at__isnull=True, stopped_at__isnull=True
+        ).exists(),
+        timeout=30,
+        what="the cluster's node",
+    )
+    return module_cluster
 
 
 def records(path: Path, kind: str) -> list[dict]:
@@ -136,8 +181,10 @@ def test_groups_iter_and_cached_results(cluster) -> None:
     assert result(cached_id, wait=WAIT_MS, cached=True) == 42
     assert not Task.objects.filter(id=cached_id).exists()  # cached: in the cache only
     cached_group = "cached-group"
-    for n in range(2):
-        async_task(f"{JOBS}.add", n, 1, group=cached_group, cached=True)
+    members = [async_task(f"{JOBS}.add", n, 1, group=cached_group, cached=True) for n in (0, 1)]
+    # django-q2 lists a cached task in its group before it stores the task's result:
+    # the group is read once each member's result is there.
+    assert sorted(result(m, wait=WAIT_MS, cached=True) for m in members) == [1, 2]
     assert sorted(result_group(cached_group, count=2, wait=WAIT_MS, cached=True)) == [1, 2]
     assert count_group(cached_group, cached=True) == 2
 

@@ -9,6 +9,7 @@ import pytest
 from jobs import checks
 from jobs.engine.registry import JobSpec
 from tests.support import runtime as support
+from tests.support.brokers import REDIS_URL
 from tests.support.cluster import BASE_DIR
 
 
@@ -58,10 +59,7 @@ def test_a_job_timeout_at_or_above_retry_is_a_warning_on_the_orm_broker(
     # The project's brokers never hand a live node's task to someone else.
     settings.Q_CLUSTER = {**orm, "retry": 60, "broker_class": "jobs.engine.broker.DatabaseBroker"}
     assert checks.check_jobs() == []
-    redis = {
-        "broker_class": "jobs.engine.redis_broker.RedisBroker",
-        "redis": "redis://127.0.0.1:6379/9",
-    }
+    redis = {"broker_class": "jobs.engine.redis_broker.RedisBroker", "redis": REDIS_URL}
     settings.Q_CLUSTER = {**orm, "retry": 60, **redis}
     assert checks.check_jobs() == []
 
@@ -76,7 +74,7 @@ def test_a_broker_other_than_the_projects_is_a_warning(settings) -> None:
     }
     settings.Q_CLUSTER.pop("redis", None)
     assert ids(checks.check_broker()) == ["jobs.E004"]
-    settings.Q_CLUSTER["redis"] = "redis://127.0.0.1:6379/9"
+    settings.Q_CLUSTER["redis"] = REDIS_URL
     assert checks.check_broker() == []
 
 

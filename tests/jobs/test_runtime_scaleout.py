@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -18,8 +17,7 @@ from tests.support.runtime import log_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-# django-q2's sentinel runs the scheduler every 30 s, the first time 30 s after start.
-SCHEDULER_PERIOD = 30
+GUARD_SETTINGS = "tests.support.guard_settings"
 
 
 def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> None:
@@ -32,11 +30,11 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
         repeats=-1,
         next_run=timezone.now() - timedelta(seconds=1),
     )
-    first = worker_factory(wait_ready=False)
-    second = worker_factory(wait_ready=False)
+    # Each cluster's guard makes its scheduler pass on its first loop (guard_settings).
+    first = worker_factory(wait_ready=False, DJANGO_SETTINGS_MODULE=GUARD_SETTINGS)
+    second = worker_factory(wait_ready=False, DJANGO_SETTINGS_MODULE=GUARD_SETTINGS)
     first.wait_for_log("running.")
     second.wait_for_log("running.")
-    both_running = time.monotonic()
 
     ids = registry.enqueue_many("tests.echo", [(f"task-{i}",) for i in range(40)])
 
@@ -52,12 +50,24 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
         ]
 
     first.wait_until(lambda: set(ids) <= finished(), timeout=60, what="every task to finish")
-    first.wait_until(lambda: ticks(), timeout=SCHEDULER_PERIOD + 20, what="the schedule to fire")
-    # Both sentinels' first scheduler pass is over; the next tick is 10 min away.
-    remaining = both_running + SCHEDULER_PERIOD + 6 - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
+    first.wait_until(lambda: ticks(), timeout=30, what="the schedule to fire")
+    # Each monitor counted its share of the runs (/healthz "finished in the last hour").
+    first.wait_until(
+        lambda: health_report().body["last_hour"]["succeeded"] >= len(ids) + 1,
+        timeout=10,
+        what="every run to be counted",
+    )
+    # Stopped, each guard has made its pass: the next tick is 10 min away.
+    assert first.stop() == 0
+    assert second.stop() == 0
 
+    created = [
+        e
+        for w in (first, second)
+        for e in log_events(w.log())
+        if "from schedule [scaleout_probe]" in e.get("event", "")
+    ]
+    assert len(created) == 1
     assert len(ticks()) == 1
     schedule.refresh_from_db()
     assert schedule.next_run > timezone.now()
@@ -70,21 +80,15 @@ def test_two_clusters_run_each_task_once_and_each_tick_once(worker_factory) -> N
     )
     assert set(runs) == set(ids)
     assert set(runs.values()) == {1}
-    # Each monitor counted its share of the runs (/healthz "finished in the last hour").
-    first.wait_until(
-        lambda: health_report().body["last_hour"]["succeeded"] >= len(ids) + 1,
-        timeout=10,
-        what="every run to be counted",
-    )
-    assert first.stop() == 0
-    assert second.stop() == 0
 
 
 def test_a_worker_for_a_named_cluster_reads_what_the_site_signed(worker_factory) -> None:
     """Q_CLUSTER_NAME picks the queue a worker serves; the signing salt stays the site's."""
     reports = worker_factory(Q_CLUSTER_NAME="reports")
-    for_reports = async_task("tests.support.runtime.echo", "for-reports", cluster="reports")
+    # The default queue's task goes first: a claim that ignored the queue would take it
+    # with (or before) the reports task, which is claimed after it.
     for_default = async_task("tests.support.runtime.echo", "for-default")
+    for_reports = async_task("tests.support.runtime.echo", "for-reports", cluster="reports")
 
     def finished() -> dict[str, bool]:
         return {e["task_id"]: e["success"] for e in log_events(reports.log(), "task finished")}
@@ -94,7 +98,7 @@ def test_a_worker_for_a_named_cluster_reads_what_the_site_signed(worker_factory)
     started = {e["task_id"]: e["cluster"] for e in log_events(reports.log(), "task finished")}
     assert started[for_reports] == "reports"
     # The default queue's task is not this worker's: it waits for a default worker.
-    time.sleep(2)
-    assert for_default not in finished()
-    assert Job.objects.get(task_id=for_default).queue == "tablo"
     assert reports.stop() == 0
+    assert for_default not in finished()
+    waiting = Job.objects.get(task_id=for_default)
+    assert (waiting.queue, waiting.state, waiting.owner) == ("tablo", Job.State.QUEUED, None)

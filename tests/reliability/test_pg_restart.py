@@ -69,7 +69,14 @@ def test_worker_reconnects_after_postgresql_restart(pg: PgCluster, tmp_path: Pat
         log_before_restart = len(worker.log())
 
         pg.restart(down_for=3.0)
-        time.sleep(2.0)  # the worker polls a dead connection meanwhile
+
+        def outage_errors() -> list[dict]:
+            outage_log = worker.log()[log_before_restart:]
+            lines = [json.loads(x) for x in outage_log.splitlines() if x.startswith("{")]
+            return [x for x in lines if x.get("level") in ("error", "critical", "warning")]
+
+        # The worker has polled a dead connection (down, or dropped by the restart).
+        wait_for(outage_errors, timeout=30, what="the outage in the worker's log", worker=worker)
 
         after = [f"after-{i}" for i in range(5)]
         enqueue_records_in(url, after)
@@ -82,8 +89,7 @@ def test_worker_reconnects_after_postgresql_restart(pg: PgCluster, tmp_path: Pat
         assert worker.process is not None
         assert worker.process.poll() is None
         outage_log = worker.log()[log_before_restart:]
-        lines = [json.loads(x) for x in outage_log.splitlines() if x.startswith("{")]
-        errors = [x for x in lines if x.get("level") in ("error", "critical", "warning")]
+        errors = outage_errors()
         assert errors, f"no log line says the database went away:\n{outage_log[-4000:]}"
         # A clear line: it names the database problem, not only a bare traceback.
         assert any(

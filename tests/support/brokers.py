@@ -2,12 +2,15 @@
 
 ``queue_broker`` patches django-q2's ``Conf`` in the test process (where tests
 enqueue and inspect) and gives the environment a real ``qcluster`` needs to
-use the same broker. Redis tests use database 9 of the local Redis (CI starts
-it), flushed around each test.
+use the same broker. Redis tests use one database of the local Redis (CI starts
+it), flushed around each test: ``TABLO_TEST_REDIS_DB`` (default 9), and under
+pytest-xdist the next free ones for the further workers, so that runs sharing
+one Redis can each take their own.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,7 +22,24 @@ import redis
 from jobs.models import Job
 from tests.support.runtime import conf
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
+# The benchmarks' databases (benchmarks/): never flushed by a test run.
+BENCHMARK_REDIS_DBS = frozenset({10, 14})
+
+
+def redis_test_db(environ: dict[str, str] | os._Environ = os.environ) -> int:
+    """This test process's Redis database: the chosen one, or the n-th after it for xdist's gwN."""
+    first = int(environ.get("TABLO_TEST_REDIS_DB", "9"))
+    if not 0 <= first <= 15:
+        raise ValueError(f"TABLO_TEST_REDIS_DB must be 0-15, not {first}")
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    usable = [db for db in (*range(first, 16), *range(first)) if db not in BENCHMARK_REDIS_DBS]
+    if index >= len(usable):
+        raise ValueError(f"no Redis database left for xdist worker {worker}")
+    return usable[index]
+
+
+REDIS_URL = f"redis://127.0.0.1:6379/{redis_test_db()}"
 BROKERS = {
     "database": "jobs.engine.broker.DatabaseBroker",
     "redis": "jobs.engine.redis_broker.RedisBroker",

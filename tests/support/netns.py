@@ -8,6 +8,7 @@ when a cable or a switch goes) and ``restore()`` brings it back.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 
@@ -64,6 +65,20 @@ class SecondHost:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
+def _subnets_in_use() -> set[int]:
+    """The third numbers of the 10.77.x.y addresses on this host's interfaces."""
+    shown = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
+    return {int(m) for m in re.findall(r"inet 10\.77\.(\d+)\.", shown)}
+
+
 def second_host() -> SecondHost:
+    """A namespace and a subnet no other test process (another run, an xdist worker) uses."""
     pid = os.getpid()
-    return SecondHost(name=f"tb{pid}", index=pid % 250 + 1).create()
+    used = _subnets_in_use()
+    start = pid % 250
+    index = next((i % 250 + 1 for i in range(start, start + 250) if i % 250 + 1 not in used), None)
+    if index is None:
+        raise RuntimeError("every 10.77.x.0/30 subnet is in use")
+    return SecondHost(name=f"tb{pid}", index=index).create()
