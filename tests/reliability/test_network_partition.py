@@ -1,9 +1,11 @@
-"""A worker node on a second host loses its database link for 60 s mid-run.
+"""A worker node on a second host loses its database link for 30 s mid-run.
 
-Its peer declares it dead (no heartbeat) and runs its tasks; nothing is lost; when
-the link returns, the node finds out it was declared dead, rejoins, and the results
-of the tasks it no longer owns are not recorded. A throwaway PostgreSQL listens on
-the veth pair (never the shared server).
+That is longer than the silence after which a peer declares a node dead (15 s) and
+than a query on the cut link takes to fail (DATABASE_TCP_USER_TIMEOUT_MS, 20 s), on
+default settings. Its peer declares it dead (no heartbeat) and runs its tasks;
+nothing is lost; when the link returns, the node finds out it was declared dead,
+rejoins, and the results of the tasks it no longer owns are not recorded. A throwaway
+PostgreSQL listens on the veth pair (never the shared server).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from tests.support.runtime import log_events
 
 pytestmark = pytest.mark.slow
 
-CUT_SECONDS = 60
+CUT_SECONDS = 30  # at least: the link comes back once the node is declared dead
+DECLARED_WITHIN = 55
 
 
 @pytest.fixture
@@ -91,15 +94,16 @@ def test_a_node_cut_off_from_the_database_loses_its_claims(
         declared = wait_for(
             lambda: query(pg, "SELECT dead_at IS NOT NULL FROM jobs_workernode WHERE id = %s",
                           there_node)[0][0],
-            timeout=CUT_SECONDS - 5, what="the cut-off node declared dead", workers=workers,
+            timeout=DECLARED_WITHIN, what="the cut-off node declared dead", workers=workers,
         )  # fmt: skip
         rescued = query(pg, "SELECT tasks_rescued FROM jobs_workernode WHERE id = %s", there_node)
         assert rescued[0][0] > 0
         assert query(pg, held_sql, there_node)[0][0] == 0
         # Its tasks run here meanwhile.
         done_during_cut = len(query(pg, "SELECT key FROM rel_effect"))
-        time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
-        assert len(query(pg, "SELECT key FROM rel_effect")) > done_during_cut
+        wait_for(lambda: len(query(pg, "SELECT key FROM rel_effect")) > done_during_cut,
+                 timeout=30, what="progress here during the cut", workers=workers)  # fmt: skip
+        time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))  # the rest of the cut
         remote.restore()
 
         there.wait_until(

@@ -4,16 +4,19 @@
 enqueue and inspect) and gives the environment a real ``qcluster`` needs to
 use the same broker. Redis tests use one database of the local Redis (CI starts
 it), flushed around each test: ``TABLO_TEST_REDIS_DB`` (default 9), and under
-pytest-xdist the next free ones for the further workers, so that runs sharing
-one Redis can each take their own.
+pytest-xdist the next ones for the further workers (the benchmarks' 10 and 14
+skipped), so that runs sharing one Redis can each take their own. A test refuses
+a database that another live test process marked as its own.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +43,34 @@ def redis_test_db(environ: dict[str, str] | os._Environ = os.environ) -> int:
 
 
 REDIS_URL = f"redis://127.0.0.1:6379/{redis_test_db()}"
+# The test process using the database: a test refuses one another live run holds.
+OWNER_KEY = "tablo-tests:owner"
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _held_by_another_run(client: redis.Redis) -> str | None:
+    owner = client.get(OWNER_KEY)
+    if owner is None or owner.decode() == OWNER:
+        return None
+    host, _, pid = owner.decode().rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        return None  # a run that ended without cleaning up
+    return owner.decode()
+
+
+def flush_own_database(client: redis.Redis, *, hold: bool) -> None:
+    """Empty this process's Redis database (``hold``: and mark it this run's)."""
+    other = _held_by_another_run(client)
+    if other is not None:
+        raise RuntimeError(
+            f"Redis database {REDIS_URL} is in use by another test run ({other}): "
+            "choose another with TABLO_TEST_REDIS_DB"
+        )
+    client.flushdb()
+    if hold:
+        client.set(OWNER_KEY, OWNER)
+
+
 BROKERS = {
     "database": "jobs.engine.broker.DatabaseBroker",
     "redis": "jobs.engine.redis_broker.RedisBroker",
@@ -115,8 +146,8 @@ def queue_broker(request: pytest.FixtureRequest) -> Iterator[QueueBroker]:
     with ExitStack() as stack:
         if kind == "redis":
             client = redis.Redis.from_url(REDIS_URL)
-            client.flushdb()
-            stack.callback(client.flushdb)
+            flush_own_database(client, hold=True)
+            stack.callback(flush_own_database, client, hold=False)
             stack.enter_context(conf(BROKER_CLASS=BROKERS[kind], REDIS=REDIS_URL))
             yield QueueBroker(kind=kind, env={"QUEUE_REDIS_URL": REDIS_URL})
         else:
