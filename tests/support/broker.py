@@ -14,8 +14,13 @@ def noop(*args: object, **kwargs: object) -> None:
 
 
 def touch(path: str, text: str = "done") -> None:
-    """A task with a visible effect: write ``text`` to ``path``."""
-    Path(path).write_text(text)
+    """A task with a visible effect: write ``text`` to ``path``.
+
+    Written aside and renamed, so a test waiting for the file to exist reads it whole.
+    """
+    partial = Path(f"{path}.partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 @job("tests.broker_unique", unique=lambda key: f"broker-test:{key}")
