@@ -1,7 +1,14 @@
-"""Queue benchmark: stock django-q2 (ORM broker, defaults) against this project's broker.
+"""Queue benchmark: stock django-q2 (ORM broker, defaults) against this project's engine.
 
-Runs both configurations in the same run, on the same PostgreSQL database, with
-real ``qcluster`` processes (2 workers), and prints every figure and the ratio:
+Runs both in the same run, on the same PostgreSQL database, each with its own real
+cluster of 2 workers, and prints every figure and the ratio:
+
+* ``tablo``, ``tablo-dropped``: ``manage.py qcluster``, this project's worker node
+  (jobs.engine.supervisor: one supervisor process and its worker processes, which
+  claim ``jobs.Job`` rows themselves);
+* ``stock``: django-q2's own ``qcluster`` command (benchmarks/stock_qcluster.py: a
+  Sentinel, a pusher, a monitor and the workers, on django-q2's ``OrmQ`` table),
+  since ``manage.py qcluster`` never reads that table.
 
 1. ``async_task()`` cost, as from a view (request_started/finished around it)
 2. idle pickup latency: enqueue -> task start, the queue empty each time
@@ -36,15 +43,25 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_bench"
 # tablo: the project's defaults (results kept); tablo-dropped: the same with
-# save_limit -1 (no result rows), to show what keeping results costs;
-# tablo-redis: this project's Redis broker (jobs.engine.redis_broker) on this Redis
-# database, flushed between phases.
-MODES = ("stock", "tablo-dropped", "tablo", "tablo-redis")
-DEFAULT_MODES = "stock,tablo-dropped,tablo"
-BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+# save_limit -1 (no result rows), to show what keeping results costs.
+MODES = ("stock", "tablo-dropped", "tablo")
+DEFAULT_MODES = ",".join(MODES)
 
 
 # --- helpers ---------------------------------------------------------------------------
+def qcluster_argv(mode: str) -> list[str]:
+    """The cluster of ``mode``: django-q2's own for stock, this project's otherwise.
+
+    Both log a line with ``READY_TEXT`` once up: this project's supervisor "Q Cluster
+    <name> running.", stock_qcluster.py "stock django-q2: Q Cluster <name> running.".
+    """
+    from benchmarks import stock_qcluster
+
+    if mode == "stock":
+        return list(stock_qcluster.ARGV)
+    return [sys.executable, "manage.py", "qcluster"]
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank); inf counts as a task that never ran."""
     if not values:
@@ -102,28 +119,38 @@ class Bench:
             cursor.execute(
                 "TRUNCATE django_q_ormq, django_q_task, jobs_job, jobs_jobattempt RESTART IDENTITY"
             )
-        if self.mode == "tablo-redis":
-            from jobs.engine.redis_broker import client
-
-            client().flushdb()
 
     def remaining(self) -> int:
         from django_q.models import OrmQ
 
         from jobs.models import Job
 
-        if self.mode == "tablo-redis":
-            from jobs.engine.redis_broker import RedisBroker
-
-            broker = RedisBroker()
-            return broker.queue_size() + broker.lock_size()
         return OrmQ.objects.count() if self.mode == "stock" else Job.objects.count()
 
     def cluster(self, name: str) -> Any:
+        """This mode's cluster (not started): ``qcluster_argv(mode)``, output to a log."""
+        from benchmarks.stock_qcluster import READY_TEXT
         from tests.support.cluster import Worker
 
+        argv = qcluster_argv(self.mode)
+
+        class Cluster(Worker):  # type: ignore[misc]
+            def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> Cluster:
+                self._log = self.log_path.open("ab")
+                self.process = subprocess.Popen(
+                    argv,
+                    cwd=BASE_DIR,
+                    env=self.env,
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                if wait_ready:
+                    self.wait_for_log(READY_TEXT, timeout=timeout)
+                return self
+
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json")
-        return Worker(self.workdir / f"{self.mode}-{name}.log", env=env)
+        return Cluster(self.workdir / f"{self.mode}-{name}.log", env=env)
 
     # 1. async_task() cost ----------------------------------------------------------------
     def enqueue_cost(self, samples: int) -> dict[str, float]:
@@ -228,7 +255,6 @@ class Bench:
         from django_q.models import OrmQ
         from django_q.signing import SignedPackage
 
-        from jobs.engine.redis_broker import RedisBackend
         from jobs.engine.rows import job_row_from_task
 
         batch: list[Any] = []
@@ -243,12 +269,6 @@ class Bench:
                 "started": timezone.now(),
             }
             payload = SignedPackage.dumps(task)
-            if self.mode == "tablo-redis":
-                batch.append(task)
-                if len(batch) >= 2000:
-                    RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
-                    batch = []
-                continue
             if self.mode == "stock":
                 batch.append(OrmQ(key=Conf.CLUSTER_NAME, payload=payload, lock=timezone.now()))
             else:
@@ -256,9 +276,7 @@ class Bench:
             if len(batch) >= 2000:
                 type(batch[0]).objects.bulk_create(batch)
                 batch = []
-        if batch and self.mode == "tablo-redis":
-            RedisBackend().enqueue(batch, queue=Conf.CLUSTER_NAME)
-        elif batch:
+        if batch:
             type(batch[0]).objects.bulk_create(batch)
 
     def drain(self, count: int) -> dict[str, float]:
@@ -289,8 +307,9 @@ class Bench:
         return {
             "drain_tasks": count,
             "drain_tasks_per_s": round(left0 / (t1 - t0), 1),
-            # CPU of every process of the cluster (workers, pusher, monitor, sentinel),
-            # and of the whole PostgreSQL server, per task drained.
+            # CPU of every process of the cluster (ours: supervisor and workers; stock:
+            # sentinel, pusher, monitor and workers), and of the whole PostgreSQL
+            # server, per task drained.
             "drain_cluster_cpu_ms_per_task": round(cluster_cpu / left0 * 1000, 3),
             "drain_postgres_cpu_ms_per_task": round(postgres_cpu / left0 * 1000, 3),
         }
@@ -392,7 +411,7 @@ LOWER_IS_BETTER = {
 
 def mode_env(mode: str, database_url: str) -> dict[str, str]:
     """The environment that gives a process one mode's settings (peer_bench uses it too)."""
-    env = {
+    return {
         "DATABASE_URL": database_url,
         "DJANGO_SETTINGS_MODULE": "benchmarks.queue_settings",
         "QUEUE_BENCH_MODE": mode,
@@ -403,9 +422,6 @@ def mode_env(mode: str, database_url: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "benchmark-" + "k" * 50),
         "DJANGO_ALLOWED_HOSTS": "localhost",
     }
-    if mode == "tablo-redis":
-        env["QUEUE_REDIS_URL"] = BENCH_REDIS_URL
-    return env
 
 
 def run_child(
@@ -483,7 +499,7 @@ def main() -> None:
     )
     parser.add_argument("--enqueue-samples", type=int)
     parser.add_argument("--pickup-samples", type=int)
-    parser.add_argument("--drain", type=int, help="tasks drained by this project's broker")
+    parser.add_argument("--drain", type=int, help="tasks drained by this project's engine")
     parser.add_argument(
         "--stock-drain",
         type=int,

@@ -4,7 +4,7 @@ structlog's own loggers and the standard library's (Django, django-q2,
 botocore...) end in one handler with one formatter, so every line has the same
 shape: readable key=value lines in development, one JSON object per line when
 ``LOG_FORMAT=json``. Context bound with ``structlog.contextvars`` (the request
-id from django-structlog, the task id from the worker runtime) appears on every
+id from django-structlog, the task id from the worker, ``jobs.engine.worker``) appears on every
 line, including lines written through the standard library.
 """
 
@@ -22,32 +22,6 @@ def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> di
         event.pop("request", None)
         event.pop("server_time", None)
     return event
-
-
-class DropPerTaskLines(logging.Filter):
-    """Drop django-q2's per-task lines; the runtime and the failure hook log each task.
-
-    django-q2 writes "Enqueued [queue] id" on every ``async_task()``, then
-    "Process-1 processing <name> '<func>'" and "Processed '<func>' (<name>)" for
-    every run. The worker runtime's ``task started`` / ``task finished`` events
-    (jobs.engine.runtime) carry the same facts with the task id, job, attempt and
-    duration, so these lines only double the log volume; rendering them through
-    the structlog pipeline was most of the cost of an ``async_task()`` call
-    above its INSERT. Its per-task "Failed '<func>' (<name>) - <error> : <traceback>"
-    error goes too: the failure hook (jobs.failures.hook) logs one ``task failed``
-    event for it, with the same traceback and the retry decision. Other warnings
-    and errors and the cluster's own start/stop lines pass.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not isinstance(record.msg, str):
-            return True
-        message = record.msg
-        if record.levelno == logging.ERROR:
-            return not message.startswith("Failed '")
-        if record.levelno != logging.INFO:
-            return True
-        return not (message.startswith(("Enqueued [", "Processed '")) or " processing " in message)
 
 
 SHARED_PROCESSORS: list[Any] = [
@@ -94,7 +68,6 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
                 "foreign_pre_chain": SHARED_PROCESSORS,
             }
         },
-        "filters": {"drop_per_task_lines": {"()": DropPerTaskLines}},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "structlog"},
         },
@@ -103,13 +76,10 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
             # Django's own handlers would print a second, unformatted copy.
             "django": {"handlers": [], "level": level, "propagate": True},
             "django.server": {"handlers": [], "level": level, "propagate": True},
-            # django-q2 installs its own handler unless the logger has one.
-            "django-q": {
-                "handlers": ["console"],
-                "level": level,
-                "propagate": False,
-                "filters": ["drop_per_task_lines"],
-            },
+            # django-q2 installs its own handler unless the logger has one. What it
+            # still logs at INFO here is one "Enqueued" line per async_task(); the
+            # worker's own "task finished" and "task failed" events say more.
+            "django-q": {"handlers": ["console"], "level": "WARNING", "propagate": False},
             "botocore": {"level": "WARNING"},
             "boto3": {"level": "WARNING"},
             "urllib3": {"level": "WARNING"},

@@ -238,21 +238,19 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "tablo_cache",
+            # Past MAX_ENTRIES Django deletes a third of the entries, expired or not:
+            # a cached=True result or an async_iter's member would vanish (300 by default).
+            "OPTIONS": {"MAX_ENTRIES": 1_000_000},
         }
     }
 
 # --- Worker (django-q2) ---------------------------------------------------
 # Tasks go through the jobs.Job table (jobs.engine.broker.DatabaseBroker: SKIP LOCKED
-# claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md), or through Redis when
-# QUEUE_REDIS_URL is set (jobs.engine.redis_broker.RedisBroker: nodes, schedules,
-# heartbeats and failure records stay in the database).
-QUEUE_REDIS_URL = env.str("QUEUE_REDIS_URL", default="")
-# `retry` is when django-q2's own ORM broker hands an unacknowledged task out
-# again. The database broker has no lock time: a claimed task belongs to its
-# worker node until that node is dead (jobs.engine.nodes).
+# claims, LISTEN/NOTIFY on PostgreSQL; docs/broker.md).
+# A claimed task belongs to its worker node until that node stops or is declared
+# dead (jobs.engine.nodes): there is no redelivery delay to set.
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=300)
-Q_RETRY = max(env.int("Q_RETRY", default=Q_TIMEOUT + 60), Q_TIMEOUT + 30)
-Q_BULK = env.int("Q_BULK", default=25)
+Q_BULK = env.int("Q_BULK", default=10)
 Q_CLUSTER = {
     # The site's name, also django-q2's signing salt: every process of one
     # deployment (web and workers) shares it, or queued payloads fail their
@@ -265,40 +263,31 @@ Q_CLUSTER = {
     "ALT_CLUSTERS": {},
     "workers": env.int("Q_WORKERS", default=2),
     "timeout": Q_TIMEOUT,
-    "retry": Q_RETRY,
+    # Read by nothing here; django-q2 logs a warning unless it is above the timeout.
+    "retry": Q_TIMEOUT + 60,
     # Retries and dead tasks are ours (jobs.failures): django-q2 never
     # acknowledges a failure or stops counting on its own.
     "max_attempts": 0,
     "ack_failures": False,
-    # Results are kept (django_q.models.Task), written in batches with the
-    # acknowledgements (jobs.engine.results); 0 stops django-q2 from pruning on every
-    # save: jobs.prune_results prunes in the background (JOBS_RESULTS_* below).
+    # Results are kept (django_q.models.Task), written by the workers in batches with
+    # the finished rows (jobs.engine.results); 0 stops django-q2's sync mode pruning on
+    # every save: jobs.prune_results prunes in the background (JOBS_RESULTS_* below).
     "save_limit": 0,
-    # Rows claimed per query: fewer round trips, and a batch in hand keeps the
-    # workers fed while the next is claimed.
+    # The most rows a worker claims at once (it claims one while tasks are slow).
     "bulk": Q_BULK,
-    # With LISTEN/NOTIFY an enqueue wakes the pusher at once: `poll` is only the
+    # With LISTEN/NOTIFY an enqueue wakes an idle worker at once: `poll` is only the
     # fallback wait (due retries, a lost notification) and bounds shutdown delay.
     "poll": env.float("Q_POLL", default=1.0),
     # A worker process is replaced after this many tasks (leak guard); each
     # replacement is a fork and a warm-up, a cost a low value pays on every few tasks.
     "recycle": env.int("Q_RECYCLE", default=5000),
     "catch_up": False,
-    # Claimed tasks waiting in a cluster's local queue: the broker claims only
-    # what fits, so one node never hoards the queue, and a stopping node hands
-    # these back. Two batches: one being worked, one in hand.
-    "queue_limit": 2 * Q_BULK,
     # django-q2 names its admin section after this label; ours is "Jobs".
     "label": env.str("Q_CLUSTER_LABEL", default="Task queue (django-q2)"),
+    # The queue is on "default", with the application data (jobs.E003).
+    "orm": "default",
+    "broker_class": "jobs.engine.broker.DatabaseBroker",
 }
-# The database stays on "default" either way (nodes, schedules, failure records).
-Q_CLUSTER["orm"] = "default"
-if QUEUE_REDIS_URL:
-    # Same contract as the database broker (jobs.engine.redis_broker, docs/broker.md).
-    Q_CLUSTER["redis"] = QUEUE_REDIS_URL
-    Q_CLUSTER["broker_class"] = "jobs.engine.redis_broker.RedisBroker"
-else:
-    Q_CLUSTER["broker_class"] = "jobs.engine.broker.DatabaseBroker"
 
 # Kept task results (django-q2's Successful tasks): pruned every few minutes to
 # the newest JOBS_RESULTS_MAX_ROWS successes and to JOBS_RESULTS_MAX_AGE_HOURS
@@ -306,15 +295,21 @@ else:
 JOBS_RESULTS_MAX_ROWS = env.int("JOBS_RESULTS_MAX_ROWS", default=100_000)
 JOBS_RESULTS_MAX_AGE_HOURS = env.int("JOBS_RESULTS_MAX_AGE_HOURS", default=7 * 24)
 # Variables operators may still set from older releases: `manage.py check` names them.
-JOBS_RETIRED_ENV = [name for name in ("Q_SAVE_LIMIT",) if env.str(name, default="")]
+JOBS_RETIRED_ENV = [
+    name for name in ("Q_SAVE_LIMIT", "QUEUE_REDIS_URL", "Q_RETRY") if env.str(name, default="")
+]
 
 # Worker nodes (jobs.engine.nodes): each qcluster beats this often; a node silent for
 # JOBS_NODE_DEAD_AFTER_SECONDS (or whose process is gone from this machine) is
 # declared dead and its tasks are handed out again.
 JOBS_NODE_HEARTBEAT_SECONDS = env.float("JOBS_NODE_HEARTBEAT_SECONDS", default=2.0)
 JOBS_NODE_DEAD_AFTER_SECONDS = env.float("JOBS_NODE_DEAD_AFTER_SECONDS", default=15.0)
-# The monitor deletes succeeded tasks' rows in batches this often (0: one by one).
-JOBS_ACK_BATCH_SECONDS = env.float("JOBS_ACK_BATCH_SECONDS", default=0.02)
+# A task's return value is kept as its result (pickled) up to this size; a larger
+# one fails the attempt with an error that says so (0: no limit).
+JOBS_RESULT_MAX_BYTES = env.int("JOBS_RESULT_MAX_BYTES", default=1024 * 1024)
+# One INFO line per successful task ("task finished"); off, a success is logged at
+# DEBUG only (its result row keeps when and how long). Failures are always logged.
+JOBS_LOG_SUCCESSES = env.bool("JOBS_LOG_SUCCESSES", default=False)
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 # Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
 # (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.

@@ -1,7 +1,29 @@
 from django import forms
+from django.core.files.uploadedfile import UploadedFile
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files under one name (``<input type=file multiple>``), as Django's
+    documentation shows: the plain FileField keeps only the last one."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None) -> list[UploadedFile]:
+        single_file_clean = super().clean
+        if not data:
+            single_file_clean(None, initial)  # raises "required" unless the field is optional
+            return []
+        items = data if isinstance(data, list | tuple) else [data]
+        return [single_file_clean(item, initial) for item in items]
 
 
 class UploadForm(forms.Form):
     # Empty and oversized files are refused by files.services (and the size by
     # files.uploads while streaming) with messages that name the file.
-    file = forms.FileField(label="File", allow_empty_file=True)
+    file = MultipleFileField(label="Files", allow_empty_file=True)

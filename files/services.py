@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import structlog
 from django.conf import settings
@@ -22,8 +23,10 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils.http import content_disposition_header
 
+from config.errors import DATABASE_OUTAGE
 from files import naming, storage_ops
 from files.models import TabloFile
+from files.uploads import MAX_FILES_PER_UPLOAD, RejectedUpload
 from tablos.models import Tablo
 
 logger = structlog.get_logger(__name__)
@@ -40,6 +43,27 @@ def size_limit_message(*, name: str | None, max_bytes: int) -> str:
     return (
         f"{subject} was not uploaded: files may be at most "
         f"{filesizeformat(max_bytes)}. Nothing was stored."
+    )
+
+
+def too_many_message(*, name: str, max_files: int = MAX_FILES_PER_UPLOAD) -> str:
+    return (
+        f"“{naming.display_name(name)}” was not uploaded: at most {max_files} files "
+        "can be sent at once. Send it again on its own."
+    )
+
+
+def request_too_large_message(*, max_bytes: int, max_files: int = MAX_FILES_PER_UPLOAD) -> str:
+    return (
+        f"Nothing was uploaded: send at most {max_files} files of up to "
+        f"{filesizeformat(max_bytes)} each at a time. Nothing was stored."
+    )
+
+
+def server_problem_message(*, name: str) -> str:
+    return (
+        f"“{naming.display_name(name)}” could not be stored because of a server problem. "
+        "Nothing was kept of it; please try again."
     )
 
 
@@ -92,6 +116,50 @@ def file_upload(
         raise
     logger.info("file uploaded", tablo_id=str(tablo.id), file_id=str(file_id), size=uploaded.size)
     return tablo_file
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadOutcome:
+    """What became of the files of one upload: the rows stored, and one message
+    for the user per file that was refused or failed (nothing of it kept)."""
+
+    stored: list[TabloFile] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def files_upload(
+    *,
+    tablo: Tablo,
+    uploads: Sequence[UploadedFile],
+    refused: Sequence[RejectedUpload] = (),
+    storage: Storage | None = None,
+) -> UploadOutcome:
+    """Store each of ``uploads`` in ``tablo`` with ``file_upload``, independently.
+
+    ``refused`` are the files the streaming checks already skipped (too large,
+    too many); they only get their message. A file that is refused or fails
+    does not stop the others, and what was stored stays stored. A database
+    outage propagates: the rows of the next files could not be written either.
+    """
+    max_bytes = settings.FILE_UPLOAD_MAX_BYTES
+    outcome = UploadOutcome()
+    for rejected in refused:
+        if rejected.reason == "too_many":
+            outcome.errors.append(too_many_message(name=rejected.file_name))
+        else:
+            outcome.errors.append(size_limit_message(name=rejected.file_name, max_bytes=max_bytes))
+    for uploaded in uploads:
+        try:
+            outcome.stored.append(file_upload(tablo=tablo, uploaded=uploaded, storage=storage))
+        except FileRejected as exc:
+            outcome.errors.append(str(exc))
+        except DATABASE_OUTAGE:
+            raise
+        except Exception:
+            # file_upload already removed whatever it stored of this file.
+            logger.exception("upload failed", tablo_id=str(tablo.id))
+            outcome.errors.append(server_problem_message(name=uploaded.name or ""))
+    return outcome
 
 
 def file_delete(*, tablo_file: TabloFile, storage: Storage | None = None) -> None:

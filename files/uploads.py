@@ -11,10 +11,13 @@ bytes. The other form fields (the CSRF token) are still parsed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.http import HttpRequest
+
+# One form post may carry this many files; the ones after it are skipped unread.
+MAX_FILES_PER_UPLOAD = 20
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,23 @@ class RejectedUpload:
     field_name: str
     file_name: str
     received_bytes: int
+    reason: Literal["too_large", "too_many"] = "too_large"
 
 
 class MaxSizeUploadHandler(FileUploadHandler):
-    def __init__(self, request: HttpRequest | None = None, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        request: HttpRequest | None = None,
+        *,
+        max_bytes: int,
+        max_files: int = MAX_FILES_PER_UPLOAD,
+    ) -> None:
         super().__init__(request)
         self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.files_seen = 0
         self.rejected: list[RejectedUpload] = []
+        self._refuse: tuple[int, Literal["too_large", "too_many"]] | None = None
 
     def new_file(
         self,
@@ -40,12 +53,22 @@ class MaxSizeUploadHandler(FileUploadHandler):
         **kwargs: Any,
     ) -> None:
         super().new_file(field_name, file_name, content_type, content_length, *args, **kwargs)
-        # A declared per-part length is a client's claim, but when it already
-        # says "too large" there is no point in reading a single chunk.
-        if content_length is not None and content_length > self.max_bytes:
-            self._reject(content_length)
+        self.files_seen += 1
+        # Refused on the first chunk, not here: SkipFile raised from new_file
+        # makes Django close the storing handler's file, which is then still
+        # the previous, already accepted file of the same request.
+        self._refuse = None
+        if self.files_seen > self.max_files:
+            self._refuse = (0, "too_many")
+        elif content_length is not None and content_length > self.max_bytes:
+            # A declared per-part length is a client's claim, but when it
+            # already says "too large" no byte of it needs to be kept.
+            self._refuse = (content_length, "too_large")
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if self._refuse is not None:
+            received, reason = self._refuse
+            self._reject(received, reason=reason)
         if start + len(raw_data) > self.max_bytes:
             self._reject(start + len(raw_data))
         return raw_data
@@ -53,13 +76,18 @@ class MaxSizeUploadHandler(FileUploadHandler):
     def file_complete(self, file_size: int) -> None:
         return None  # the next handler builds the UploadedFile
 
-    def _reject(self, received: int) -> None:
+    def _reject(
+        self, received: int, *, reason: Literal["too_large", "too_many"] = "too_large"
+    ) -> None:
         self.rejected.append(
             RejectedUpload(
-                field_name=self.field_name, file_name=self.file_name or "", received_bytes=received
+                field_name=self.field_name,
+                file_name=self.file_name or "",
+                received_bytes=received,
+                reason=reason,
             )
         )
-        raise SkipFile(f"upload larger than {self.max_bytes} bytes")
+        raise SkipFile(f"upload refused: {reason}")
 
 
 def install_size_limit(request: HttpRequest, *, max_bytes: int) -> MaxSizeUploadHandler:
@@ -78,8 +106,10 @@ def install_size_limit(request: HttpRequest, *, max_bytes: int) -> MaxSizeUpload
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def request_too_large(request: HttpRequest, *, max_bytes: int) -> bool:
-    """True when the declared body cannot hold a file within the limit.
+def request_too_large(
+    request: HttpRequest, *, max_bytes: int, max_files: int = MAX_FILES_PER_UPLOAD
+) -> bool:
+    """True when the declared body cannot hold ``max_files`` files within the limit.
 
     Lets the view refuse a multi-gigabyte body before reading it; the
     streaming handler still guards bodies whose length is not declared.
@@ -88,4 +118,4 @@ def request_too_large(request: HttpRequest, *, max_bytes: int) -> bool:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return False
-    return declared > max_bytes + MULTIPART_OVERHEAD_BYTES
+    return declared > max_files * max_bytes + MULTIPART_OVERHEAD_BYTES

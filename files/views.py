@@ -22,7 +22,12 @@ from config.http import AuthenticatedHttpRequest
 from files import selectors, services
 from files.forms import UploadForm
 from files.models import TabloFile
-from files.uploads import install_size_limit, request_too_large
+from files.uploads import (
+    MAX_FILES_PER_UPLOAD,
+    MaxSizeUploadHandler,
+    install_size_limit,
+    request_too_large,
+)
 from tablos.models import Tablo
 from tablos.views import owned_tablo
 
@@ -55,6 +60,7 @@ def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Http
             "page": page,
             "upload_form": UploadForm(),
             "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
+            "max_files_per_upload": MAX_FILES_PER_UPLOAD,
         },
     )
 
@@ -66,55 +72,46 @@ def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Http
 @login_required
 @require_POST
 def file_upload(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> HttpResponse:
+    """Store every file of the form; each one is kept or refused on its own."""
     # Ownership first: someone else's tablo is a 404 before a byte is read.
     tablo = owned_tablo(request, tablo_id)
     max_bytes = settings.FILE_UPLOAD_MAX_BYTES
     if request_too_large(request, max_bytes=max_bytes):
         # Declared far over the limit: answer without reading the body at all.
-        messages.error(request, services.size_limit_message(name=None, max_bytes=max_bytes))
+        messages.error(request, services.request_too_large_message(max_bytes=max_bytes))
         return redirect("tablos:detail", tablo_id=tablo.id)
     limit = install_size_limit(request, max_bytes=max_bytes)
     return _file_upload(request, tablo=tablo, limit=limit)
 
 
 @csrf_protect
-def _file_upload(request: HttpRequest, *, tablo: Tablo, limit) -> HttpResponse:
-    back = redirect("tablos:detail", tablo_id=tablo.id)
+def _file_upload(
+    request: HttpRequest, *, tablo: Tablo, limit: MaxSizeUploadHandler
+) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES)
-    if limit.rejected:
-        for rejected in limit.rejected:
-            messages.error(
-                request,
-                services.size_limit_message(
-                    name=rejected.file_name, max_bytes=settings.FILE_UPLOAD_MAX_BYTES
-                ),
-            )
-        return back
-    if not form.is_valid():
+    uploads = form.cleaned_data["file"] if form.is_valid() else []
+    if not uploads and not limit.rejected:
         messages.error(request, "Choose a file to upload.")
-        return back
-    try:
-        tablo_file = services.file_upload(tablo=tablo, uploaded=form.cleaned_data["file"])
-    except services.FileRejected as exc:
-        messages.error(request, str(exc))
-        return back
-    except DATABASE_OUTAGE:
-        # file_upload removed the object; the 503 page says to try again (the
-        # redirect would only land on a page that needs the database too).
-        logger.warning("upload failed: database unavailable", tablo_id=str(tablo.id))
-        raise
-    except Exception:
-        # Storage or database trouble: file_upload already removed whatever it
-        # stored, so the user can simply try again.
-        logger.exception("upload failed", tablo_id=str(tablo.id))
-        messages.error(
-            request,
-            "The file could not be stored because of a server problem. "
-            "Nothing was kept; please try again.",
-        )
-        return back
-    messages.success(request, f"“{tablo_file.original_name}” uploaded.")
-    return back
+    else:
+        try:
+            outcome = services.files_upload(tablo=tablo, uploads=uploads, refused=limit.rejected)
+        except DATABASE_OUTAGE:
+            # The 503 page says to try again (the redirect would only land on a
+            # page that needs the database too).
+            logger.warning("upload failed: database unavailable", tablo_id=str(tablo.id))
+            raise
+        if outcome.stored:
+            messages.success(request, _uploaded_message(outcome.stored))
+        for error in outcome.errors:
+            messages.error(request, error)
+    return redirect("tablos:detail", tablo_id=tablo.id)
+
+
+def _uploaded_message(stored: list[TabloFile]) -> str:
+    names = [f"“{tablo_file.original_name}”" for tablo_file in stored]
+    if len(names) == 1:
+        return f"{names[0]} uploaded."
+    return f"{len(names)} files uploaded: {', '.join(names[:-1])} and {names[-1]}."
 
 
 @login_required

@@ -12,17 +12,14 @@ class JobsConfig(AppConfig):
         # Django's place for code that needs the models loaded: signal receivers,
         # system checks (registered by importing jobs.checks) and the jobs' modules.
         from jobs import cache, checks, schedules, tasks  # noqa: F401
-        from jobs.engine import djangoq, runtime
-        from jobs.failures import hook
+        from jobs.engine import registry
         from jobs.failures import tasks as failure_tasks  # noqa: F401 (jobs.prune_history)
 
         # Each app declares its jobs in its own `tasks` module (jobs.engine.registry.job).
         # `startjob` writes jobs to an app's `jobs` package.
         autodiscover_modules("tasks", "jobs")
-        runtime.connect_signals()
+        registry.connect_signals()
         tasks.connect_signals()
-        djangoq.install()
         post_migrate.connect(cache.create_cache_table, sender=self, dispatch_uid="jobs.cache")
-        hook.connect_signals()
         # Code-declared schedules are synced after every migrate.
         schedules.connect_signals()

@@ -8,30 +8,27 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from jobs import health
-from jobs.engine import registry
 
 
 def _q_cluster() -> dict[str, Any]:
     return dict(getattr(settings, "Q_CLUSTER", {}) or {})
 
 
+# What replaced each variable of config/settings.py's JOBS_RETIRED_ENV.
+RETIRED_ENV_HINTS = {
+    "Q_SAVE_LIMIT": "Results are kept by default; set JOBS_RESULTS_MAX_ROWS and "
+    "JOBS_RESULTS_MAX_AGE_HOURS for how many and how long, and unset it.",
+    "QUEUE_REDIS_URL": "The queue lives in the database now (the jobs.Job table, on "
+    "DATABASE_URL); Redis is only the shared cache (CACHE_REDIS_URL). Unset it.",
+    "Q_RETRY": "A claimed task belongs to its worker node until that node stops or is "
+    "declared dead (JOBS_NODE_DEAD_AFTER_SECONDS); there is no redelivery delay. Unset it.",
+}
+
+
 @register(Tags.compatibility)
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     conf = _q_cluster()
     messages: list[CheckMessage] = []
-    timeout = conf.get("timeout")
-    retry = conf.get("retry", 60)
-    if timeout is not None and retry is not None and int(retry) <= int(timeout):
-        messages.append(
-            Error(
-                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] "
-                f"({timeout}).",
-                hint="Otherwise a task still running is handed out again and runs twice: set "
-                "Q_RETRY to the timeout plus the longest wait in a worker's local queue "
-                "(config/settings.py enforces timeout + 30 at least).",
-                id="jobs.E001",
-            )
-        )
     if conf.get("max_attempts", 0) != 0 or conf.get("ack_failures", False):
         messages.append(
             Error(
@@ -74,8 +71,7 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         messages.append(
             Warning(
                 f"{name} is set in the environment but no longer read.",
-                hint="Results are kept by default; set JOBS_RESULTS_MAX_ROWS and "
-                "JOBS_RESULTS_MAX_AGE_HOURS for how many and how long, and unset it.",
+                hint=RETIRED_ENV_HINTS.get(name, "Unset it."),
                 id="jobs.W008",
             )
         )
@@ -91,30 +87,21 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     return messages
 
 
-PROJECT_BROKERS = ("jobs.engine.broker.DatabaseBroker", "jobs.engine.redis_broker.RedisBroker")
+PROJECT_BROKER = "jobs.engine.broker.DatabaseBroker"
 
 
 @register(Tags.compatibility)
 def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    conf = _q_cluster()
-    broker = conf.get("broker_class")
-    if broker not in PROJECT_BROKERS:
+    broker = _q_cluster().get("broker_class")
+    if broker != PROJECT_BROKER:
         # A warning: benchmarks/queue_settings.py runs stock django-q2 on purpose.
         return [
             Warning(
-                f"Q_CLUSTER['broker_class'] is {broker!r}, not one of this project's brokers.",
-                hint="django-q2's own brokers hand tasks out without worker nodes, retries, "
-                "unique keys or pauses (Redis pops a task for good). Leave broker_class as "
-                "config/settings.py sets it; QUEUE_REDIS_URL selects the Redis broker.",
+                f"Q_CLUSTER['broker_class'] is {broker!r}, not this project's broker.",
+                hint="qcluster runs the tasks of the jobs.Job table only: what async_task() "
+                "puts in another broker is never run by it. Leave broker_class as "
+                f"config/settings.py sets it ({PROJECT_BROKER}).",
                 id="jobs.W006",
-            )
-        ]
-    if broker == "jobs.engine.redis_broker.RedisBroker" and not conf.get("redis"):
-        return [
-            Error(
-                "Q_CLUSTER['broker_class'] is the Redis broker but Q_CLUSTER['redis'] is empty.",
-                hint="Set QUEUE_REDIS_URL (redis://host:6379/0) on every web and worker process.",
-                id="jobs.E004",
             )
         ]
     return []
@@ -122,25 +109,7 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 @register(Tags.compatibility)
 def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    conf = _q_cluster()
     messages: list[CheckMessage] = []
-    retry = conf.get("retry", 60)
-    # The project's brokers never hand a live node's task to another; django-q2's
-    # ORM broker hands a task out again after Q_CLUSTER['retry'] whatever the job's timeout.
-    orm_broker = not conf.get("broker_class") and not conf.get("redis") and conf.get("orm")
-    if retry is not None and orm_broker:
-        for spec in registry.all_jobs():
-            if spec.timeout is not None and spec.timeout >= int(retry):
-                messages.append(
-                    Warning(
-                        f"Job {spec.name!r} has timeout={spec.timeout}, not below "
-                        f"Q_CLUSTER['retry'] ({retry}).",
-                        hint="With this broker the task would be delivered again while it "
-                        "runs. Lower the job's timeout or raise Q_RETRY.",
-                        obj=spec.path,
-                        id="jobs.W005",
-                    )
-                )
     interval = int(getattr(settings, "HEARTBEAT_INTERVAL_SECONDS", 60))
     if interval % 60:
         messages.append(

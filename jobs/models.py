@@ -46,7 +46,9 @@ class Job(models.Model):
         default=timezone.now,
         help_text="claimable from this time; for a running task, when it was claimed",
     )
-    attempt = models.PositiveIntegerField(default=0, help_text="claims so far, never reset")
+    attempt = models.PositiveIntegerField(
+        default=0, help_text="attempts started so far, never reset"
+    )
     max_attempts = models.PositiveIntegerField(
         default=0, help_text="the attempt number after which the task is dead"
     )
@@ -54,7 +56,14 @@ class Job(models.Model):
     unique_key = models.CharField(max_length=255, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.CharField(max_length=255, blank=True, default="")
+    claimed_by = models.CharField(
+        max_length=255, blank=True, default="", help_text="the worker process holding it"
+    )
+    started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="when the current attempt started; empty while claimed but not started",
+    )
     owner = models.BigIntegerField(
         null=True, blank=True, help_text="the WorkerNode holding this running task"
     )
@@ -249,7 +258,7 @@ class TaskCounter(models.Model):
     """Runs finished per minute and cluster, for /healthz.
 
     django-q2 keeps no row for a successful task here (``save_limit=-1``) and
-    ``JobAttempt`` only records failures, so the monitor counts runs in memory
+    ``JobAttempt`` only records failures, so each worker counts runs in memory
     and adds them to this table about once a second (``jobs.engine.counters``).
     """
 

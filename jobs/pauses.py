@@ -1,12 +1,12 @@
 """Pausing a queue (a cluster name): its tasks stay queued, in order, until it is resumed.
 
 The pause is a ``QueuePause`` row, so it holds across restarts and for every
-node. ``DatabaseBroker.dequeue`` asks ``held`` before each claim; the answer is
-cached in the broker for ``CHECK_SECONDS``, so a pause takes effect within about
-that long and costs a pusher at most a couple of reads a second. Tasks already
-claimed (running, or waiting in a cluster's local queue) finish. Schedules and
-``async_task`` still enqueue into a paused queue. Resume sends the broker's
-NOTIFY so that idle pushers claim at once.
+node. Each worker asks ``jobs.engine.paused.held`` before each claim; the answer is
+cached for ``CHECK_SECONDS``, so a pause takes effect within about that long and
+costs a worker at most a couple of reads a second. Tasks already claimed (running,
+or claimed in the worker's small batch) finish. Schedules and ``async_task`` still
+enqueue into a paused queue. Resume sends the queue's NOTIFY so that idle workers
+claim at once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 
 from jobs import audit, health
 from jobs.engine import registry
-from jobs.engine.channels import notify
+from jobs.engine.channels import RESUMED, notify
 from jobs.models import Job, Overview, QueuePause, WorkerHeartbeat
 
 logger = structlog.stdlib.get_logger("jobs.pauses")
@@ -113,7 +113,7 @@ def pause_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseSta
 
 
 def resume_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseStatus:
-    """Let ``queue``'s tasks be claimed again, and wake its idle pushers now."""
+    """Let ``queue``'s tasks be claimed again, and wake its idle workers now."""
     queue = check_queue_name(queue)
     who = audit.operator(user)
     with transaction.atomic():
@@ -129,7 +129,7 @@ def resume_queue(*, queue: str, user: AbstractBaseUser | None = None) -> PauseSt
                 flag=CHANGE,
                 message="Resumed the queue.",
             )
-            notify(DEFAULT_DB_ALIAS, [queue])  # delivered at commit
+            notify(DEFAULT_DB_ALIAS, [queue], payload=RESUMED)  # delivered at commit
     if deleted:
         logger.info("queue resumed", queue=queue, resumed_by=who)
     return PauseStatus(queue=queue, paused=False, changed=bool(deleted))

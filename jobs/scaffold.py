@@ -64,7 +64,7 @@ def test_{name}_returns_its_argument() -> None:
 
 def test_{name}_runs_through_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     assert registry.get("{job_name}").func is {name}
-    # Sync mode runs the task inline, through the worker runtime; a failure raises.
+    # Sync mode runs the task inline, as a worker would; a failure raises.
     monkeypatch.setattr(Conf, "SYNC", True)
     assert registry.enqueue("{job_name}", "42", on_commit=False)
 """

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from django_q.conf import Conf
 from django_q.signals import post_spawn
 
 from jobs import health
-from jobs.engine import counters, results, runtime, stats
+from jobs.engine import context, counters, results, stats
 from jobs.engine.registry import Every, enqueue, job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -28,7 +29,7 @@ HEARTBEAT_UNIQUE_KEY = "jobs.heartbeat"
 )
 def heartbeat() -> None:
     """Prove that a worker of this cluster takes tasks: log it and record it."""
-    run = runtime.current_run()
+    run = context.current_run()
     counters.prune()
     beat = health.heartbeat_record(
         cluster=run.cluster, host=run.host, pid=run.pid, task_id=run.task_id
@@ -60,12 +61,12 @@ def prune_results() -> None:
 def on_post_spawn(sender: Any = None, proc_name: str = "", **_: Any) -> None:
     """A worker process started: ask for a heartbeat now.
 
-    django-q2's scheduler first runs about 30 s after the cluster starts, so
-    the heartbeat schedule alone would leave a fresh worker looking dead. Every
-    worker of the pool asks; on the jobs.Job broker the heartbeat's unique key
-    turns all but the first into no-ops (other brokers run a few extra beats).
+    The heartbeat schedule alone would leave a fresh worker looking dead until its
+    next tick. Every worker of the pool asks; the heartbeat's unique key turns all
+    but the first into no-ops. django-q2's sync mode sends this signal too, outside
+    any worker node: nothing is asked there.
     """
-    if not runtime.is_cluster_worker():
+    if Conf.SYNC or context.current_node_id() is None:
         return
     try:
         task_id = enqueue("jobs.heartbeat", on_commit=False)

@@ -10,7 +10,6 @@ from django.conf import global_settings
 from django.core.files.storage import Storage, default_storage
 from django.test import override_settings
 
-from tests.support.brokers import queue_broker  # noqa: F401 (a fixture)
 from tests.support.cluster import Worker, worker_env
 from tests.support.s3 import MotoServer
 
@@ -41,12 +40,10 @@ def _fast_password_hashing() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _stop_ack_threads() -> Iterator[None]:
-    """A test that acknowledged in-process leaves no flusher thread holding a connection."""
+def _forget_node() -> Iterator[None]:
     yield
-    from jobs.engine import nodes, results
+    from jobs.engine import nodes
 
-    results.stop_all()
     nodes.forget()  # a node registered by this test's claims went with its database rows
 
 

@@ -3,11 +3,14 @@
 The contracts live in pyproject.toml: the operations side of ``jobs`` uses the engine
 and never the other way round, the apps use only the engine's API, ``files`` uses
 ``tablos`` and never the other way round, and no package or module imports another
-that imports it back (imports inside functions count too).
+that imports it back (imports inside functions count too). Imports inside functions
+are only where docs/architecture.md lists them.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +65,15 @@ def test_a_cycle_hidden_in_a_function_breaks_the_rule(tmp_path: Path) -> None:
     assert "No import cycles, function-level imports included BROKEN" in result.stdout
 
 
+def test_the_operations_importing_an_engine_internal_breaks_the_rule(tmp_path: Path) -> None:
+    copy = _copy_of_the_code(tmp_path)
+    health = copy / "jobs" / "health.py"
+    health.write_text(health.read_text() + "\n\nfrom jobs.engine import store  # noqa\n")
+    result = _lint_imports(copy)
+    assert result.returncode == 1
+    assert "jobs.health -> jobs.engine.store" in result.stdout
+
+
 def test_tablos_importing_files_breaks_the_rule(tmp_path: Path) -> None:
     copy = _copy_of_the_code(tmp_path)
     views = copy / "tablos" / "views.py"
@@ -69,3 +81,38 @@ def test_tablos_importing_files_breaks_the_rule(tmp_path: Path) -> None:
     result = _lint_imports(copy)
     assert result.returncode == 1
     assert "tablos.views -> files.selectors" in result.stdout
+
+
+def _function_level_imports() -> set[tuple[str, str]]:
+    """(module path, qualified function) of every import inside a function, in the code."""
+    found = set()
+
+    def visit(node: ast.AST, path: str, scope: list[str], in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom) and in_function:
+                found.add((path, ".".join(scope)))
+            is_function = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_function or isinstance(child, ast.ClassDef):
+                visit(child, path, [*scope, child.name], in_function or is_function)
+            else:
+                visit(child, path, scope, in_function)
+
+    for package in ("config", "tablos", "files", "jobs"):
+        for file in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in file.parts:
+                path = file.relative_to(ROOT).as_posix()
+                visit(ast.parse(file.read_text(), path), path, [], in_function=False)
+    return found
+
+
+def _documented_function_level_imports() -> set[tuple[str, str]]:
+    text = (ROOT / "docs/architecture.md").read_text()
+    return set(re.findall(r"^\| `([\w/]+\.py)` \| `([\w.]+)` \|", text, flags=re.M))
+
+
+def test_function_level_imports_are_only_where_docs_architecture_lists_them() -> None:
+    documented = _documented_function_level_imports()
+    assert documented  # the table is there and read
+    found = _function_level_imports()
+    assert not found - documented, "import at the module's top, or list it in the table"
+    assert not documented - found, "a listed function-level import is gone: drop its row"

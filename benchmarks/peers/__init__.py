@@ -24,8 +24,6 @@ PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
         Peer("tablo", "Tablo", "djangoq_peer", None, "bench17_tablo"),
-        # The project's Redis broker (QUEUE_REDIS_URL), next to Celery on the same Redis.
-        Peer("tablo-redis", "Tablo (Redis broker)", "djangoq_peer", None, "bench17_tablo_redis"),
         Peer("stock", "stock django-q2", "djangoq_peer", None, "bench17_stock"),
         Peer(
             "pgqueuer",

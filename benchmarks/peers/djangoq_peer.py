@@ -2,15 +2,18 @@
 
 Runs in the project's virtualenv with ``DJANGO_SETTINGS_MODULE=benchmarks.queue_settings``
 and ``QUEUE_BENCH_MODE`` = ``tablo`` (config.settings unchanged: this project's
-broker and defaults) or ``stock`` (ORM broker, django-q2's defaults). The queue
+engine and defaults) or ``stock`` (ORM broker, django-q2's defaults). The queue
 filling, emptying and the view-like ``async_task()`` timing are queue_bench's
-``Bench``; the worker is one ``manage.py qcluster`` with its 2 workers.
+``Bench``. The worker is one cluster with 2 workers, queue_bench's
+``qcluster_argv(mode)``: for ``tablo`` ``manage.py qcluster`` (this project's
+supervisor and worker processes, claiming ``jobs.Job`` rows), for ``stock``
+django-q2's own qcluster command (benchmarks/stock_qcluster.py: Sentinel, pusher,
+monitor and workers on ``OrmQ``), as ``manage.py qcluster`` never reads ``OrmQ``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -92,14 +95,19 @@ class DjangoQAdapter:
         return (lambda t: async_task(STAMP, t)), connection.close
 
     def worker_specs(self) -> list[WorkerSpec]:
+        from benchmarks.queue_bench import qcluster_argv
+        from benchmarks.stock_qcluster import READY_TEXT
+
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json")
         return [
             WorkerSpec(
                 name="qcluster",
-                argv=[sys.executable, "manage.py", "qcluster"],
+                argv=qcluster_argv(self.mode),
                 env=env,
                 cwd=BASE_DIR,
-                ready_text="running.",
+                # Ours: the supervisor's "Q Cluster <name> running."; stock:
+                # stock_qcluster.py's "stock django-q2: Q Cluster <name> running.".
+                ready_text=READY_TEXT,
             )
         ]
 

@@ -88,9 +88,10 @@ def _flush_forever() -> None:
 def _start_tally() -> None:
     """In each process that runs tasks: a fresh tally, its flusher, and a last flush at exit.
 
-    A worker that exits mid-run (qcluster recycles one every 5,000 tasks) ends
-    through multiprocessing's exit path (``os._exit`` after its finalizers), which
-    skips ``atexit``: its finalizer does the last flush, so no task goes uncounted.
+    A worker that exits mid-run (recycled: every 5,000 tasks in Tablo, 500 in stock
+    django-q2) ends through multiprocessing's exit path (``os._exit`` after its
+    finalizers), which skips ``atexit``: its finalizer does the last flush, so no
+    task goes uncounted.
     """
     global _tally, _flusher_pid
     _flusher_pid = os.getpid()

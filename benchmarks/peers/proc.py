@@ -1,11 +1,13 @@
 """Worker processes of a peer: start, wait until up, CPU used, stop by PID.
 
 Each worker command starts in its own session (``start_new_session``), so every
-process it forks (qcluster's sentinel, pusher, monitor and workers; Celery's
-prefork children) carries that session id: its CPU is the sum over the session,
-and stopping it can reach every child by PID. Every process also carries
-``BENCH17_RUN`` in its environment, and nothing is signalled without it: other
-people's qcluster processes on this machine are never touched.
+process it forks carries that session id: this project's ``manage.py qcluster``
+supervisor and its worker processes (each leads a process group of its own, in the
+same session), stock django-q2's Sentinel, pusher, monitor and workers
+(benchmarks/stock_qcluster.py), Celery's prefork children. Its CPU is the sum over
+the session, and stopping it can reach every child by PID. Every process also
+carries ``BENCH17_RUN`` in its environment, and nothing is signalled without it:
+other people's qcluster processes on this machine are never touched.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def parse_stat(text: str) -> tuple[int, int]:
     """(session id, CPU ticks) from a /proc/<pid>/stat line.
 
     The ticks are the process's own user + system time plus that of its children
-    it has reaped (cutime + cstime): a qcluster worker recycled during the drain
-    is counted in its parent once reaped, and never twice.
+    it has reaped (cutime + cstime): a worker process recycled during the drain
+    (both clusters replace one after ``Q_CLUSTER["recycle"]`` tasks) is counted in
+    its parent once reaped, and never twice.
     """
     # The command name is in parentheses and may hold spaces: split after the last ")".
     rest = text[text.rindex(")") + 2 :].split()

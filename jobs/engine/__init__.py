@@ -1,19 +1,22 @@
-"""The queue engine: declaring jobs, enqueueing them, and the brokers that deliver them.
+"""The queue engine: declaring jobs, enqueueing them, and the qcluster that runs them.
 
-Its public API, what the rest of the project uses:
+Its public API, the only modules the rest of the project imports (pyproject.toml's
+import-linter contract enforces it):
 
 * ``registry``: ``@job(name, timeout=, max_attempts=, backoff=, priority=, cluster=,
   unique=, transactional=, schedule=Every(...))``, ``enqueue``, ``enqueue_many``, and the
-  lookups (``get``, ``for_func``, ``spec_for``, ``all_jobs``);
+  lookups (``get``, ``spec_for``, ``all_jobs``);
 * ``errors.DoNotRetry`` and ``progress.report_progress``, for the jobs themselves;
-* ``broker.DatabaseBroker`` and ``redis_broker.RedisBroker``: django-q2's
-  ``broker_class``, claim and acknowledgement;
-* ``backend.current()``: the queue as the operations see it, whichever broker runs;
-* ``nodes``: the worker nodes (register, beat, declare dead, hand out again);
-* ``backoff``: the retry policy; ``attempts.record_failure``: writing a failed attempt;
-* ``runtime``, ``cluster`` and ``djangoq``: what runs around each task in ``qcluster``.
+* ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
+* ``supervisor.serve``: ``manage.py qcluster``, a node of worker processes;
+* ``backend.current()``: the queue as the operations see it; ``nodes``: the worker nodes;
+  ``channels.notify``: wake a queue's workers;
+* ``context``: the task running in this process and this process's node;
+* ``counters``, ``stats`` and ``results``: run counts, queue depth samples and kept
+  results, with their pruning.
 
-The engine imports nothing of ``jobs``'s operations side (failures, queued, dashboard,
-health, schedules, admin, commands) and no app; ``jobs.models`` is below both. The rule
-is in docs/architecture.md and pyproject.toml (import-linter).
+Everything else (``store``, ``worker``, ``execute``, ``marks``, ``listener``, ``failing``,
+``attempts``, ``handout``, ``rows``, ``completion``, ...) is the engine's own. The engine
+imports nothing of ``jobs``'s operations side (failures, queued, dashboard, health,
+schedules, admin, commands) and no app; ``jobs.models`` is below both.
 """

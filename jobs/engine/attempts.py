@@ -1,8 +1,9 @@
 """Writing a failed attempt down: the Job row's new state and one JobAttempt.
 
-Every path that ends an attempt in failure goes through ``record_failure``: the
-failure hook (an exception in the task), the broker (a payload that cannot be
-read), the node registry (a worker node that died holding the task). The update
+Every path that ends an attempt in failure goes through ``record_failure``: a
+worker (an exception in the task, a payload that cannot be read:
+``jobs.engine.failing``), the supervisor (a worker process that died) and the node
+registry (a worker node that died holding the task). The update
 is conditional on the attempt number, so a late report about an old attempt never
 overwrites the state of a newer claim; a report from the node that ran the task
 also requires that node to still own it (a node declared dead lost its claims).
@@ -74,12 +75,13 @@ def record_failure(
         "error_signature": error_signature(error_type, error_message),
         "claimed_at": None,
         "claimed_by": "",
+        "started_at": None,
     }
     if retry_at is None:
         fields.update(state=Job.State.DEAD, run_at=now)
     else:
         fields.update(state=Job.State.RETRYING, run_at=retry_at)
-    final_payload = None
+    payload = None
     with transaction.atomic():
         job = (
             Job.objects.filter(task_id=task_id)
@@ -102,8 +104,8 @@ def record_failure(
             if owner is not None:
                 current = current.filter(owner=owner, state=Job.State.RUNNING)
             updated = current.update(**fields, owner=None)
-            if updated and retry_at is None:
-                final_payload = job.payload
+            if updated:
+                payload = job.payload
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,
@@ -119,11 +121,12 @@ def record_failure(
             host=worker.host[:255],
             pid=worker.pid,
         )
-    if final_payload is not None:
-        # Finished for good: its result (a Failure) and hook=, once; a retry is not
-        # finished, and result() keeps waiting for it.
-        results.save_final_failure(
-            final_payload,
+    if payload is not None:
+        # As django-q2 does: every failed attempt is the task's result (a Failure) until
+        # a later attempt succeeds and replaces it, and hook= runs for each.
+        results.save_failure(
+            payload,
+            final=retry_at is None,
             result=f"{error_message} : {traceback}" if traceback else error_message,
             attempt=attempt,
             started=started_at,

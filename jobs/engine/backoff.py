@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.engine.registry import JobSpec
+from jobs.engine.specs import JobSpec
 
 JITTER = 0.10
 

@@ -1,9 +1,10 @@
 """Waking the workers of a queue: PostgreSQL NOTIFY on one channel per queue.
 
-The broker LISTENs on ``channel_name(queue)``; whoever makes a task of that queue
-ready (an enqueue, a retry, a hand-back, a rescue) calls ``notify``. The
+Idle workers LISTEN on ``channel_name(queue)`` (``jobs.engine.listener``); whoever
+makes a task of that queue ready (an enqueue, a retry, a hand-back, a rescue) calls
+``notify``. The
 notification is sent when the caller's transaction commits and dropped on
-rollback. SQLite has no NOTIFY: its pushers poll.
+rollback. SQLite has no NOTIFY: its workers poll.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ def channel_name(queue: str) -> str:
     return name
 
 
-def notify(alias: str, queues: Iterable[str]) -> None:
+# The payload of the NOTIFY a resume sends: a worker that gets it reads the pause again.
+RESUMED = "resumed"
+
+
+def notify(alias: str, queues: Iterable[str], *, payload: str = "") -> None:
     """Wake the listeners of each queue (no-op on SQLite)."""
     connection = connections[alias]
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
         for queue in sorted(set(queues)):
-            cursor.execute("SELECT pg_notify(%s, '')", [channel_name(queue)])
+            cursor.execute("SELECT pg_notify(%s, %s)", [channel_name(queue), payload])

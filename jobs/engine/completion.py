@@ -20,31 +20,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from jobs.engine import results
-from jobs.engine.context import current_node_id
-
-# The row id, attempt, database and package of the task this worker runs (jobs.engine.runtime).
-current_claim: ContextVar[Claim | None] = ContextVar("jobs_current_claim", default=None)
+from jobs.engine import context, results
+from jobs.engine.execute import check_result
 
 
 class ClaimLost(RuntimeError):
     """This node no longer owns the task: its writes are rolled back."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    row_id: int
-    attempt: int
-    alias: str
-    task: dict[str, Any]
 
 
 def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,12 +39,13 @@ def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        claim = current_claim.get()
-        if claim is None:  # called directly, or sync=True: there is no queue row
+        claim = context.running()
+        if claim is None or claim.row_id is None:  # called directly, or sync=True: no row
             with transaction.atomic():
                 return func(*args, **kwargs)
         with transaction.atomic(using=claim.alias):
             value = func(*args, **kwargs)
+            check_result(value)  # a refused result rolls the task's writes back
             complete(claim, value)
         claim.task[results.COMPLETED_IN_WORKER] = True
         return value
@@ -66,9 +54,9 @@ def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def complete(claim: Claim, value: Any) -> None:
+def complete(claim: context.Run, value: Any) -> None:
     """Inside the task's transaction: delete its row, write its result, chain on."""
-    owner = current_node_id()
+    owner = context.current_node_id()
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[claim.alias].cursor() as cursor:
         cursor.execute(
@@ -76,9 +64,19 @@ def complete(claim: Claim, value: Any) -> None:
             [claim.row_id, claim.attempt],
         )
         if cursor.rowcount != 1:
+            cursor.execute(
+                f"SELECT attempt, owner, state FROM {results.JOB_TABLE} WHERE id = %s",  # noqa: S608
+                [claim.row_id],
+            )
+            now = cursor.fetchone()
+            where = (
+                "its row is gone"
+                if now is None
+                else (f"its row is at attempt {now[0]}, owner {now[1]}, {now[2]}")
+            )
             raise ClaimLost(
                 f"task {claim.task.get('id')} attempt {claim.attempt} is no longer this "
-                "node's (it was handed out again): its writes are rolled back"
+                f"node's ({where}): its writes are rolled back"
             )
     finished = {**claim.task, "result": value, "success": True, "stopped": timezone.now()}
     results.write_in_transaction(claim.alias, finished, broker=get_broker())

@@ -2,18 +2,67 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
-# A claimed run of a task: (its key in the broker, the attempt number).
+from django_q.conf import Conf
+
+# A started attempt of a task: (its Job row id, the attempt number).
 AckId = tuple[int, int]
 
-# Set by the worker runtime (jobs.engine.runtime) around each task run.
-current_task_id: ContextVar[str | None] = ContextVar("current_task_id", default=None)
+
+@dataclass(frozen=True)
+class Run:
+    """The task this process runs now (``jobs.engine.worker`` sets it around each attempt)."""
+
+    task_id: str | None
+    attempt: int
+    cluster: str
+    host: str
+    pid: int
+    row_id: int | None = None
+    alias: str = "default"
+    task: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+_current_run: ContextVar[Run | None] = ContextVar("jobs_current_run", default=None)
 
 # The node of this process, set by jobs.engine.nodes.register(); forked children inherit it.
 _node_id: int | None = None
 # True when the node was registered by a claim outside qcluster (no heartbeat).
 _unmanaged = False
+
+
+@functools.cache
+def _hostname(pid: int) -> str:
+    # Asked once per process (keyed by pid: a forked worker asks again), not per task.
+    return socket.gethostname()
+
+
+def hostname() -> str:
+    return _hostname(os.getpid())
+
+
+def current_run() -> Run:
+    """The running task; outside a worker task, this process with no task."""
+    run = _current_run.get()
+    if run is not None:
+        return run
+    cluster = Conf.CLUSTER_NAME or ""
+    return Run(task_id=None, attempt=0, cluster=cluster, host=hostname(), pid=os.getpid())
+
+
+def running() -> Run | None:
+    """The running task, or None outside a worker task."""
+    return _current_run.get()
+
+
+def enter(run: Run | None) -> None:
+    _current_run.set(run)
 
 
 def current_node_id() -> int | None:

@@ -1,12 +1,13 @@
 """Counting finished runs for /healthz, cheaply.
 
-django-q2's monitor sends ``post_execute`` once per finished run. Writing a row
-per run would cost what the broker saves by not keeping Success rows, so the
-monitor adds to in-memory counts per (minute, cluster) and writes them with one
-upsert per minute bucket at most about once a second; a timer writes the tail
-of a burst. Counts that could not be written (database down) are kept and
-written by a later flush. A run counted in the last second before the monitor
-dies is lost: the figures are for operators, not for accounting.
+A worker process counts each finished run once its outcome is saved
+(``jobs.engine.worker``). Writing a row per run would double the cost of a quick
+task, so the worker adds to in-memory counts per (minute, cluster) and writes them
+with one upsert per minute bucket at most about once a second; a timer writes the
+tail of a burst, and a stopping worker writes the rest. Counts that could not be
+written (database down) are kept and written by a later flush. A run counted in
+the last second before a worker is killed is lost: the figures are for operators,
+not for accounting.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def flush() -> int:
     except Exception:
         logger.exception("task counters not written", buckets=len(batch) - written)
         _keep_for_next_flush(batch)
-        # The monitor has no request cycle to drop a broken connection: without
+        # A worker has no request cycle to drop a broken connection: without
         # this, every later flush would fail on it after the database is back.
         if not connection.in_atomic_block:
             connection.close()
@@ -118,7 +119,7 @@ def _flush_from_timer() -> None:
 
 
 def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
-    """django-q2 ``post_execute`` (monitor process). Never raises."""
+    """Count a finished run (the worker calls it after the outcome is saved). Never raises."""
     try:
         if task:
             count_run(success=bool(task.get("success")), cluster=task.get("cluster"))

@@ -1,64 +1,27 @@
 """The ``jobs.Job`` table's side of handing tasks out again (``DatabaseBackend`` calls it).
 
-A task of a dead node or a dead worker process gets one ``WorkerLost`` attempt and
-is ready to claim again, or dead if that was its last attempt. A claimed task that
-never started goes back with no attempt used.
+A started task of a dead node or a dead worker process gets one ``WorkerLost``
+attempt and is ready to claim again, or dead if that was its last attempt. A claimed
+task that never started goes back as it was: no attempt used, nothing recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.channels import notify
-from jobs.engine.context import AckId
 from jobs.models import Job, JobAttempt
 
 # What handing a row out again needs to read.
-RESCUE_FIELDS = ("id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue")
-
-
-def hand_out_lost_rows(node_id: int, acks: Sequence[AckId], *, alias: str) -> int:
-    with transaction.atomic(using=alias):
-        rows = list(
-            Job.objects.using(alias)
-            .select_for_update()
-            .filter(_attempts(acks), owner=node_id, state=Job.State.RUNNING)
-            .only(*RESCUE_FIELDS)
-        )
-        hand_out_again(rows, reason="the worker process running this attempt died", alias=alias)
-    return len(rows)
-
-
-def hand_back_rows(node_id: int, ack_ids: Sequence[AckId], *, alias: str) -> int:
-    with transaction.atomic(using=alias):
-        rows = Job.objects.using(alias).filter(
-            _attempts(ack_ids), owner=node_id, state=Job.State.RUNNING
-        )
-        queues = set(rows.values_list("queue", flat=True))
-        count = rows.update(
-            state=_ready_state(),
-            attempt=F("attempt") - 1,
-            owner=None,
-            claimed_at=None,
-            claimed_by="",
-        )
-        notify(alias, queues)
-    return count
-
-
-def _attempts(acks: Sequence[AckId]) -> Q:
-    """The rows at exactly these (id, attempt) pairs."""
-    q = Q(pk__in=[])
-    for row_id, attempt in acks:
-        q |= Q(id=row_id, attempt=attempt)
-    return q
+RESCUE_FIELDS = (
+    "id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue", "started_at",
+)  # fmt: skip
 
 
 def _ready_state() -> Case:
@@ -122,18 +85,26 @@ def record_lost_last_attempt(task: Any, *, reason: str, now: datetime | None = N
 
 
 def hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
-    """Record the lost attempt of each row and make it ready (or dead at its last attempt)."""
+    """Make each row ready again: a started one with its lost attempt recorded (dead at
+    its last attempt), one that never started as it was before its claim."""
     rows = list(rows)
     if not rows:
         return
     now = timezone.now()
-    last = [r for r in rows if lost_attempt_is_last(r)]
-    again = [r for r in rows if r not in last]
+    started = [r for r in rows if r.started_at is not None]
+    last = [r for r in started if lost_attempt_is_last(r)]
+    again = [r for r in started if r not in last]
+    unstarted = [r for r in rows if r.started_at is None]
     for job in last:
         record_lost_last_attempt(job, reason=reason, now=now)
     if again:
         record_lost_attempts(again, reason=reason, alias=alias, now=now)
         Job.objects.using(alias).filter(id__in=[job.id for job in again]).update(
+            state=_ready_state(), owner=None, claimed_at=None, claimed_by="", started_at=None
+        )
+    if unstarted:
+        Job.objects.using(alias).filter(id__in=[job.id for job in unstarted]).update(
             state=_ready_state(), owner=None, claimed_at=None, claimed_by=""
         )
-        notify(alias, {job.queue for job in again})
+    if again or unstarted:
+        notify(alias, {job.queue for job in again + unstarted})

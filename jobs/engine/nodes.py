@@ -1,10 +1,9 @@
 """Worker nodes: a claimed task belongs to a live node, never to a lock time.
 
 A node is one ``manage.py qcluster`` process (``jobs.management.commands.qcluster``).
-It registers a ``WorkerNode`` row at start; its forked children (pusher, workers,
-monitor) inherit the node id, the broker stamps it on every row it claims
-(``Job.owner``) and acknowledgements and failure reports only count for rows the
-node still owns. A thread of the main process beats every
+It registers a ``WorkerNode`` row at start; its forked worker processes inherit the
+node id and stamp it on every row they claim (``Job.owner``), and finishes and
+failure reports only count for rows the node still owns. A thread of the main process beats every
 ``JOBS_NODE_HEARTBEAT_SECONDS`` and looks for dead peers.
 
 A node is dead when its beats stopped for ``JOBS_NODE_DEAD_AFTER_SECONDS``
@@ -28,7 +27,6 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,8 +37,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs.engine import backend, context, handout, inflight
-from jobs.engine.context import AckId
+from jobs.engine import backend, context, handout
 from jobs.engine.context import current_node_id as current_node_id  # part of the API
 from jobs.models import Job, WorkerNode
 
@@ -164,7 +161,6 @@ def beat(node_id: int, *, alias: str = DEFAULT_DB_ALIAS) -> bool:
             "last_beat_at": Now(),
         },
     )
-    backend.current().rejoin(node_id)
     logger.warning(
         "worker node was declared dead by a peer (its tasks were handed out again); rejoining",
         node=node_id,
@@ -251,21 +247,6 @@ def _rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
     return len(rows)
 
 
-def hand_out_lost(node_id: int, acks: Sequence[AckId], *, alias: str = DEFAULT_DB_ALIAS) -> int:
-    """Tasks whose worker process died inside a live node: a lost attempt each."""
-    if not acks:
-        return 0
-    count = backend.current().hand_out_lost(node_id, acks)
-    if count:
-        logger.warning("tasks of a dead worker process handed out again", count=count)
-    return count
-
-
-def hand_back(node_id: int, ack_ids: Sequence[AckId], *, alias: str = DEFAULT_DB_ALIAS) -> int:
-    """Return claimed tasks that never started: ready again, no attempt used."""
-    return backend.current().hand_back(node_id, ack_ids) if ack_ids else 0
-
-
 def db_now(alias: str = DEFAULT_DB_ALIAS) -> datetime:
     """The database's clock on PostgreSQL (nodes on several hosts compare beats to it)."""
     db = connections[alias]
@@ -298,7 +279,6 @@ class Heartbeat:
 
     def tick(self) -> None:
         beat(self.node_id, alias=self.alias)
-        hand_out_lost(self.node_id, inflight.lost(), alias=self.alias)
         rescue_dead_nodes(alias=self.alias)
 
     def _run(self) -> None:

@@ -1,9 +1,8 @@
-"""Whether the broker's queue is paused, as a pusher sees it (``jobs.pauses`` sets it).
+"""Whether a worker's queue is paused, as the worker sees it (``jobs.pauses`` sets it).
 
-The pause is a ``QueuePause`` row. ``DatabaseBroker.dequeue`` asks ``held`` before
-each claim; the answer is cached in the broker for ``CHECK_SECONDS``, so a pause
-takes effect within about that long and costs a pusher at most a couple of reads
-a second.
+The pause is a ``QueuePause`` row. ``Worker.claim`` asks ``held`` before each claim;
+the answer is cached on the worker for ``CHECK_SECONDS``, so a pause takes effect
+within about that long and costs a worker at most a couple of reads a second.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from jobs.models import QueuePause
 
 logger = structlog.stdlib.get_logger("jobs.engine.paused")
 
-# A pusher re-reads its queue's pause at most this often.
+# A worker re-reads its queue's pause at most this often.
 CHECK_SECONDS = 0.5
 
 
@@ -29,7 +28,8 @@ def is_paused(queue: str, *, using: str = DEFAULT_DB_ALIAS) -> bool:
 def held(broker: Any) -> bool:
     """True while ``broker``'s queue is paused; read at most every ``CHECK_SECONDS``.
 
-    The last answer is kept on the broker instance (one per pusher process).
+    ``broker`` is anything with ``queue`` and ``connection`` (a ``Worker``); the last
+    answer is kept on it.
     """
     now = time.monotonic()
     checked: tuple[float, bool] | None = broker.__dict__.get("_pause_checked")

@@ -12,13 +12,10 @@ and enqueued by name with JSON-friendly arguments:
     registry.enqueue("files.purge_tablo", str(tablo.id))
     registry.enqueue_many("files.purge_tablo", [(str(a.id),), (str(b.id),)])
 
-Tasks are stored by the configured broker's backend (``jobs.engine.backend``). On the
-``jobs.Job`` table (``jobs.engine.broker.DatabaseBroker``) the registry writes the rows
-itself: a unique job whose key is already queued or running is not inserted
-again (the partial unique index, ``ON CONFLICT DO NOTHING``) and the existing
-task's id is returned, and a batch is one INSERT. On Redis
-(``jobs.engine.redis_broker``) the same holds, with one script call per task in one
-round trip.
+Tasks are rows of the ``jobs.Job`` table (``jobs.engine.backend``), which the
+registry writes itself: a unique job whose key is already queued or running is not
+inserted again (the partial unique index, ``ON CONFLICT DO NOTHING``) and the
+existing task's id is returned, and a batch is one INSERT.
 """
 
 from __future__ import annotations
@@ -27,13 +24,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.utils import timezone
 from django_q.conf import Conf
-from django_q.signing import SignedPackage
+from django_q.humanhash import uuid as human_uuid
+from django_q.signals import pre_enqueue
 from django_q.utils import get_func_repr
 
-from jobs.engine import backend, completion, djangoq, specs
+from jobs.engine import backend, completion, specs, worker
 from jobs.engine.specs import (
     Every,
     JobSpec,
@@ -49,7 +47,6 @@ from jobs.engine.specs import (
 __all__ = [
     "Every",
     "JobSpec",
-    "TransactionalUnsupported",
     "UnknownJob",
     "all_jobs",
     "apply_declared_options",
@@ -61,13 +58,9 @@ __all__ = [
     "job",
     "spec_for",
     "unregister",
-    "uses_job_table",
 ]
 
 logger = structlog.get_logger("jobs.engine.registry")
-
-# Brokers whose queue is the jobs.Job table (the registry may insert rows itself).
-JOB_TABLE_BROKERS = ("jobs.engine.broker.DatabaseBroker",)
 
 
 def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -75,32 +68,11 @@ def job(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if options.get("transactional"):
-            refuse_transactional_elsewhere(name)
             func = completion.transactional(func)
         specs.add(JobSpec(name=name, func=func, **options))
         return func
 
     return register
-
-
-def uses_job_table() -> bool:
-    """True when the configured broker keeps its queue in the ``jobs.Job`` table."""
-    return Conf.BROKER_CLASS in JOB_TABLE_BROKERS
-
-
-class TransactionalUnsupported(ImproperlyConfigured):
-    """A transactional job on a broker whose queue is not in the project database."""
-
-
-def refuse_transactional_elsewhere(name: str) -> None:
-    """A transactional job needs its queue row in the database its writes go to."""
-    if not uses_job_table() and not Conf.SYNC:
-        raise TransactionalUnsupported(
-            f"job {name!r} is transactional=True, which needs the database broker "
-            f"(jobs.engine.broker.DatabaseBroker); the configured broker is "
-            f"{Conf.BROKER_CLASS or 'django-q2 Redis'}. Unset QUEUE_REDIS_URL, or "
-            "declare the job without transactional=True and make it idempotent."
-        )
 
 
 def apply_declared_options(
@@ -109,7 +81,7 @@ def apply_declared_options(
     """``pre_enqueue`` receiver: a registered job keeps its declared timeout and queue.
 
     ``async_task`` by path or by job name, django-q2's scheduler and "Run now" build
-    packages without them; the worker's guard reads ``timeout`` from the package and the
+    packages without them; the worker's alarm reads ``timeout`` from the package and the
     broker routes on ``cluster``. Options the caller gave explicitly win.
     """
     if not task or task.get("func") is None:
@@ -122,8 +94,6 @@ def apply_declared_options(
         spec = spec_for(get_func_repr(func))
     if spec is None:
         return
-    if spec.transactional:
-        refuse_transactional_elsewhere(spec.name)
     if spec.timeout and not task.get("timeout"):
         task["timeout"] = spec.timeout
     if spec.cluster and not task.get("cluster"):
@@ -131,10 +101,24 @@ def apply_declared_options(
 
 
 def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The task package ``async_task`` would build for this job."""
-    return djangoq.task_package(
-        func=spec.path, args=args, kwargs=kwargs, cluster=spec.cluster, timeout=spec.timeout
-    )
+    """The task package ``async_task`` would build for this job (and its ``pre_enqueue``).
+
+    The registry builds packages itself to insert many in one statement.
+    """
+    human, task_id = human_uuid()
+    task: dict[str, Any] = {"id": task_id, "name": human, "func": spec.path, "args": tuple(args)}
+    if spec.cluster:
+        task["cluster"] = spec.cluster
+    if spec.timeout:
+        task["timeout"] = spec.timeout
+    if Conf.CACHED:
+        task["cached"] = Conf.CACHED
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = Conf.ACK_FAILURES
+    task["kwargs"] = dict(kwargs)
+    task["started"] = timezone.now()
+    pre_enqueue.send(sender="django_q", task=task)
+    return task
 
 
 def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str:
@@ -187,14 +171,14 @@ def enqueue_many(
 def _defer(spec: JobSpec) -> bool:
     """Whether an ``on_commit`` enqueue must wait for the caller's commit.
 
-    A unique job on the job table is inserted in the caller's transaction instead:
+    A unique job is inserted in the caller's transaction instead:
     workers see the row only once it commits (what deferring is for), and the id
     returned is the task that really holds the key, not one that a duplicate would
     never create. Its row also commits or rolls back with the caller's data.
     """
     if transaction.get_autocommit():
         return False
-    return not (spec.unique is not None and uses_job_table() and not Conf.SYNC)
+    return not (spec.unique is not None and not Conf.SYNC)
 
 
 def _after_commit(tasks: list[dict[str, Any]], *, spec: JobSpec) -> Callable[[], None]:
@@ -216,6 +200,13 @@ def _after_commit(tasks: list[dict[str, Any]], *, spec: JobSpec) -> Callable[[],
 
 def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
     if Conf.SYNC:
-        return [djangoq.run_sync(SignedPackage.dumps(task)) for task in tasks]
+        return [worker.run_inline(task) for task in tasks]
     # The broker's queue name is its list_key: the job's cluster, else ours.
     return backend.current().enqueue(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
+
+
+def connect_signals() -> None:
+    """Declared options apply to every enqueue, whichever API makes it (idempotent)."""
+    pre_enqueue.connect(
+        apply_declared_options, dispatch_uid="jobs.engine.registry.apply_declared_options"
+    )

@@ -1,14 +1,10 @@
 """Finishing succeeded tasks in batches: the queue row, the result, the chain, the hook.
 
-django-q2's monitor saves each result (``save_task``: a SELECT, an INSERT and,
-with ``save_limit`` > 0, a prune under a table lock) and then acknowledges the
-task, one task at a time. On the project's brokers, the monitor's ``save_task``
-(installed by ``jobs.engine.djangoq``) hands a succeeded task to this process's
-``Finisher`` and the broker's ``acknowledge`` adds its ack id. A thread finishes
-what piled up every ``JOBS_ACK_BATCH_SECONDS`` through ``broker.finish_batch``;
-on the database broker, in one transaction:
+A worker process (``jobs.engine.worker``) finishes the tasks it ran in one
+transaction per batch (``finish``; on PostgreSQL a plain batch is a single statement):
 
-1. delete the ``Job`` rows this node still owns at that attempt (``RETURNING``);
+1. delete the ``Job`` rows this node, and this worker process, still hold at that
+   attempt (``RETURNING``);
 2. for exactly those rows, insert the ``Task`` results in one statement and
    enqueue each chain's next link;
 
@@ -17,25 +13,19 @@ and after the commit sends ``post_save`` for each result, which calls the task's
 lost a task (declared dead, the task handed out again) writes nothing for it: the
 new attempt does. So a result, its hook and the next link of a chain happen once
 per finished task, and a crash before the commit only means the task runs again.
-
-The Redis broker acknowledges the batch in one script call, then writes the
-results of the tasks it says this node held. Tasks that come from no project
-broker (``sync=True``) are written at once, the same way, without a queue row.
+A failed attempt's result is written by ``save_failure`` (``jobs.engine.attempts``).
 """
 
-# SQL text here is built only from model metadata and integers, never from input.
+# SQL text here is built only from model metadata and integers; other values are parameters.
 # ruff: noqa: S608
 
 from __future__ import annotations
 
-import atexit
 import base64
-import multiprocessing.util
-import os
+import contextlib
 import pickle
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,14 +39,17 @@ from django.db import (
 )
 from django.db.models.signals import post_save
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
+from jobs.engine import bound
 from jobs.engine.context import AckId
+from jobs.engine.execute import clean
 from jobs.engine.funcs import func_path
-from jobs.models import Job
+from jobs.models import Job, JobAttempt
 
 logger = structlog.stdlib.get_logger("jobs.engine.results")
 
@@ -64,8 +57,6 @@ logger = structlog.stdlib.get_logger("jobs.engine.results")
 JOB_TABLE = Job._meta.db_table
 # Set on a task package whose completion committed in the worker (jobs.engine.completion).
 COMPLETED_IN_WORKER = "completed_in_worker"
-# A batch is finished at once when it reaches this size.
-BATCH_MAX = 500
 # The fields a result row gets again when the task finishes again (a retried dead task).
 _UPDATED_ON_CONFLICT = ["stopped", "result", "success", "attempt_count", "cluster", "started"]
 
@@ -79,18 +70,18 @@ def _fields(task: dict[str, Any]) -> dict[str, Any]:
     """The ``Task`` field values of a finished task package (as django-q2's ``save_task``)."""
     return {
         "id": task["id"],
-        "name": str(task.get("name") or "")[:100],
-        "func": func_path(task.get("func"))[:256],
-        "hook": func_path(task["hook"]) if task.get("hook") else None,
+        "name": clean(str(task.get("name") or ""))[:100],
+        "func": clean(func_path(task.get("func")))[:256],
+        "hook": clean(func_path(task["hook"])) if task.get("hook") else None,
         "args": task.get("args"),
         "kwargs": task.get("kwargs"),
         "result": task.get("result"),
-        "group": None if task.get("group") is None else str(task["group"])[:100],
+        "group": None if task.get("group") is None else clean(str(task["group"]))[:100],
         "started": task.get("started_at") or task.get("started") or timezone.now(),
         "stopped": task.get("stopped") or timezone.now(),
         "success": bool(task.get("success")),
         "attempt_count": max(int(task.get("attempt") or 1), 1),
-        "cluster": str(task.get("cluster") or Conf.CLUSTER_NAME)[:100],
+        "cluster": clean(str(task.get("cluster") or Conf.CLUSTER_NAME))[:100],
     }
 
 
@@ -125,7 +116,10 @@ def _column_arrays(tasks: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 def _saved(task: dict[str, Any]) -> bool:
-    """A result row is written for a kept success and for every final failure."""
+    """A result row is written for a kept success and for every failure (a cached task's
+    result goes to the cache instead, ``save_cached``)."""
+    if task.get("cached"):
+        return False
     return keeps(task) or not task.get("success")
 
 
@@ -163,21 +157,24 @@ def _send_saved(alias: str, rows: list[Task]) -> None:
             logger.exception("result receiver failed", task_id=row.id)
 
 
-def save_finished(tasks: list[dict[str, Any]], broker: Any) -> None:
-    """Write finished tasks' results, next chain links and hooks now (no queue row here)."""
-    if not tasks:
+def save_inline(task: dict[str, Any]) -> None:
+    """A task run in the caller's process (sync mode): its result, chain and hook now."""
+    if task.get("cached"):
+        save_cached(task)
+        _continue_chains([task], None)
         return
     alias = router.db_for_write(Task)
     with transaction.atomic(using=alias):
-        rows = _save_rows(alias, tasks)
-        _continue_chains(tasks, broker)
+        rows = _save_rows(alias, [task]) if keeps(task) else []
+        _continue_chains([task], None)
     _send_saved(alias, rows)
 
 
 def write_in_transaction(alias: str, task: dict[str, Any], *, broker: Any) -> None:
-    """Inside the caller's transaction: the result row and the chain's next link."""
+    """Inside the caller's transaction: the result row, the chain's next link, the history."""
     _save_rows(alias, [task])
     _continue_chains([task], broker)
+    _close_histories([task])
 
 
 def announce(task: dict[str, Any]) -> None:
@@ -186,20 +183,21 @@ def announce(task: dict[str, Any]) -> None:
         _send_saved(router.db_for_write(Task), [result_row(task)])
 
 
-def save_final_failure(
+def save_failure(
     payload: str,
     *,
+    final: bool,
     result: str,
     attempt: int,
     started: datetime | None,
     stopped: datetime,
     cluster: str = "",
 ) -> None:
-    """A task that failed for good (dead): its ``Failure`` result and hook, once.
+    """A failed attempt: the task's ``Failure`` result (replaced by a later success) and hook.
 
     ``payload`` is the task's signed package from its queue row. A chain stops at a
-    link that dies; the links left are logged, and run on if the dead task is
-    retried and succeeds (its payload still holds the chain).
+    link that dies (``final``); the links left are logged, and run on if the dead task
+    is retried and succeeds (its payload still holds the chain).
     """
     try:
         task = SignedPackage.loads(payload)
@@ -213,10 +211,12 @@ def save_final_failure(
         stopped=stopped,
         cluster=cluster or task.get("cluster"),
     )
-    alias = router.db_for_write(Task)
-    rows = _save_rows(alias, [task])
-    _send_saved(alias, rows)
-    if task.get("chain"):
+    if task.get("cached"):
+        save_cached(task)
+    else:
+        alias = router.db_for_write(Task)
+        _send_saved(alias, _save_rows(alias, [task]))
+    if final and task.get("chain"):
         logger.warning(
             "chain stopped",
             task_id=task.get("id"),
@@ -225,38 +225,54 @@ def save_final_failure(
         )
 
 
-def _delete_sql(acks: list[AckId], owner: int | None) -> str:
-    # Every value is an int: the statement can be sent without parameters.
+def _delete_sql(
+    acks: list[AckId], owner: int | None, by: str | None, *, no_flush: bool = False
+) -> tuple[str, list[str]]:
+    # The ids and attempts are ints, written into the text; the claimer is a parameter.
     pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
+    claimed = " AND claimed_by = %s" if by is not None else ""
+    # A finish lost in a database crash only means the task runs again (delivery is at
+    # least once): its commit need not wait for the WAL flush (PostgreSQL).
+    flush = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL" if no_flush else ""
     return (
-        f"DELETE FROM {JOB_TABLE} WHERE {owned} AND (id, attempt) IN (VALUES {pairs}) "
-        "RETURNING id, attempt"
-    )
+        f"DELETE FROM {JOB_TABLE} WHERE {owned}{claimed}{flush} "
+        f"AND (id, attempt) IN (VALUES {pairs}) RETURNING id, attempt"
+    ), ([by] if by is not None else [])
 
 
-def delete_acknowledged(alias: str, acks: list[AckId], *, owner: int | None) -> set[AckId]:
+def delete_acknowledged(
+    alias: str, acks: list[AckId], *, owner: int | None, by: str | None = None
+) -> set[AckId]:
     """Delete the rows of succeeded tasks in one statement; returns the acks deleted.
 
-    Only rows ``owner`` still holds at that attempt: a node that lost a task
-    (declared dead, the task handed out again) cannot delete the new claim.
+    Only rows ``owner`` still holds at that attempt (and, given ``by``, that this
+    worker process claimed): a node that lost a task (declared dead, the task handed
+    out again) cannot delete the new claim.
     """
     if not acks:
         return set()
-    with connections[alias].cursor() as cursor:
-        cursor.execute(_delete_sql(acks, owner))
+    db = connections[alias]
+    sql, params = _delete_sql(acks, owner, by, no_flush=db.vendor == "postgresql")
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
         return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
 
 
 def _delete_and_save_postgresql(
-    alias: str, acks: list[AckId], kept: dict[AckId, dict[str, Any]], owner: int | None
+    alias: str,
+    acks: list[AckId],
+    kept: dict[AckId, dict[str, Any]],
+    owner: int | None,
+    by: str | None,
 ) -> set[AckId]:
     """One statement: delete the owned rows, insert the results of exactly those."""
     ordered = list(kept)
-    arrays = _column_arrays([kept[ack] for ack in ordered])
+    delete, params = _delete_sql(acks, owner, by, no_flush=True)
+    arrays: list[Any] = [*params, *_column_arrays([kept[ack] for ack in ordered])]
     arrays += [[ack[0] for ack in ordered], [ack[1] for ack in ordered]]
     sql = (
-        f"WITH done AS ({_delete_sql(acks, owner)}), "
+        f"WITH done AS ({delete}), "
         f"saved AS (INSERT INTO {Task._meta.db_table} ({_QUOTED}) "
         f"SELECT {_SELECTED} "
         f"FROM unnest({_UNNEST}, %s::bigint[], %s::integer[]) "
@@ -265,7 +281,7 @@ def _delete_and_save_postgresql(
         f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET} RETURNING 1) "
         "SELECT id, attempt FROM done"
     )
-    with connections[alias].cursor() as cursor:
+    with bound.cursor(alias) as cursor:
         cursor.execute(sql, arrays)
         return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
 
@@ -276,158 +292,125 @@ def finish(
     tasks: dict[AckId, dict[str, Any]],
     *,
     owner: int | None,
+    by: str | None = None,
     broker: Any = None,
 ) -> set[AckId]:
-    """Finish acknowledged tasks in one transaction (see the module docstring)."""
-    with transaction.atomic(using=alias):
-        db = connections[alias]
-        if db.vendor == "postgresql":
-            # A finish lost in a database crash only means the task runs again
-            # (delivery is at least once): no need to wait for the WAL flush.
-            with db.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    """Finish acknowledged tasks in one transaction (see the module docstring); ``by``:
+    only rows this worker process claimed."""
+    db = connections[alias]
+    batch = [tasks[ack] for ack in acks if ack in tasks]
+    # On PostgreSQL a batch with no chain link to enqueue and no earlier failed attempt
+    # to close is one statement: it commits alone, with no transaction around it.
+    alone = db.vendor == "postgresql" and not any(
+        task.get("chain") or int(task.get("attempt") or 1) > 1 for task in batch
+    )
+    with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and _saved(tasks[ack])}
         if kept and db.vendor == "postgresql":
-            deleted = _delete_and_save_postgresql(alias, acks, kept, owner)
+            deleted = _delete_and_save_postgresql(alias, acks, kept, owner, by)
             rows = [result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
-            deleted = delete_acknowledged(alias, acks, owner=owner)
+            deleted = delete_acknowledged(alias, acks, owner=owner, by=by)
             rows = _save_rows(alias, [task for ack, task in kept.items() if ack in deleted])
         _continue_chains([tasks[ack] for ack in acks if ack in deleted and ack in tasks], broker)
+        _close_histories([tasks[ack] for ack in acks if ack in deleted and ack in tasks])
     _send_saved(alias, rows)
+    for ack in acks:
+        if ack in deleted and tasks.get(ack, {}).get("cached"):
+            save_cached(tasks[ack])
     return deleted
 
 
-class Finisher:
-    """The succeeded tasks of one process, finished in batches by a background thread.
+# Group members of cached tasks are collected in one cache entry per group, which
+# several workers may append to at once: each append holds this lock.
+_GROUP_LOCK_SECONDS = 10
 
-    A monitor that exits finishes first (multiprocessing finalizer and atexit); one
-    that is killed loses at most ``delay`` seconds of work, and its node is dead
-    then: those tasks are handed out again and run again.
+
+def save_cached(task: dict[str, Any]) -> None:
+    """django-q2's ``cached=`` results: the task's package in the cache, under
+    ``<queue>:<task id>``, and its key listed in its group; the last member of an
+    ``async_iter`` collates the group's results into one result (``result(iter_id)``).
     """
-
-    def __init__(
-        self, alias: str, delay: float, broker: Any, owner: Callable[[], int | None]
-    ) -> None:
-        self.alias = alias
-        self.delay = delay
-        self.broker = broker
-        self.owner = owner  # this process's worker node, at the time of each flush
-        self.acks: list[AckId] = []
-        self.tasks: dict[AckId, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="jobs-finisher", daemon=True)
-        self.thread.start()
-        multiprocessing.util.Finalize(self, self.flush, exitpriority=100)
-        atexit.register(self.flush)
-
-    def add_result(self, ack: AckId, task: dict[str, Any]) -> None:
-        with self.lock:
-            self.tasks[ack] = task
-
-    def add_ack(self, ack: AckId) -> None:
-        with self.lock:
-            self.acks.append(ack)
-            full = len(self.acks) >= BATCH_MAX
-        if full:
-            self.wake.set()
-
-    def pending(self) -> int:
-        with self.lock:
-            return len(self.acks)
-
-    def flush(self) -> None:
-        with self.lock:
-            acks, self.acks = self.acks, []
-            tasks = {ack: self.tasks.pop(ack) for ack in acks if ack in self.tasks}
-        if not acks:
-            return
-        try:
-            self.broker.finish_batch(acks, tasks, owner=self.owner())
-        except self.broker.transient_errors:
-            # The database (or Redis) is unreachable: try the whole batch again later.
-            with self.lock:
-                self.acks[:0] = acks
-                self.tasks.update(tasks)
-            connections[self.alias].close()
-            raise
-        except Exception:
-            # One task's result cannot be written (a value a column refuses, a result
-            # that does not pickle): it must not hold back the others. Each is
-            # finished alone; one that still fails is finished without its result.
-            self._finish_one_by_one(acks, tasks)
-
-    def _finish_one_by_one(self, acks: list[AckId], tasks: dict[AckId, dict[str, Any]]) -> None:
-        for ack in acks:
-            one = {ack: tasks[ack]} if ack in tasks else {}
-            try:
-                self.broker.finish_batch([ack], one, owner=self.owner())
-            except self.broker.transient_errors:
-                with self.lock:
-                    self.acks.append(ack)
-                    self.tasks.update(one)
-                raise
-            except Exception:
-                logger.exception(
-                    "task result could not be saved", task_id=one.get(ack, {}).get("id")
-                )
-                self.broker.finish_batch([ack], {}, owner=self.owner())
-
-    def stop(self) -> None:
-        """Finish what is pending, end the thread and close its database connection."""
-        self.stopping.set()
-        self.wake.set()
-        self.thread.join(timeout=10)
-        self.flush()
-
-    def _run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                self.wake.wait(self.delay)
-                self.wake.clear()
-                try:
-                    self.flush()
-                except Exception:
-                    logger.exception("could not finish acknowledged tasks; retrying")
-                    time.sleep(1.0)
-        finally:
-            connections[self.alias].close()  # this thread's own connection
+    broker = get_broker()
+    prefix = broker.list_key
+    timeout = None if task["cached"] is True else task["cached"]
+    key = f"{prefix}:{task['id']}"
+    group = task.get("group")
+    try:
+        # Its own entry first: once its key is listed in the group, the member that
+        # completes the group reads it.
+        broker.cache.set(key, SignedPackage.dumps(task), timeout)
+        if group:
+            with _locked(broker.cache, f"{prefix}:{group}:lock"):
+                _collate(broker, task, group, key, timeout)
+    except Exception:
+        logger.exception("cached result not saved", task_id=task.get("id"))
 
 
-_finishers: dict[tuple[int, str], Finisher] = {}
-_finishers_lock = threading.Lock()
+def _collate(broker: Any, task: dict[str, Any], group: str, key: str, timeout: Any) -> bool:
+    """Add ``key`` to its group; True when it completed an iter group (and saved it)."""
+    prefix = broker.list_key
+    group_key = f"{prefix}:{group}:keys"
+    members: list[str] = broker.cache.get(group_key) or []
+    iter_count = task.get("iter_count", 0)
+    if not (iter_count and len(members) == iter_count - 1):
+        members.append(key)
+        broker.cache.set(group_key, members, timeout)
+        return False
+    args_key = f"{prefix}:{group}:args"
+    collated = dict(task)
+    collated["result"] = [SignedPackage.loads(broker.cache.get(k))["result"] for k in members]
+    collated["result"].append(task["result"])
+    collated["id"] = group
+    collated["args"] = SignedPackage.loads(broker.cache.get(args_key))
+    collated.pop("iter_count", None)
+    collated.pop("group", None)
+    if collated.get("iter_cached"):
+        collated["cached"] = collated.pop("iter_cached")
+        broker.cache.set(f"{prefix}:{group}", SignedPackage.dumps(collated), timeout)
+    else:
+        collated.pop("cached", None)
+        alias = router.db_for_write(Task)
+        _send_saved(alias, _save_rows(alias, [collated]))
+    broker.cache.delete_many([*members, key, group_key, args_key])
+    return True
 
 
-def finisher(alias: str, broker: Any, owner: Callable[[], int | None]) -> Finisher:
-    """This process's finisher for ``alias`` (a forked child starts its own thread).
-
-    ``owner`` tells the worker node this process claims for (``jobs.engine.nodes``).
-    """
-    key = (os.getpid(), alias)
-    with _finishers_lock:
-        found = _finishers.get(key)
-        if found is None:
-            delay = float(settings.JOBS_ACK_BATCH_SECONDS)
-            found = _finishers[key] = Finisher(alias, delay, broker, owner)
-        return found
-
-
-def flush_all() -> None:
-    """Finish every acknowledgement this process still holds."""
-    for (pid, _alias), found in list(_finishers.items()):
-        if pid == os.getpid():
-            found.flush()
+@contextlib.contextmanager
+def _locked(cache: Any, name: str) -> Iterator[None]:
+    deadline = time.monotonic() + _GROUP_LOCK_SECONDS
+    while not cache.add(name, 1, _GROUP_LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            break  # a holder that died: its lock expires with the cache entry
+        time.sleep(0.005)
+    try:
+        yield
+    finally:
+        cache.delete(name)
 
 
-def stop_all() -> None:
-    """Finish and stop this process's finisher threads (a new ack starts one again)."""
-    with _finishers_lock:
-        mine = [key for key in _finishers if key[0] == os.getpid()]
-        found = [_finishers.pop(key) for key in mine]
-    for one in found:
-        one.stop()
+def _close_histories(tasks: list[dict[str, Any]]) -> None:
+    """A task that had failed before succeeded: its history ends with this attempt."""
+    retried = [task for task in tasks if int(task.get("attempt") or 1) > 1]
+    if not retried:
+        return
+    JobAttempt.objects.bulk_create(
+        [
+            JobAttempt(
+                task_id=str(task.get("id") or ""),
+                attempt=int(task["attempt"]),
+                func=func_path(task.get("func"))[:256],
+                job_name=str(task.get("job_name") or "")[:100],
+                succeeded=True,
+                started_at=task.get("started_at"),
+                finished_at=task.get("stopped") or timezone.now(),
+                cluster=str((task.get("worker") or {}).get("cluster") or "")[:100],
+                host=str((task.get("worker") or {}).get("host") or "")[:255],
+                pid=(task.get("worker") or {}).get("pid"),
+            )
+            for task in retried
+        ]
+    )
 
 
 # -- retention --------------------------------------------------------------------

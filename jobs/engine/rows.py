@@ -18,10 +18,11 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
-from django_q.utils import get_func_repr
 
 from jobs.engine import specs
 from jobs.engine.channels import channel_name, notify
+from jobs.engine.execute import clean
+from jobs.engine.funcs import func_path
 from jobs.models import Job
 
 _TABLE = Job._meta.db_table
@@ -32,7 +33,7 @@ _INSERT_PLACEHOLDERS = ", ".join(["%s"] * len(_INSERT_FIELDS))
 
 def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
     """An unsaved ``Job`` for the task package ``task`` signed as ``payload``."""
-    func = get_func_repr(task["func"]) or ""
+    func = func_path(task["func"])
     spec = specs.for_func(func)
     unique_key = None
     if spec is not None and spec.unique is not None:
@@ -47,8 +48,8 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
     return Job(
         task_id=task["id"],
         queue=queue,
-        name=str(task.get("name") or "")[:139],
-        func=func[:256],
+        name=clean(str(task.get("name") or ""))[:139],
+        func=clean(func)[:256],
         job_name=spec.name if spec is not None else "",
         priority=spec.priority if spec is not None else 0,
         payload=payload,

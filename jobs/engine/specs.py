@@ -101,7 +101,7 @@ def spec_for(path: str) -> JobSpec | None:
     """The spec of the function at ``path``, importing its module first if needed.
 
     A job is registered when its module is imported; a process handed a task by
-    path (a worker's monitor, the scheduler) may not have imported it yet. A
+    path (a worker process, the scheduler) may not have imported it yet. A
     function that no longer exists has no spec. A module that fails to import is
     logged: its jobs' own policy is unknown until it is fixed.
     """

@@ -1,11 +1,12 @@
 """Per-job run figures (runs, failures, durations) and queue depth samples, for the
 dashboard (jobs.dashboard) and /metrics (jobs.metrics).
 
-Like ``jobs.engine.counters``, the monitor adds each finished run to in-memory sums and
-writes them about once a second: one upsert per (span, start, queue, function)
-for the minute, the hour and the running total (``JobStat``). A run counted in
-the last second before its monitor dies is lost. The heartbeat job samples its
-queue's depth once per beat (``QueueSample``) and prunes old rows.
+Like ``jobs.engine.counters``, a worker process adds each finished run to in-memory
+sums and writes them about once a second (and when it stops): one upsert per (span,
+start, queue, function) for the minute, the hour and the running total
+(``JobStat``). A run counted in the last second before a worker is killed is lost.
+The heartbeat job samples its queue's depth once per beat (``QueueSample``) and
+prunes old rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 from django.db import connection, connections
 from django.utils import timezone
 from django_q.conf import Conf
+from django_q.utils import get_func_repr
 
 from jobs.engine import backend
 from jobs.engine.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
@@ -157,7 +159,7 @@ def flush() -> int:
             adapt(s.last_failed_at),
             *s.buckets,
         ]
-        # One order for every writer: two monitors never wait on each other's rows.
+        # One order for every writer: two workers never wait on each other's rows.
         for (span, start, queue, func), s in sorted(rows.items(), key=lambda kv: kv[0])
     ]
     try:
@@ -187,11 +189,9 @@ def _duration(task: dict[str, Any]) -> float | None:
 
 
 def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
-    """django-q2 ``post_execute`` (monitor process). Never raises."""
+    """Count a finished run (the worker calls it after the outcome is saved). Never raises."""
     try:
         if task:
-            from django_q.utils import get_func_repr
-
             count_run(
                 func=get_func_repr(task.get("func")),
                 queue=str(task.get("cluster") or Conf.CLUSTER_NAME or ""),

@@ -5,10 +5,14 @@
   const script = document.getElementById("dash-script");
   const dataUrl = script.dataset.url;
   const refreshMs = Number(script.dataset.refreshMs) || 5000;
-  const colors = {
-    succeeded: "#2e7d32", failed: "#c62828", queued: "#1565c0",
-    retrying: "#ef6c00", running: "#6a1b9a", dead: "#424242", oldest: "#00838f",
-  };
+  // The state colours live in jobs-overview.css (--state-*), shared with the legends.
+  const style = getComputedStyle(document.querySelector(".dash"));
+  const colors = Object.fromEntries(
+    ["succeeded", "failed", "queued", "retrying", "running", "dead", "oldest"].map(
+      (name) => [name, style.getPropertyValue(`--state-${name}`).trim()]),
+  );
+  // Each chart's legend is in the page, next to its title (see _legend.html).
+  const plugins = { legend: { display: false } };
   const charts = {};
 
   function throughputConfig(series) {
@@ -21,7 +25,7 @@
         })),
       },
       options: {
-        animation: false, maintainAspectRatio: false,
+        animation: false, maintainAspectRatio: false, plugins: plugins,
         scales: { x: { stacked: true, ticks: { maxTicksLimit: 12 } }, y: { stacked: true, beginAtZero: true, title: { display: true, text: "tasks" } } },
       },
     };
@@ -41,7 +45,7 @@
       type: "line",
       data: { labels: series.labels, datasets: datasets },
       options: {
-        animation: false, maintainAspectRatio: false,
+        animation: false, maintainAspectRatio: false, plugins: plugins,
         scales: {
           x: { ticks: { maxTicksLimit: 12 } },
           y: { beginAtZero: true, title: { display: true, text: "tasks" } },

@@ -7,8 +7,7 @@ of every step are written to ``artifacts/browser/<test>/`` when a test fails.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from django_q.tasks import async_task
 from playwright.sync_api import Page, expect, sync_playwright
 
 from jobs.models import Job, JobAttempt
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -83,15 +83,6 @@ def sign_in(page: Page, base: str, username: str, password: str, *, admin: bool 
     page.fill("input[name=password]", password)
     page.locator("form [type=submit]").click()
     page.wait_for_load_state()
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_user_creates_uploads_downloads_and_deletes(

@@ -14,6 +14,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import StorageHandler
 from django.core.management import call_command
@@ -111,22 +112,21 @@ def test_s3_bucket_switches_default_storage() -> None:
     )
 
 
-def test_q_cluster_retry_exceeds_timeout() -> None:
-    q = load_settings(Q_TIMEOUT="100", Q_RETRY="50", Q_WORKERS="5").Q_CLUSTER
+def test_q_cluster_timeout_and_workers_come_from_the_environment() -> None:
+    q = load_settings(Q_TIMEOUT="100", Q_WORKERS="5").Q_CLUSTER
     assert (q["timeout"], q["workers"]) == (100, 5)
+    # django-q2 warns at import unless its (unused) retry is above the timeout.
     assert q["retry"] > q["timeout"]
 
 
-def test_queue_redis_url_switches_the_broker_to_redis() -> None:
-    default = load_settings().Q_CLUSTER
-    assert default["broker_class"] == "jobs.engine.broker.DatabaseBroker"
-    assert "redis" not in default
-    q = load_settings(QUEUE_REDIS_URL="redis://queue:6379/2").Q_CLUSTER
-    assert (q["broker_class"], q["redis"]) == (
-        "jobs.engine.redis_broker.RedisBroker",
-        "redis://queue:6379/2",
-    )
-    assert q["orm"] == "default"  # nodes, schedules and failure records stay in the database
+def test_the_queue_is_the_job_table_and_queue_redis_url_is_retired() -> None:
+    default = load_settings()
+    assert default.Q_CLUSTER["broker_class"] == "jobs.engine.broker.DatabaseBroker"
+    assert default.Q_CLUSTER["orm"] == "default"
+    assert default.JOBS_RETIRED_ENV == []
+    retired = load_settings(QUEUE_REDIS_URL="redis://queue:6379/2")
+    assert retired.Q_CLUSTER == default.Q_CLUSTER
+    assert retired.JOBS_RETIRED_ENV == ["QUEUE_REDIS_URL"]
 
 
 def test_cache_redis_url_switches_the_shared_cache_to_redis() -> None:
@@ -154,3 +154,16 @@ def test_production_logs_json_lines_and_serves_compressed_static_files() -> None
         "whitenoise.storage.CompressedStaticFilesStorage"
     )
     assert dev.STORAGES["staticfiles"]["BACKEND"].startswith("django.contrib.staticfiles")
+
+
+@pytest.mark.django_db
+def test_the_database_cache_keeps_more_than_django_s_default_300_entries() -> None:
+    # cached=True results and async_iter members live here until read: none may be culled.
+
+    backend = type(caches["default"]).__name__
+    if backend != "DatabaseCache":
+        assert backend == "RedisCache"  # CACHE_REDIS_URL set: Redis never culls
+        return
+    cache.set_many({f"kept-{i}": i for i in range(400)}, None)
+    assert cache.get("kept-0") == 0
+    assert len(cache.get_many([f"kept-{i}" for i in range(400)])) == 400

@@ -1,4 +1,5 @@
-"""compose.yaml: every app service waits for what it needs, and docs/worker.md quotes it right."""
+"""compose.yaml: every app service waits for what it needs, its stop grace fits the jobs,
+and docs/worker.md quotes it right."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import re
 from pathlib import Path
 
 import yaml
+from django.conf import settings
+
+from jobs.engine.registry import all_jobs
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -32,3 +36,27 @@ def test_the_worker_snippet_in_docs_matches_compose() -> None:
     worker = services()["worker"]
     assert documented == {key: worker[key] for key in documented}
     assert {"command", "stop_signal", "stop_grace_period"} <= set(documented)
+
+
+# A stop may cut this job short: hourly, idempotent, and handed out again when the node
+# restarts (README, "Graceful shutdown"). Every other job must fit in the grace.
+CUT_AT_SHUTDOWN = {"files.orphan_cleanup"}
+SHUTDOWN_MARGIN_SECONDS = 60
+
+
+def test_the_stop_grace_is_the_longest_job_not_allowed_to_be_cut_plus_a_margin() -> None:
+    project = [
+        spec
+        for spec in all_jobs()
+        if spec.func.__module__.split(".")[0] in ("config", "files", "jobs", "tablos")
+    ]
+    timeouts = {spec.name: spec.timeout or settings.Q_CLUSTER["timeout"] for spec in project}
+    assert set(timeouts) >= CUT_AT_SHUTDOWN
+    longest = max(t for name, t in timeouts.items() if name not in CUT_AT_SHUTDOWN)
+    grace = int(services()["worker"]["stop_grace_period"].removesuffix("s"))
+    assert grace == longest + SHUTDOWN_MARGIN_SECONDS
+    # The jobs listed as cut really outlast the grace (or they need no listing).
+    assert all(timeouts[name] > grace for name in CUT_AT_SHUTDOWN)
+    for doc in ("README.md", "docs/worker.md"):
+        stops = re.findall(r"TimeoutStopSec=(\d+)", (BASE_DIR / doc).read_text())
+        assert stops == [str(grace)], doc

@@ -11,7 +11,7 @@ from django.db import connection
 
 from files import cleanup
 from files.models import TabloFile
-from jobs.engine.context import current_task_id
+from jobs.engine import context
 from jobs.models import Job
 from tests.support.cleanup import make_tablo, put_file, put_object, refuse
 from tests.support.s3 import EmptyOkEndpoint
@@ -278,11 +278,11 @@ def test_purge_racing_with_orphan_cleanup_on_the_same_rows(storage):
 def test_progress_is_reported_to_the_running_job(storage):
     orphans_and_live(storage, orphans=5, live=0)
     job = Job.objects.create(task_id="a" * 32, queue="q", name="n", func="f", payload="")
-    token = current_task_id.set(job.task_id)
+    context.enter(context.Run(task_id=job.task_id, attempt=1, cluster="q", host="h", pid=1))
     try:
         cleanup.orphan_cleanup(batch_size=2, grace_seconds=3600)
     finally:
-        current_task_id.reset(token)
+        context.enter(None)
 
     job.refresh_from_db()
     assert job.progress_done == 5

@@ -7,6 +7,7 @@ from django.db import DatabaseError, IntegrityError
 
 from files import cleanup, services
 from files.models import TabloFile
+from files.uploads import RejectedUpload
 from tests.support.web import make_tablo, make_user, upload
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +167,24 @@ def test_local_purge_leaves_no_empty_directories(local_storage, tablo):
     tablo.delete()
     cleanup.purge_tablo_files(tablo_id=tablo_id, batch_size=2).raise_for_errors("purge")
     assert _directories(root) == {"tablos"}
+
+
+def test_files_upload_reports_refused_and_bad_files_and_keeps_the_good(storage, tablo, settings):
+    settings.FILE_UPLOAD_MAX_BYTES = 10
+    refused = [
+        RejectedUpload(field_name="file", file_name="big.bin", received_bytes=11),
+        RejectedUpload(field_name="file", file_name="x.txt", received_bytes=0, reason="too_many"),
+    ]
+    outcome = services.files_upload(
+        tablo=tablo,
+        uploads=[upload("a.txt", b"alpha"), upload("empty.txt", b""), upload("b.txt", b"bravo")],
+        refused=refused,
+    )
+
+    assert [f.original_name for f in outcome.stored] == ["a.txt", "b.txt"]
+    assert outcome.errors == [
+        "“big.bin” was not uploaded: files may be at most 10\xa0bytes. Nothing was stored.",
+        "“x.txt” was not uploaded: at most 20 files can be sent at once. Send it again on its own.",
+        "“empty.txt” is empty: nothing was stored.",
+    ]
+    assert storage.keys() == {f.storage_key for f in outcome.stored}

@@ -31,11 +31,22 @@ def test_the_chunk_crossing_the_limit_skips_the_file():
     assert [(r.file_name, r.received_bytes) for r in handler.rejected] == [("a.bin", 11)]
 
 
-def test_a_declared_part_length_over_the_limit_skips_at_once():
+def test_a_declared_part_length_over_the_limit_skips_its_first_chunk():
     handler = MaxSizeUploadHandler(None, max_bytes=10)
+    handler.new_file("file", "a.bin", "text/plain", 11)
     with pytest.raises(SkipFile):
-        handler.new_file("file", "a.bin", "text/plain", 11)
+        handler.receive_data_chunk(b"x", 0)
     assert handler.rejected[0].received_bytes == 11
+
+
+def test_files_past_the_count_are_skipped_and_the_next_request_part_is_judged_afresh():
+    handler = MaxSizeUploadHandler(None, max_bytes=10, max_files=1)
+    handler.new_file("file", "a.bin", "text/plain", None)
+    assert handler.receive_data_chunk(b"x", 0) == b"x"
+    handler.new_file("file", "b.bin", "text/plain", None)
+    with pytest.raises(SkipFile):
+        handler.receive_data_chunk(b"x", 0)
+    assert [(r.file_name, r.reason) for r in handler.rejected] == [("b.bin", "too_many")]
 
 
 def test_installed_first_in_the_request_handlers():
@@ -50,11 +61,11 @@ def test_installed_first_in_the_request_handlers():
     [
         ("", False),
         ("nonsense", False),
-        (str(100 + MULTIPART_OVERHEAD_BYTES), False),
-        (str(101 + MULTIPART_OVERHEAD_BYTES), True),
+        (str(300 + MULTIPART_OVERHEAD_BYTES), False),
+        (str(301 + MULTIPART_OVERHEAD_BYTES), True),
     ],
 )
 def test_request_too_large_reads_the_declared_length(content_length, too_large):
     request = RequestFactory().post("/")
     request.META["CONTENT_LENGTH"] = content_length
-    assert request_too_large(request, max_bytes=100) is too_large
+    assert request_too_large(request, max_bytes=100, max_files=3) is too_large

@@ -10,25 +10,10 @@ from django.urls import reverse
 
 from files import services
 from files.models import TabloFile
-from tests.support.web import make_tablo, make_user, upload
+from files.uploads import MAX_FILES_PER_UPLOAD, MULTIPART_OVERHEAD_BYTES
+from tests.support.web import upload
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ann():
-    return make_user("ann")
-
-
-@pytest.fixture
-def tablo(ann):
-    return make_tablo(ann)
-
-
-@pytest.fixture
-def client_ann(client, ann):
-    client.force_login(ann)
-    return client
 
 
 def post_upload(client, tablo, name, content, content_type="text/plain"):
@@ -158,10 +143,13 @@ def test_declared_oversized_body_is_refused_before_reading(storage, client_ann, 
     settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.RecordingUploadHandler"]
     RecordingUploadHandler.received.clear()
 
-    response = post_upload(client_ann, tablo, "huge.bin", b"x" * (1024 * 1024))
+    # Larger than MAX_FILES_PER_UPLOAD files of the limit could ever be.
+    huge = MAX_FILES_PER_UPLOAD * 100 * 1024 + MULTIPART_OVERHEAD_BYTES + 1
+    response = post_upload(client_ann, tablo, "huge.bin", b"x" * huge)
 
     assert messages_of(response) == [
-        "The file was not uploaded: files may be at most 100.0\xa0KB. Nothing was stored."
+        f"Nothing was uploaded: send at most {MAX_FILES_PER_UPLOAD} files of up to "
+        "100.0\xa0KB each at a time. Nothing was stored."
     ]
     assert RecordingUploadHandler.received == []
     assert not TabloFile.objects.exists()
@@ -244,8 +232,8 @@ def test_row_write_failure_shows_an_error_and_keeps_nothing(storage, client_ann,
     with mock.patch.object(TabloFile.objects, "create", side_effect=DatabaseError("boom")):
         response = post_upload(client_ann, tablo, "a.txt", b"data")
     assert messages_of(response) == [
-        "The file could not be stored because of a server problem. "
-        "Nothing was kept; please try again."
+        "“a.txt” could not be stored because of a server problem. "
+        "Nothing was kept of it; please try again."
     ]
     assert not TabloFile.objects.exists()
     assert storage.keys() == set()

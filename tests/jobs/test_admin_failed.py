@@ -7,12 +7,12 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django_q.models import Failure
+from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
 from jobs.models import FailedJob, Job
 from tests.support.admin import grant, messages_of, url
-from tests.support.failures import failed_rows, queue_job
+from tests.support.failures import failed_rows, last_result, queue_job
 
 CHANGELIST = "admin:jobs_failedjob_changelist"
 
@@ -23,6 +23,18 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
     [unreadable] = failed_rows(1, message="bad payload")
     Job.objects.filter(id=unreadable.id).update(payload="not-a-signed-package")
     running, _ = queue_job("tests.support.failures.succeeds", 3)
+    # Schedules whose last run failed (its task listed, or discarded) or succeeded: the
+    # Scheduled tasks page links each to the page that exists for it.
+    [discarded] = failed_rows(1)
+    Job.objects.filter(id=discarded.id).delete()
+    schedules = [
+        Schedule.objects.create(name=f"last-{task.id}", func=task.func, task=task.id)
+        for task in (
+            last_result(job.task_id, success=False),
+            last_result(discarded.task_id, success=False),
+            last_result("s" * 32, success=True),
+        )
+    ]
     pages = [url("admin:index"), url("admin:app_list", "jobs"), url("admin:app_list", "django_q")]
     for model, _ in admin.site._registry.items():
         info = (model._meta.app_label, model._meta.model_name)
@@ -43,6 +55,8 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
         url("admin:jobs_failedjob_change", unreadable.id),
         url("admin:jobs_queuedjob_changelist", query="state=running"),
         url("admin:jobs_queuedjob_change", running.id),
+        url("admin:django_q_schedule_change", schedules[0].id),
+        url("admin:django_q_success_change", "s" * 32),
     ]
     for page in pages:
         response = admin_client.get(page)

@@ -1,9 +1,9 @@
-"""jobs.engine.broker.DatabaseBroker on the test database (PostgreSQL or SQLite)."""
+"""jobs.engine.broker.DatabaseBroker on the test database (PostgreSQL or SQLite): how tasks
+get into the queue and what it answers about it. Claims are ``jobs.engine.store``'s
+(``test_store.py``); these tests take tasks out as a worker does (``jobtable.claim``)."""
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,20 +16,19 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.engine import nodes, results
+from jobs.engine import failing, nodes, results, store
 from jobs.engine.broker import DatabaseBroker
 from jobs.engine.channels import channel_name
-from jobs.models import Job, JobAttempt, WorkerNode
+from jobs.engine.listener import Listener
+from jobs.engine.worker import Worker
+from jobs.models import Job, JobAttempt
 from tests.support import broker as tasks
+from tests.support import jobtable
 
 
 @pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> DatabaseBroker:
-    monkeypatch.setattr(Conf, "BULK", 10)
-    monkeypatch.setattr(Conf, "POLL", 0.05)
-    b = DatabaseBroker(list_key="broker-test")
-    yield b
-    b.close_listener()
+def broker() -> DatabaseBroker:
+    return DatabaseBroker(list_key="broker-test")
 
 
 def enqueue(broker: DatabaseBroker, *args: object, func=tasks.noop, **kwargs: object) -> Job:
@@ -74,151 +73,70 @@ def test_enqueue_inside_a_rolled_back_transaction_leaves_no_row(broker: Database
         view()
 
     assert Job.objects.count() == 0
-    assert broker.claim() == []
-
-
-@pytest.mark.django_db
-def test_claim_order_is_priority_then_fifo(broker: DatabaseBroker) -> None:
-    low_first = enqueue(broker, "low-1")
-    high = enqueue(broker, "high")
-    low_second = enqueue(broker, "low-2")
-    urgent = enqueue(broker, "urgent")
-    Job.objects.filter(id=high.id).update(priority=5)
-    Job.objects.filter(id=urgent.id).update(priority=9)
-
-    first = broker.claim(bulk=3)
-    second = broker.claim(bulk=3)
-
-    assert [ack[0] for ack, _ in first] == [urgent.id, high.id, low_first.id]
-    assert [ack[0] for ack, _ in second] == [low_second.id]
-    assert payload_id(first[0][1]) == urgent.task_id
-
-
-@pytest.mark.django_db
-def test_claim_marks_running_and_owned_by_this_process_node(broker: DatabaseBroker) -> None:
-    first = enqueue(broker, timeout=30)
-    second = enqueue(broker)
-    before = timezone.now()
-
-    claimed = broker.claim()
-
-    assert [ack for ack, _ in claimed] == [(first.id, 1), (second.id, 1)]
-    node = nodes.current_node_id()
-    assert WorkerNode.objects.filter(id=node, pid=os.getpid()).exists()
-    for job in (first, second):
-        ready_at = job.run_at
-        job.refresh_from_db()
-        assert job.state == Job.State.RUNNING
-        assert job.owner == node
-        assert job.claimed_at >= before
-        assert job.claimed_by.startswith(Conf.CLUSTER_NAME)
-        assert job.run_at == ready_at  # kept: a task handed back keeps its place
-    assert broker.lock_size() == 2
-    assert broker.queue_size() == 0
+    assert jobtable.claim(queue="broker-test") == []
 
 
 @pytest.mark.django_db
 def test_a_running_task_of_a_live_node_is_never_claimed_again(broker: DatabaseBroker) -> None:
     job = enqueue(broker)
-    broker.claim()
+    jobtable.claim(queue="broker-test")
     # However long ago it was claimed: no lock time, only the owner's liveness counts.
     Job.objects.filter(id=job.id).update(claimed_at=timezone.now() - timedelta(days=3))
 
-    assert broker.claim() == []
+    assert jobtable.claim(queue="broker-test") == []
     assert nodes.rescue_dead_nodes() == 0
-    assert broker.claim() == []
+    assert jobtable.claim(queue="broker-test") == []
     assert Job.objects.get(id=job.id).attempt == 1
+    assert (broker.lock_size(), broker.queue_size()) == (1, 0)
 
 
 @pytest.mark.django_db
-def test_future_retries_are_not_claimed_until_due(broker: DatabaseBroker) -> None:
-    job = enqueue(broker)
-    Job.objects.filter(id=job.id).update(
-        state=Job.State.RETRYING, attempt=1, run_at=timezone.now() + timedelta(hours=1)
-    )
-    assert broker.claim() == []
-    assert broker.queue_size() == 1
-
-    Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
-    assert [ack for ack, _ in broker.claim()] == [(job.id, 2)]
-
-
-@pytest.mark.django_db
-def test_acknowledge_deletes_the_row(broker: DatabaseBroker) -> None:
+def test_finishing_a_task_deletes_its_row_only(broker: DatabaseBroker) -> None:
     job = enqueue(broker)
     other = enqueue(broker)
-    [(ack, _), _] = broker.claim()
+    [(ack, _), _] = jobtable.claim(queue="broker-test")
 
-    broker.acknowledge(ack)
+    assert results.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
 
     assert not Job.objects.filter(id=job.id).exists()
     assert Job.objects.filter(id=other.id).exists()
+    assert (broker.lock_size(), broker.queue_size()) == (1, 0)
 
 
 @pytest.mark.django_db
-def test_acknowledging_a_task_this_node_lost_deletes_nothing(broker: DatabaseBroker) -> None:
+def test_finishing_a_task_this_node_lost_deletes_nothing(broker: DatabaseBroker) -> None:
     job = enqueue(broker)
-    [(ack, _)] = broker.claim()
+    [(ack, _)] = jobtable.claim(queue="broker-test")
+    me = jobtable.node()
     # A peer declared this node dead and the task was claimed again elsewhere.
-    nodes.declare_dead(nodes.current_node_id(), why="test")
+    nodes.declare_dead(me, why="test")
     Job.objects.filter(id=job.id).update(state=Job.State.RUNNING, attempt=2, owner=None)
 
-    broker.acknowledge(ack)
-    broker.acknowledge((job.id, 2))  # the right attempt, but not this node's claim
+    assert results.finish("default", [ack], {}, owner=me) == set()
+    # The right attempt, but not this node's claim.
+    assert results.finish("default", [(job.id, 2)], {}, owner=me) == set()
 
     assert Job.objects.filter(id=job.id, attempt=2).exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_acknowledgements_are_deleted_in_batches(settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 3600  # only an explicit flush (or a full batch)
-    b = DatabaseBroker(list_key="broker-test")
-    first, second, kept = (enqueue(b).id for _ in range(3))
-    claimed = dict(b.claim())
-
-    b.acknowledge((first, 1))
-    b.acknowledge((second, 1))
-    assert Job.objects.filter(id__in=[first, second]).count() == 2  # held in the batch
-
-    results.flush_all()
-
-    assert list(Job.objects.values_list("id", flat=True)) == [kept]
-    assert len(claimed) == 3
-
-
-@pytest.mark.django_db(transaction=True)
-def test_stopping_the_ack_threads_flushes_and_ends_them(settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 3600
-    b = DatabaseBroker(list_key="broker-test")
-    first, kept = (enqueue(b).id for _ in range(2))
-    b.claim()
-    b.acknowledge((first, 1))
-    threads = [t for t in threading.enumerate() if t.name == "jobs-finisher"]
-    assert threads
-
-    results.stop_all()
-
-    assert list(Job.objects.values_list("id", flat=True)) == [kept]
-    assert not any(thread.is_alive() for thread in threads)
-
-
-@pytest.mark.django_db
-def test_fail_makes_the_task_dead_with_a_clear_error(broker: DatabaseBroker) -> None:
+@pytest.mark.django_db(transaction=True)  # a worker's connection is in autocommit
+def test_a_worker_makes_an_unreadable_task_dead_with_a_clear_error(
+    broker: DatabaseBroker,
+) -> None:
     job = enqueue(broker)
     Job.objects.filter(id=job.id).update(payload="not-a-signed-package")
-    [(ack, payload)] = broker.claim()
-    with pytest.raises(Exception):  # noqa: B017,PT011 - what the pusher catches
-        SignedPackage.loads(payload)
+    worker = Worker(queue="broker-test", node=jobtable.node("broker-test"))
+    assert worker.claim() == 1
 
-    broker.fail(ack)
+    assert worker.run_next() is None
 
     job.refresh_from_db()
-    assert job.state == Job.State.DEAD
+    assert (job.state, job.attempt, job.owner) == (Job.State.DEAD, 1, None)
     assert job.last_error_type == "UnreadablePayload"
     assert "SECRET_KEY" in job.last_error_message
     attempt = JobAttempt.objects.get(task_id=job.task_id)
     assert (attempt.attempt, attempt.error_type) == (1, "UnreadablePayload")
-    assert broker.claim() == []
+    assert jobtable.claim(queue="broker-test") == []
 
 
 @pytest.mark.django_db
@@ -235,8 +153,8 @@ def test_duplicate_active_unique_task_is_a_no_op(broker: DatabaseBroker) -> None
         "broker-test:k2",
     ]
     # Once the task finished (row deleted), the key can be enqueued again.
-    [(ack, _), _] = broker.claim()
-    broker.acknowledge(ack)
+    [(ack, _), _] = jobtable.claim(queue="broker-test")
+    assert results.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
     async_task(tasks.unique_task, "k1", broker=broker)
     assert Job.objects.filter(unique_key="broker-test:k1").count() == 1
 
@@ -245,7 +163,7 @@ def test_duplicate_active_unique_task_is_a_no_op(broker: DatabaseBroker) -> None
 def test_purge_queue_removes_waiting_tasks_only(broker: DatabaseBroker) -> None:
     enqueue(broker)
     running = enqueue(broker)
-    broker.claim(bulk=1)
+    jobtable.claim(bulk=1, queue="broker-test")
     Job.objects.filter(id=running.id).update(priority=-1)  # not the claimed one
     enqueue(broker)
 
@@ -269,83 +187,31 @@ def test_broker_pickles_without_its_connections(broker: DatabaseBroker) -> None:
     import pickle
 
     copy = pickle.loads(pickle.dumps(broker))  # noqa: S301 - our own object
-    assert copy.list_key == "broker-test"
-    assert copy._listener is None
+    assert (copy.list_key, copy.queue, copy.connection) == ("broker-test", "broker-test", "default")
 
 
-def _claim_all(results: list, errors: list, barrier: threading.Barrier) -> None:
-    b = DatabaseBroker(list_key="broker-test")
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_is_woken_by_a_commit_on_postgresql_and_polls_on_sqlite(
+    broker: DatabaseBroker,
+) -> None:
+    if connection.vendor != "postgresql":
+        # SQLite has no NOTIFY: a short poll, not the 120 s POLL.
+        worker = Worker(queue="broker-test", node=jobtable.node("broker-test"), poll=120)
+        began = time.monotonic()
+        assert worker.wait() is False
+        assert time.monotonic() - began < 5
+        return
+    listener = Listener("default", "broker-test")
     try:
-        barrier.wait()
-        while True:
-            claimed = b.claim(bulk=7)
-            if not claimed:
-                # Another claimer may hold rows it skipped: make sure the queue is empty.
-                if not Job.objects.filter(queue="broker-test", state="queued").exists():
-                    break
-                continue
-            results.extend(ack for ack, _ in claimed)
-    except Exception as exc:  # surfaced by the test
-        errors.append(exc)
+        assert listener.wait(0) is None  # LISTENs from now on; nothing was sent yet
+        with transaction.atomic():
+            async_task(tasks.noop, broker=broker)
+        # The wait is far longer than the test: only the NOTIFY returns it in time.
+        began = time.monotonic()
+        assert listener.wait(120) == {""}  # an enqueue's NOTIFY has no payload
+        assert time.monotonic() - began < 10
     finally:
-        b.close_listener()
-        connection.close()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_brokers_never_claim_the_same_row() -> None:
-    b = DatabaseBroker(list_key="broker-test")
-    ids = {enqueue(b, n).id for n in range(150)}
-    results: list = []
-    errors: list = []
-    barrier = threading.Barrier(4)
-    threads = [
-        threading.Thread(target=_claim_all, args=(results, errors, barrier)) for _ in range(4)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-
-    assert errors == []
-    claimed_ids = [row_id for row_id, _ in results]
-    assert len(claimed_ids) == len(set(claimed_ids))  # no row handed out twice
-    assert set(claimed_ids) == ids
-    assert Job.objects.exclude(state=Job.State.RUNNING).count() == 0
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_enqueue_wakes_a_waiting_dequeue(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The wait is far longer than the join below: only the NOTIFY (PostgreSQL) or
-    # SQLite's short poll can return the task in time.
-    monkeypatch.setattr(Conf, "POLL", 120)
-    waiting = DatabaseBroker(list_key="broker-test")
-    got: list = []
-    listening = threading.Event()
-
-    def consume() -> None:
-        try:
-            if waiting.is_postgresql:
-                waiting._ensure_listener()
-            listening.set()
-            # Like the pusher's loop. On PostgreSQL one call blocks on LISTEN for
-            # up to POLL (120 s) unless the NOTIFY arrives; SQLite polls briefly.
-            deadline = time.monotonic() + 20
-            while not got and time.monotonic() < deadline:
-                got.extend(waiting.dequeue() or [])
-        finally:
-            waiting.close_listener()
-            connection.close()
-
-    thread = threading.Thread(target=consume)
-    thread.start()
-    assert listening.wait(30)
-    time.sleep(0.3)  # let it reach the wait (the result is the same if it has not)
-    task_id = async_task(tasks.noop, broker=DatabaseBroker(list_key="broker-test"))
-    thread.join(20)
-
-    assert not thread.is_alive()
-    assert [payload_id(p) for _, p in got] == [task_id]
+        listener.close()
 
 
 @pytest.mark.slow
@@ -361,7 +227,7 @@ def test_a_real_cluster_runs_a_task_to_success(worker_factory, tmp_path: Path) -
     worker.wait_until(
         lambda: not Job.objects.filter(task_id=task_id).exists(),
         timeout=30,
-        what="the acknowledgement to delete the row",
+        what="the finish to delete the row",
     )
     assert worker.stop() == 0
 
@@ -377,7 +243,7 @@ def test_a_real_cluster_makes_an_unreadable_task_dead(worker_factory, tmp_path: 
     worker.wait_until(
         lambda: Job.objects.get(id=job.id).state == Job.State.DEAD,
         timeout=30,
-        what="the pusher to fail the task",
+        what="the worker to make the task dead",
     )
 
     job.refresh_from_db()
@@ -387,20 +253,25 @@ def test_a_real_cluster_makes_an_unreadable_task_dead(worker_factory, tmp_path: 
 
 
 @pytest.mark.django_db
-def test_enqueue_stores_a_payload_as_given_and_fail_makes_it_dead(broker: DatabaseBroker) -> None:
-    # django-q2's brokers store what they are handed; the pusher finds out it is unreadable.
+def test_enqueue_stores_a_payload_as_given_and_the_worker_makes_it_dead(
+    broker: DatabaseBroker,
+) -> None:
+    # django-q2's brokers store what they are handed; the worker finds out it is unreadable.
     broker.enqueue("not a signed package")
+    [claimed] = jobtable.claim_unstarted(queue="broker-test")
+    assert claimed.payload == "not a signed package"
+    me = jobtable.node("broker-test")
+    attempt = store.start(alias="default", row_id=claimed.row_id, node=me)
 
-    [(ack, payload)] = broker.claim()
-    assert payload == "not a signed package"
-    broker.fail(ack)
-    job = Job.objects.get(id=ack[0])
-    assert job.state == Job.State.DEAD
+    failing.unreadable(claimed, attempt=attempt, node=me, alias="default")
+
+    job = Job.objects.get(id=claimed.row_id)
+    assert (job.state, job.attempt, job.name) == (Job.State.DEAD, 1, "unreadable payload")
     assert job.last_error_type == "UnreadablePayload"
 
 
 @pytest.mark.django_db
-def test_an_empty_dequeue_returns_none_like_django_q2s_brokers(broker: DatabaseBroker) -> None:
-    assert broker.dequeue() is None
+def test_an_empty_queue_has_nothing_waiting_or_running(broker: DatabaseBroker) -> None:
     assert broker.queue_size() == 0
     assert broker.lock_size() == 0
+    assert broker.purge_queue() == 0

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
-from django_q.signing import SignedPackage
+from django.db.models.signals import post_save
+from django_q.conf import Conf
+from django_q.models import Task
+from django_q.signals import pre_execute
 from django_q.tasks import async_task
 
-from jobs.engine import nodes, registry, runtime
-from jobs.engine.broker import DatabaseBroker
-from jobs.engine.completion import ClaimLost
-from jobs.engine.registry import TransactionalUnsupported
-from jobs.models import Job
+from jobs.engine import nodes
+from jobs.engine.worker import Worker
+from jobs.models import Job, JobAttempt
 from tests.support import transactional as tx
-from tests.support.runtime import conf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,19 +25,6 @@ def ledger():
         yield tables
 
 
-def test_declaring_a_transactional_job_on_the_redis_broker_is_refused() -> None:
-    with conf(BROKER_CLASS=None), pytest.raises(TransactionalUnsupported, match="database broker"):
-        registry.job("tests.tx_elsewhere", transactional=True)(tx._apply)
-    with pytest.raises(registry.UnknownJob):
-        registry.get("tests.tx_elsewhere")
-
-
-def test_enqueueing_one_on_the_redis_broker_is_refused_before_anything_is_sent() -> None:
-    with conf(BROKER_CLASS=None, ORM=None), pytest.raises(TransactionalUnsupported):
-        async_task("tests.support.transactional.tx_record", "k")
-    assert not Job.objects.exists()
-
-
 def test_called_outside_a_worker_it_runs_in_one_transaction(ledger, tmp_path) -> None:
     assert tx.tx_record("direct") == "direct"
     with pytest.raises(RuntimeError, match="fails after writing"):
@@ -46,35 +32,73 @@ def test_called_outside_a_worker_it_runs_in_one_transaction(ledger, tmp_path) ->
     assert ledger.keys() == {"direct"}
 
 
-@contextlib.contextmanager
-def claimed_as_in_a_worker(key: str) -> Iterator[tuple[str, tuple[int, int], dict]]:
-    """The task claimed by this process's node, with the runtime around it as a worker has."""
-    broker = DatabaseBroker()
-    task_id = async_task("tests.support.transactional.tx_record", key, broker=broker)
-    [(ack, payload)] = broker.claim()
-    task = {**SignedPackage.loads(payload), "ack_id": ack}
-    runtime.on_pre_execute(func=tx.tx_record, task=task)
+@pytest.fixture
+def worker() -> Worker:
+    """A worker process's loop of this process's node (complete() reads the node)."""
+    return Worker(queue=Conf.CLUSTER_NAME, node=nodes.register(cluster=Conf.CLUSTER_NAME))
+
+
+@pytest.fixture
+def saved() -> Iterator[list[Task]]:
+    seen: list[Task] = []
+
+    def receiver(sender, instance, **kwargs) -> None:
+        seen.append(instance)
+
+    post_save.connect(receiver, sender=Task, dispatch_uid="test-completion-saved")
+    yield seen
+    post_save.disconnect(dispatch_uid="test-completion-saved", sender=Task)
+
+
+def test_a_node_that_lost_the_claim_rolls_its_writes_back(ledger, worker) -> None:
+    task_id = async_task("tests.support.transactional.tx_record", "lost")
+    assert worker.claim() == 1
+
+    def peer_declares_this_node_dead(**kwargs) -> None:
+        nodes.declare_dead(worker.node, why="test")  # the task is handed out again
+
+    pre_execute.connect(peer_declares_this_node_dead, dispatch_uid="test-completion-lost")
     try:
-        yield task_id, ack, task
+        outcome = worker.run_next()
     finally:
-        runtime.on_post_execute_in_worker(func=tx.tx_record, task=task)
-        broker.close_listener()
+        pre_execute.disconnect(dispatch_uid="test-completion-lost")
 
-
-def test_a_node_that_lost_the_claim_rolls_its_writes_back(ledger) -> None:
-    with claimed_as_in_a_worker("lost") as (task_id, ack, _task):
-        # A peer declared this node dead and the task was claimed again elsewhere.
-        nodes.declare_dead(nodes.current_node_id(), why="test")
-        Job.objects.filter(id=ack[0]).update(attempt=ack[1] + 1, owner=None)
-        with pytest.raises(ClaimLost, match="no longer this node's"):
-            tx.tx_record("lost")
+    assert outcome.error_type == "jobs.engine.completion.ClaimLost"
+    assert "no longer this node's" in outcome.message
     assert ledger.keys() == set()
-    assert Job.objects.filter(task_id=task_id).exists()
+    job = Job.objects.get(task_id=task_id)
+    assert (job.state, job.attempt, job.owner) == (Job.State.QUEUED, 1, None)
+    # The lost node's failure report is dropped: only the rescue's lost attempt is kept.
+    assert list(JobAttempt.objects.values_list("attempt", "error_type")) == [(1, "WorkerLost")]
 
 
-def test_a_completed_run_deletes_its_row_with_its_writes(ledger) -> None:
-    with claimed_as_in_a_worker("done") as (task_id, _ack, task):
-        assert tx.tx_record("done") == "done"
+def test_a_completed_run_deletes_its_row_with_its_writes(ledger, worker, saved) -> None:
+    task_id = async_task("tests.support.transactional.tx_record", "done")
+    assert worker.claim() == 1
+
+    outcome = worker.run_next()
+
+    assert (outcome.success, outcome.value) == (True, "done")
     assert ledger.keys() == {"done"}
     assert not Job.objects.filter(task_id=task_id).exists()
-    assert task["completed_in_worker"] is True  # the monitor only announces it
+    assert Task.objects.get(id=task_id).result == "done"
+    assert [t.id for t in saved] == [task_id]  # hook= once, announced after the commit
+    assert worker.done == []  # finished already: nothing left for the worker's batch
+
+
+def test_a_result_too_large_to_keep_rolls_the_writes_back_and_fails_the_attempt(
+    ledger, worker, settings
+) -> None:
+    settings.JOBS_RESULT_MAX_BYTES = 1000
+    task_id = async_task("tests.support.transactional.tx_returns", "big", "x" * 5000)
+    assert worker.claim() == 1
+
+    outcome = worker.run_next()
+
+    assert outcome is not None
+    assert outcome.error_type == "jobs.engine.execute.ResultRefused"
+    assert ledger.keys() == set()  # the task's own write went with it
+    job = Job.objects.get(task_id=task_id)
+    assert (job.state, job.attempt) == (Job.State.RETRYING, 1)
+    [attempt] = JobAttempt.objects.filter(task_id=task_id)
+    assert "over the 1,000-byte limit" in attempt.error_message

@@ -109,12 +109,12 @@ def _wait_for_a_lock_waiter(deadline_seconds: float = 10.0) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_retry_does_not_count_a_row_the_broker_claims_meanwhile() -> None:
+def test_retry_does_not_count_a_row_a_worker_claims_meanwhile() -> None:
     dead, claimed = failed_rows(2)
     locked, release = threading.Event(), threading.Event()
     result: list[int] = []
 
-    def claim_and_hold() -> None:  # what the broker's claim does, held open
+    def claim_and_hold() -> None:  # what a worker's claim (store.claim) does, held open
         try:
             with transaction.atomic():
                 Job.objects.filter(id=claimed.id).update(state=Job.State.RUNNING)

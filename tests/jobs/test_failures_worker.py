@@ -42,9 +42,9 @@ def failed_list() -> list[dict]:
 
 
 def test_failing_task_retries_with_growing_delays_then_dies_then_admin_retry(
-    worker_factory, admin_client: Client, queue_broker
+    worker_factory, admin_client: Client
 ) -> None:
-    worker = worker_factory(**FAST_BACKOFF, **queue_broker.env)
+    worker = worker_factory(**FAST_BACKOFF)
     task_id = registry.enqueue("tests.always_fails", "e2e", on_commit=False)
 
     job = wait_for_state(worker, task_id, Job.State.DEAD, attempt=3)

@@ -10,15 +10,8 @@ from django_q.conf import Conf
 
 from jobs.engine import counters, registry
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
-from tests.support.runtime import job_table_broker
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def job_table():
-    with job_table_broker():
-        yield
 
 
 def beat(cluster: str, age: timedelta) -> WorkerHeartbeat:
@@ -34,13 +27,13 @@ def get(client) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def test_needs_no_login_and_reports_database_ok(client, job_table) -> None:
+def test_needs_no_login_and_reports_database_ok(client) -> None:
     status, body = get(client)
     assert status == 200
     assert body["database"]["status"] == "ok"
 
 
-def test_cluster_statuses_ok_stale_never(client, job_table, settings) -> None:
+def test_cluster_statuses_ok_stale_never(client, settings) -> None:
     settings.HEARTBEAT_INTERVAL_SECONDS = 60
     beat(Conf.CLUSTER_NAME, timedelta(seconds=20))
     beat("old-cluster", timedelta(minutes=10))
@@ -66,7 +59,7 @@ def test_cluster_statuses_ok_stale_never(client, job_table, settings) -> None:
     }
 
 
-def test_stale_means_older_than_three_intervals(client, job_table, settings) -> None:
+def test_stale_means_older_than_three_intervals(client, settings) -> None:
     settings.HEARTBEAT_INTERVAL_SECONDS = 60
     beat(Conf.CLUSTER_NAME, timedelta(seconds=170))
     assert get(client)[1]["clusters"][0]["status"] == "ok"
@@ -74,7 +67,7 @@ def test_stale_means_older_than_three_intervals(client, job_table, settings) -> 
     assert get(client)[1]["clusters"][0]["status"] == "stale"
 
 
-def test_queue_dead_and_last_hour_figures(client, job_table) -> None:
+def test_queue_dead_and_last_hour_figures(client) -> None:
     now = timezone.now()
     ids = registry.enqueue_many("tests.echo", [("a",), ("b",), ("c",)], on_commit=False)
     Job.objects.filter(task_id=ids[0]).update(created_at=now - timedelta(minutes=5))
@@ -100,7 +93,7 @@ def test_queue_dead_and_last_hour_figures(client, job_table) -> None:
     assert "secret-argument" not in str(body)
 
 
-def test_running_jobs_show_progress_and_no_arguments(client, job_table) -> None:
+def test_running_jobs_show_progress_and_no_arguments(client) -> None:
     task_id = registry.enqueue("tests.progress", 40, on_commit=False)
     Job.objects.filter(task_id=task_id).update(
         state=Job.State.RUNNING,
@@ -126,7 +119,7 @@ def test_running_jobs_show_progress_and_no_arguments(client, job_table) -> None:
     assert "top secret" not in str(body)
 
 
-def test_a_few_queries(client, job_table) -> None:
+def test_a_few_queries(client) -> None:
     registry.enqueue_many("tests.echo", [("a",)] * 20, on_commit=False)
     with CaptureQueriesContext(connection) as queries:
         get(client)
@@ -160,7 +153,7 @@ def test_a_failing_section_is_reported_without_failing_the_check(client, monkeyp
     assert body["database"]["status"] == "ok"
 
 
-def test_head_answers_like_get_for_uptime_monitors(client, job_table) -> None:
+def test_head_answers_like_get_for_uptime_monitors(client) -> None:
     response = client.head("/healthz")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"

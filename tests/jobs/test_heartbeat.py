@@ -8,11 +8,11 @@ import pytest
 from django_q.conf import Conf
 
 from jobs import tasks
-from jobs.engine import registry, runtime
+from jobs.engine import context, registry
 from jobs.models import Job, WorkerHeartbeat
 from jobs.tasks import HEARTBEAT_UNIQUE_KEY
 from tests.support import runtime as support
-from tests.support.runtime import events, job_table_broker
+from tests.support.runtime import events
 
 pytestmark = pytest.mark.django_db
 
@@ -44,9 +44,8 @@ def test_a_later_beat_updates_the_same_row() -> None:
 
 
 def test_only_one_heartbeat_waits_in_the_queue() -> None:
-    with job_table_broker():
-        first = registry.enqueue("jobs.heartbeat", on_commit=False)
-        assert registry.enqueue("jobs.heartbeat", on_commit=False) == first
+    first = registry.enqueue("jobs.heartbeat", on_commit=False)
+    assert registry.enqueue("jobs.heartbeat", on_commit=False) == first
     assert Job.objects.get().unique_key == HEARTBEAT_UNIQUE_KEY
 
 
@@ -54,10 +53,9 @@ def test_a_starting_worker_asks_for_a_heartbeat(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(runtime, "is_cluster_worker", lambda: True)
-    with job_table_broker():
-        tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
-        tasks.on_post_spawn(sender="django_q", proc_name="Process-2")
+    monkeypatch.setattr(context, "current_node_id", lambda: 1)
+    tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
+    tasks.on_post_spawn(sender="django_q", proc_name="Process-2")
     job = Job.objects.get()
     assert job.job_name == "jobs.heartbeat"
     started = events(caplog, "worker started")
@@ -67,20 +65,18 @@ def test_a_starting_worker_asks_for_a_heartbeat(
 def test_a_worker_starts_when_its_heartbeat_cannot_be_enqueued(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "is_cluster_worker", lambda: True)
+    monkeypatch.setattr(context, "current_node_id", lambda: 1)
 
     def database_away(*args: object, **kwargs: object) -> str:
         raise RuntimeError("database away")
 
     monkeypatch.setattr(tasks, "enqueue", database_away)
-    with job_table_broker():
-        tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
+    tasks.on_post_spawn(sender="django_q", proc_name="Process-1")
     assert events(caplog, "start-up heartbeat not enqueued")
     assert not Job.objects.exists()
 
 
 def test_sync_runs_outside_a_cluster_ask_for_no_heartbeat() -> None:
-    assert runtime.is_cluster_worker() is False
-    with job_table_broker():
-        tasks.on_post_spawn(sender="django_q", proc_name="MainProcess")
+    assert context.current_node_id() is None
+    tasks.on_post_spawn(sender="django_q", proc_name="MainProcess")
     assert not Job.objects.exists()

@@ -10,12 +10,17 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from jobs import pauses
 from jobs.engine import paused
+from jobs.engine.worker import Worker
 from jobs.models import Job, QueuePause
+from tests.support import jobtable
+from tests.support.runtime import log_events
+from tests.support.waiting import wait_until
 
 ECHO = "tests.support.runtime.echo"
 
@@ -115,15 +120,6 @@ def test_healthz_lists_paused_queues(client) -> None:
     assert 0 <= paused["paused_seconds"] < 60
 
 
-def wait_until(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def queue_rows(queue: str) -> list[tuple[str, int]]:
     return list(Job.objects.filter(queue=queue).values_list("state", "attempt").order_by("id"))
 
@@ -132,12 +128,17 @@ def queue_rows(queue: str) -> list[tuple[str, int]]:
 @pytest.mark.django_db(transaction=True)
 def test_a_running_cluster_holds_a_paused_queue_and_resume_releases_it(worker_factory) -> None:
     main = Conf.CLUSTER_NAME
-    worker = worker_factory()
+    worker = worker_factory(Q_WORKERS="2")
     control = worker_factory(Q_CLUSTER_NAME="control")
     wait_until(lambda: not Job.objects.exists(), timeout=30, what="start-up heartbeats done")
 
     pauses.pause_queue(queue=main)
-    worker.wait_for_log("queue paused: claiming nothing", timeout=10)
+    # Each worker process reads the pause itself (within paused.CHECK_SECONDS).
+    worker.wait_until(
+        lambda: len(log_events(worker.log(), "queue paused: claiming nothing")) >= 2,
+        timeout=10,
+        what="both worker processes to see the pause",
+    )
     for i in range(3):
         async_task(ECHO, f"held-{i}")
     # The control cluster takes a task enqueued after the held ones: by the time it is
@@ -150,38 +151,54 @@ def test_a_running_cluster_holds_a_paused_queue_and_resume_releases_it(worker_fa
     pauses.resume_queue(queue=main)
     wait_until(lambda: not queue_rows(main), timeout=30, what="the held tasks done")
     worker.wait_for_log("queue resumed: claiming", timeout=5)
-    # PostgreSQL wakes the pusher with NOTIFY, SQLite's polls every 50 ms: well under
+    # PostgreSQL wakes the workers with NOTIFY, SQLite's poll every 50 ms: well under
     # the pause check of a busy loop either way.
     print(f"held tasks done {time.monotonic() - resumed_at:.2f}s after resume")
     control.stop()
     worker.stop()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_broker_hands_out_nothing_while_paused(monkeypatch) -> None:
+@pytest.mark.django_db(transaction=True)  # a worker's connection is in autocommit
+def test_a_worker_claims_nothing_while_its_queue_is_paused() -> None:
+    from jobs.engine import nodes
     from jobs.engine.broker import DatabaseBroker
+    from jobs.engine.worker import Worker
     from tests.support import broker as tasks
 
-    monkeypatch.setattr(Conf, "BULK", 10)
-    monkeypatch.setattr(Conf, "POLL", 0.05)
     broker = DatabaseBroker(list_key="pause-test")
+    worker = Worker(queue="pause-test", node=nodes.register(cluster="pause-test"))
+    ids = [async_task(tasks.noop, i, broker=broker) for i in range(3)]
+    pauses.pause_queue(queue="pause-test")
+    assert worker.claim() == 0
+    assert worker.claim() == 0  # the cached answer, or a fresh read: still paused
+    rows = Job.objects.filter(queue="pause-test").order_by("id")
+    assert [(r.task_id, r.state, r.attempt) for r in rows] == [
+        (task_id, "queued", 0) for task_id in ids
+    ]
+    pauses.resume_queue(queue="pause-test")
+    # A worker's pause check is at most CHECK_SECONDS old (PostgreSQL's workers are
+    # also woken by the resume's NOTIFY): it claims again within a second.
+    deadline = time.monotonic() + 1.5
+    while not worker.claim() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c.row_id for c in worker.claimed] == [rows[0].id], "nothing claimed 1.5 s after resume"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_wakes_an_idle_worker_that_then_claims_at_once() -> None:
+    queue = Conf.CLUSTER_NAME
+    worker = Worker(queue=queue, node=jobtable.node(queue), poll=0.05)
     try:
-        ids = [async_task(tasks.noop, i, broker=broker) for i in range(3)]
-        pauses.pause_queue(queue="pause-test")
-        assert broker.dequeue() is None
-        assert broker.dequeue() is None  # the cached answer, or a fresh read: still paused
-        rows = Job.objects.filter(queue="pause-test").order_by("id")
-        assert [(r.task_id, r.state, r.attempt) for r in rows] == [
-            (task_id, "queued", 0) for task_id in ids
-        ]
-        pauses.resume_queue(queue="pause-test")
-        # A pusher's pause check is at most CHECK_SECONDS old (PostgreSQL's pushers are
-        # also woken by the resume's NOTIFY): it claims again within a second.
-        deadline = time.monotonic() + 1.5
-        claimed = None
-        while not claimed and time.monotonic() < deadline:
-            claimed = broker.dequeue()
-        assert claimed, "nothing claimed within 1.5 s of the resume"
-        assert [ack[0] for ack, _ in claimed] == list(rows.values_list("id", flat=True))
+        pauses.pause_queue(queue=queue)
+        async_task(ECHO, "held")
+        assert worker.claim() == 0  # paused, and the answer is kept a while
+        worker.wait()  # idle: on PostgreSQL it LISTENs from now on
+        pauses.resume_queue(queue=queue)
+        if connection.vendor == "postgresql":
+            # The resume's NOTIFY wakes it, and it reads the pause again at once.
+            assert worker.wait() is True
+            assert worker.claim() == 1
+        else:  # no NOTIFY: the pause is read again within paused.CHECK_SECONDS
+            wait_until(worker.claim, timeout=5, what="the claim after the resume")
     finally:
-        broker.close_listener()
+        worker.close()

@@ -6,7 +6,6 @@ import math
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
@@ -14,8 +13,8 @@ from jobs.engine import registry
 from jobs.engine.registry import UnknownJob
 from jobs.models import Job
 from tests.support import delivery as declared  # registers the jobs used below
+from tests.support import jobtable
 from tests.support import runtime as support
-from tests.support.runtime import job_table_broker
 
 pytestmark = pytest.mark.django_db
 
@@ -44,8 +43,7 @@ def test_spec_is_found_by_name_and_by_function_path() -> None:
 
 
 def test_enqueue_writes_a_signed_package_of_the_job() -> None:
-    with job_table_broker():
-        task_id = registry.enqueue("tests.unique", "k1", on_commit=False)
+    task_id = registry.enqueue("tests.unique", "k1", on_commit=False)
     row = Job.objects.get(task_id=task_id)
     package = SignedPackage.loads(row.payload)
     assert package["func"] == "tests.support.runtime.unique_job"
@@ -61,10 +59,9 @@ def test_enqueue_writes_a_signed_package_of_the_job() -> None:
 
 
 def test_second_enqueue_of_an_active_unique_job_returns_the_existing_task() -> None:
-    with job_table_broker():
-        first = registry.enqueue("tests.unique", "tablo-1", on_commit=False)
-        second = registry.enqueue("tests.unique", "tablo-1", "other arg", on_commit=False)
-        other = registry.enqueue("tests.unique", "tablo-2", on_commit=False)
+    first = registry.enqueue("tests.unique", "tablo-1", on_commit=False)
+    second = registry.enqueue("tests.unique", "tablo-1", "other arg", on_commit=False)
+    other = registry.enqueue("tests.unique", "tablo-2", on_commit=False)
     assert second == first
     assert other != first
     assert Job.objects.filter(unique_key="tests.unique:tablo-1").count() == 1
@@ -72,23 +69,21 @@ def test_second_enqueue_of_an_active_unique_job_returns_the_existing_task() -> N
 
 @pytest.mark.parametrize("state", [Job.State.RUNNING, Job.State.RETRYING])
 def test_unique_key_holds_while_running_or_retrying(state: str) -> None:
-    with job_table_broker():
-        first = registry.enqueue("tests.unique", "t", on_commit=False)
-        Job.objects.filter(task_id=first).update(state=state)
-        assert registry.enqueue("tests.unique", "t", on_commit=False) == first
+    first = registry.enqueue("tests.unique", "t", on_commit=False)
+    Job.objects.filter(task_id=first).update(state=state)
+    assert registry.enqueue("tests.unique", "t", on_commit=False) == first
 
 
 def test_unique_key_is_free_again_once_the_task_is_dead() -> None:
-    with job_table_broker():
-        first = registry.enqueue("tests.unique", "t", on_commit=False)
-        Job.objects.filter(task_id=first).update(state=Job.State.DEAD)
-        second = registry.enqueue("tests.unique", "t", on_commit=False)
+    first = registry.enqueue("tests.unique", "t", on_commit=False)
+    Job.objects.filter(task_id=first).update(state=Job.State.DEAD)
+    second = registry.enqueue("tests.unique", "t", on_commit=False)
     assert second != first
     assert Job.objects.filter(unique_key="tests.unique:t").count() == 2
 
 
 def test_duplicate_inside_a_transaction_does_not_break_it() -> None:
-    with job_table_broker(), transaction.atomic():
+    with transaction.atomic():
         first = registry.enqueue("tests.unique", "t", on_commit=False)
         assert registry.enqueue("tests.unique", "t", on_commit=False) == first
         # The transaction is still usable after the skipped insert.
@@ -96,7 +91,7 @@ def test_duplicate_inside_a_transaction_does_not_break_it() -> None:
 
 
 def test_enqueue_many_is_one_insert() -> None:
-    with job_table_broker(), CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries:
         ids = registry.enqueue_many("tests.echo", [(str(i),) for i in range(50)], on_commit=False)
     inserts = [
         q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")
@@ -116,13 +111,12 @@ def test_enqueue_many_is_one_insert() -> None:
 
 
 def test_enqueue_many_skips_active_unique_keys_and_returns_their_ids() -> None:
-    with job_table_broker():
-        existing = registry.enqueue("tests.unique", "a", on_commit=False)
-        ids = registry.enqueue_many(
-            "tests.unique",
-            [("a",), ("b",), {"args": ["b"], "kwargs": {}}, ("c",)],
-            on_commit=False,
-        )
+    existing = registry.enqueue("tests.unique", "a", on_commit=False)
+    ids = registry.enqueue_many(
+        "tests.unique",
+        [("a",), ("b",), {"args": ["b"], "kwargs": {}}, ("c",)],
+        on_commit=False,
+    )
     assert ids[0] == existing
     assert ids[1] == ids[2]
     assert len(set(ids)) == 3
@@ -130,14 +124,12 @@ def test_enqueue_many_skips_active_unique_keys_and_returns_their_ids() -> None:
 
 
 def test_enqueue_many_of_nothing_enqueues_nothing() -> None:
-    with job_table_broker():
-        assert registry.enqueue_many("tests.echo", [], on_commit=False) == []
+    assert registry.enqueue_many("tests.echo", [], on_commit=False) == []
     assert Job.objects.count() == 0
 
 
 def test_enqueue_waits_for_commit_by_default(django_capture_on_commit_callbacks) -> None:
     with (
-        job_table_broker(),
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         transaction.atomic(),
     ):
@@ -154,7 +146,6 @@ def test_enqueue_after_commit_is_dropped_on_rollback(django_capture_on_commit_ca
             raise RuntimeError("rollback")
 
     with (
-        job_table_broker(),
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         pytest.raises(RuntimeError),
     ):
@@ -172,26 +163,12 @@ def test_enqueue_in_transaction_rolls_back_with_the_caller() -> None:
             assert Job.objects.filter(task_id=seen[0]).exists()
             raise RuntimeError("rollback")
 
-    with job_table_broker():
-        with pytest.raises(RuntimeError):
-            enqueue_then_fail()
-        assert not Job.objects.filter(task_id=seen[0]).exists()
-        with transaction.atomic():
-            kept = registry.enqueue("tests.echo", "y", on_commit=False)
+    with pytest.raises(RuntimeError):
+        enqueue_then_fail()
+    assert not Job.objects.filter(task_id=seen[0]).exists()
+    with transaction.atomic():
+        kept = registry.enqueue("tests.echo", "y", on_commit=False)
     assert Job.objects.filter(task_id=kept).exists()
-
-
-def test_other_brokers_receive_the_package_through_enqueue() -> None:
-    # django-q2's ORM broker (the stock default): the registry hands it the package.
-    with support.conf(BROKER_CLASS=None):
-        broker = get_broker()
-        before = broker.queue_size()
-        ids = registry.enqueue_many("tests.echo", [("a",), ("b",)], on_commit=False)
-        task_id = registry.enqueue("tests.echo", "c", on_commit=False)
-        assert broker.queue_size() == before + 3
-        payloads = [SignedPackage.loads(p) for _, p in broker.dequeue()]
-    assert {p["id"] for p in payloads} >= {*ids, task_id}
-    assert Job.objects.count() == 0
 
 
 def test_sync_mode_runs_the_job_inline(caplog: pytest.LogCaptureFixture) -> None:
@@ -205,21 +182,23 @@ def test_sync_mode_runs_the_job_inline(caplog: pytest.LogCaptureFixture) -> None
 
 @pytest.mark.django_db(transaction=True)
 def test_registry_inserts_wake_a_listening_worker_and_are_claimable() -> None:
-    from jobs.engine.broker import DatabaseBroker
+    from django_q.conf import Conf
 
-    broker = DatabaseBroker()
+    from jobs.engine.listener import Listener
+
+    listener = Listener("default", Conf.CLUSTER_NAME)
     try:
         if connection.vendor == "postgresql":
-            broker._ensure_listener()
+            assert listener.wait(0) is None  # LISTENs from now on
         task_id = registry.enqueue("tests.echo", "wake")
         if connection.vendor == "postgresql":
             # The NOTIFY of the registry's own INSERT (sent at commit), not a poll.
-            assert broker.wait(5.0) is True
-        [(ack_id, payload)] = broker.claim()
+            assert listener.wait(5.0) == {""}
+        [(ack_id, payload)] = jobtable.claim()
         assert SignedPackage.loads(payload)["id"] == task_id
         assert ack_id[1] == 1
     finally:
-        broker.close_listener()
+        listener.close()
 
 
 @pytest.mark.parametrize(
@@ -242,11 +221,10 @@ def test_an_explicit_timeout_wins_over_the_declared_one() -> None:
 
 
 def test_a_deferred_unique_enqueue_returns_the_task_that_holds_the_key() -> None:
-    with job_table_broker():
-        first = registry.enqueue("tests.unique", "k", on_commit=False)
-        with transaction.atomic():
-            again = registry.enqueue("tests.unique", "k", "more")
-            fresh = registry.enqueue("tests.unique", "other")
+    first = registry.enqueue("tests.unique", "k", on_commit=False)
+    with transaction.atomic():
+        again = registry.enqueue("tests.unique", "k", "more")
+        fresh = registry.enqueue("tests.unique", "other")
     assert again == first
     assert Job.objects.filter(task_id=fresh).exists()
     assert Job.objects.count() == 2
@@ -258,7 +236,7 @@ def test_a_unique_enqueue_rolls_back_with_the_caller() -> None:
             registry.enqueue("tests.unique", "k")
             raise RuntimeError("rollback")
 
-    with job_table_broker(), pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):
         enqueue_then_fail()
     assert not Job.objects.exists()
 
@@ -271,7 +249,7 @@ def test_a_failing_enqueue_after_commit_is_logged_and_never_raised(
         raise RuntimeError("queue table unavailable")
 
     monkeypatch.setattr(registry, "_push", refuse)
-    with job_table_broker(), transaction.atomic():
+    with transaction.atomic():
         task_id = registry.enqueue("tests.echo", "x")
         Job.objects.create(task_id="c" * 32, queue="q", name="n", func="f", payload="")
     # The caller's own write committed; the failure is on record with the task id.

@@ -1,4 +1,5 @@
-"""jobs.engine.results: results finished with their acknowledgement, and their retention."""
+"""jobs.engine.results: a worker's batch of succeeded tasks finished in one transaction
+(rows deleted, results written, hooks called once), and the results' retention."""
 
 from __future__ import annotations
 
@@ -12,19 +13,21 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.engine import nodes, results
+from jobs.engine import failing, nodes, results, store
 from jobs.engine.broker import DatabaseBroker
+from jobs.engine.worker import Worker
 from jobs.models import Job
 from tests.support import broker as tasks
+from tests.support import jobtable
+
+QUEUE = "results-test"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def broker() -> DatabaseBroker:
-    b = DatabaseBroker(list_key="results-test")
-    yield b
-    b.close_listener()
+    return DatabaseBroker(list_key=QUEUE)
 
 
 @pytest.fixture
@@ -44,62 +47,80 @@ def finished(broker: DatabaseBroker, n: int = 1) -> list[tuple[tuple[int, int], 
     for i in range(n):
         async_task(tasks.noop, i, broker=broker)
     done = []
-    for ack, payload in broker.claim(bulk=n):
+    for ack, payload in jobtable.claim(bulk=n, queue=QUEUE):
         package = SignedPackage.loads(payload)
         package.update(success=True, result=package["args"][0], stopped=timezone.now(), attempt=1)
         done.append((ack, package))
     return done
 
 
-def test_a_batch_deletes_its_rows_and_writes_results_once(broker, saved, settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 3600  # only an explicit flush
+def test_a_batch_deletes_its_rows_and_writes_results_once(broker, saved) -> None:
     done = finished(broker, 3)
-    for ack, package in done:
-        broker.keep_result(ack, package)
-        broker.acknowledge(ack)
-    assert Task.objects.count() == 0  # held until the batch is finished
+    acks = [ack for ack, _ in done]
+    me = jobtable.node(QUEUE)
 
-    results.flush_all()
-    results.flush_all()  # nothing twice
+    assert results.finish("default", acks, dict(done), owner=me) == set(acks)
+    assert results.finish("default", acks, dict(done), owner=me) == set()  # nothing twice
 
     assert not Job.objects.exists()
     assert sorted(Task.objects.values_list("result", flat=True)) == [0, 1, 2]
     assert sorted(t.result for t in saved) == [0, 1, 2]  # post_save (hook=) once each
 
 
-def test_a_node_that_lost_the_task_writes_no_result(broker, saved, settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 0  # finished at once
+def test_a_node_that_lost_the_task_writes_no_result(broker, saved) -> None:
     [(ack, package)] = finished(broker)
+    me = jobtable.node(QUEUE)
     # Declared dead by a peer, the task handed out again (a new claim holds it).
-    nodes.declare_dead(nodes.current_node_id(), why="test")
+    nodes.declare_dead(me, why="test")
     Job.objects.filter(id=ack[0]).update(attempt=2, owner=None)
 
-    broker.keep_result(ack, package)
-    broker.acknowledge(ack)
+    assert results.finish("default", [ack], {ack: package}, owner=me) == set()
 
     assert Job.objects.filter(id=ack[0]).exists()
     assert not Task.objects.exists()
     assert saved == []
 
 
-def test_a_failure_in_the_batch_keeps_it_for_the_next_flush(broker, settings, monkeypatch) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 3600
-    [(ack, package)] = finished(broker)
-    broker.keep_result(ack, package)
-    broker.acknowledge(ack)
+def test_a_batch_finish_of_a_node_that_lost_some_tasks_writes_only_its_own(broker, saved) -> None:
+    (kept_ack, kept), (lost_ack, lost) = finished(broker, 2)
+    me = jobtable.node(QUEUE)
+    # The second task was taken from this node (a peer holds it now as attempt 2).
+    Job.objects.filter(id=lost_ack[0]).update(attempt=2, owner=None)
+
+    done = results.finish(
+        "default", [kept_ack, lost_ack], {kept_ack: kept, lost_ack: lost}, owner=me
+    )
+
+    assert done == {kept_ack}
+    assert list(Job.objects.values_list("id", flat=True)) == [lost_ack[0]]
+    assert list(Task.objects.values_list("id", flat=True)) == [kept["id"]]
+    assert [t.id for t in saved] == [kept["id"]]
+
+
+def test_a_finish_that_hits_a_database_error_is_tried_again_until_it_lands(
+    broker, monkeypatch
+) -> None:
+    async_task(tasks.noop, 0, broker=broker)
+    worker = Worker(queue=QUEUE, node=jobtable.node(QUEUE))
+    assert worker.claim() == 1
+    assert worker.run_next().success is True
     original = results.finish
+    calls = []
 
-    def down(*args, **kwargs):
-        raise OperationalError("database went away")
+    def down_once(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 1:
+            raise OperationalError("database went away")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(results, "finish", down)
-    with pytest.raises(OperationalError):
-        results.flush_all()
-    monkeypatch.setattr(results, "finish", original)
-    results.flush_all()
+    monkeypatch.setattr(results, "finish", down_once)
 
+    assert worker.finish() == 1
+
+    assert len(calls) == 2
+    assert calls[0] == calls[1]  # the same batch, again
     assert not Job.objects.exists()
-    assert Task.objects.get().result == 0
+    assert Task.objects.get().result is None  # noop's result
 
 
 def _result(task_id: str, *, age: timedelta, success: bool = True) -> Task:
@@ -148,11 +169,14 @@ def test_prune_works_in_batches(monkeypatch) -> None:
 def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) -> None:
     task_id = async_task(tasks.noop, "lost", broker=broker, hook="tests.support.api_jobs.hook")
     Job.objects.filter(task_id=task_id).update(max_attempts=1)
-    [(ack, _payload)] = broker.claim()
+    [(ack, _payload)] = jobtable.claim(queue=QUEUE)
 
     # The worker process running it died inside the live node.
-    assert nodes.hand_out_lost(nodes.current_node_id(), [ack]) == 1
+    node = jobtable.node(QUEUE)
+    [lost] = store.worker_lost(alias="default", node=node, by=jobtable.BY)
+    failing.lost(lost, reason="its worker process was killed by SIGKILL", owner=node)
 
+    assert lost.id == ack[0]
     assert Job.objects.get(task_id=task_id).state == Job.State.DEAD
     failure = Task.objects.get(id=task_id)
     assert (failure.success, failure.attempt_count, failure.hook) == (
@@ -160,30 +184,29 @@ def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) 
         1,
         "tests.support.api_jobs.hook",
     )
-    assert "worker process running this attempt died" in failure.result
+    assert failure.result == "its worker process was killed by SIGKILL; the attempt did not finish"
     assert [t.id for t in saved] == [task_id]
 
 
-def test_a_result_that_cannot_be_written_does_not_hold_back_the_batch(broker, settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 3600
+def test_a_result_that_cannot_be_written_does_not_hold_back_the_batch(broker) -> None:
     (good_ack, good), (bad_ack, bad) = finished(broker, 2)
     bad["result"] = lambda: "functions do not pickle"
-    bad["group"] = 7  # not a string: stored as text
-    for ack, package in ((good_ack, good), (bad_ack, bad)):
-        broker.keep_result(ack, package)
-        broker.acknowledge(ack)
+    worker = Worker(queue=QUEUE, node=jobtable.node(QUEUE))
+    worker.by = jobtable.BY  # the process that claimed them
+    worker.done = [(good_ack, good), (bad_ack, bad)]  # what run_next collected
 
-    results.flush_all()
+    assert worker.finish() == 2
 
     assert not Job.objects.exists()  # both finished
-    assert list(Task.objects.values_list("id", flat=True)) == [good["id"]]
+    results_by_id = dict(Task.objects.values_list("id", "result"))
+    assert results_by_id[good["id"]] == 0
+    assert results_by_id[bad["id"]].startswith("the result could not be saved: ")
 
 
-def test_a_non_text_group_is_stored_as_text(broker, settings) -> None:
-    settings.JOBS_ACK_BATCH_SECONDS = 0
+def test_a_non_text_group_is_stored_as_text(broker) -> None:
     [(ack, package)] = finished(broker)
     package["group"] = 42  # django-q2's scheduler groups a schedule's runs by its id
-    broker.keep_result(ack, package)
-    broker.acknowledge(ack)
+
+    results.finish("default", [ack], {ack: package}, owner=jobtable.node(QUEUE))
 
     assert Task.objects.get(id=package["id"]).group == "42"

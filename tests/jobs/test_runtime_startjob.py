@@ -64,11 +64,7 @@ def _copy_project(target: Path) -> Path:
 @pytest.mark.parametrize("flags", [[], ["--transactional"]], ids=["plain", "transactional"])
 def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[str]) -> None:
     project = _copy_project(tmp_path / "project")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "S3_", "QUEUE_REDIS_URL"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "S3_"))}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -30,8 +30,8 @@ def test_signal_lets_the_running_task_finish_and_exits_0(
     assert not marker.exists()
 
     worker.process.send_signal(sig)
-    # Once the pusher stopped, a stopping cluster takes nothing new.
-    worker.wait_for_log("stopped pushing tasks", timeout=10)
+    # A stopping node takes nothing new.
+    worker.wait_for_log("stopping: workers finish the task in hand", timeout=10)
     assert not marker.exists()  # still running while the cluster stops
     late_id = registry.enqueue("tests.echo", "late")
     returncode = worker.stop(timeout=30)

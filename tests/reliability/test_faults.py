@@ -39,11 +39,6 @@ def wait_for(predicate, *, timeout: float, what: str, worker=None) -> float:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
 
 
-def queue_is_empty() -> bool:
-    broker = get_broker()
-    return (broker.queue_size() or 0) + (broker.lock_size() or 0) == 0
-
-
 def test_sigterm_lets_a_long_task_finish_and_commit(worker_factory, effects) -> None:
     worker = worker_factory(**FAST, LOG_LEVEL="DEBUG")  # "task started" is DEBUG
     task_id = async_task(RECORD, "long", 4.0)
@@ -56,7 +51,9 @@ def test_sigterm_lets_a_long_task_finish_and_commit(worker_factory, effects) -> 
     assert worker.stop(signal.SIGTERM, timeout=60) == 0
     assert time.monotonic() - started < 30
     assert effects.all() == {"long": 1}
-    assert queue_is_empty()
+    # Finished, and nothing left running; scheduled jobs enqueued meanwhile may wait.
+    assert not Job.objects.filter(task_id=task_id).exists()
+    assert get_broker().lock_size() == 0
 
 
 def enqueue_bystanders(prefix: str, n: int = 20) -> list[str]:
@@ -117,7 +114,7 @@ def test_task_that_kills_its_worker_process_ends_dead(worker_factory, effects, s
     attempts = JobAttempt.objects.filter(task_id=poison).order_by("attempt")
     assert [a.error_type for a in attempts] == ["WorkerLost", "WorkerLost"]
     # The cluster replaced its dead worker process and kept serving.
-    assert "reincarnated worker" in worker.log()
+    assert log_events(worker.log(), "worker process died")
     after = enqueue_bystanders("y", 5)
     wait_for(lambda: set(after) <= set(effects.all()), timeout=60, what="later", worker=worker)
     assert worker.stop() == 0

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
 from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -106,8 +107,16 @@ class Worker:
         return self.process.returncode
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: main process and every child."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """SIGKILL every process of the node at once, as ``kill -9`` of a service's cgroup
+        does (its workers lead process groups of their own)."""
+        if self.process is None:
+            return
+        try:
+            tree = [psutil.Process(self.process.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.process.wait()

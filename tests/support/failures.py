@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
+from django_q.models import Task
 from django_q.signing import SignedPackage
 
 from jobs.engine.errors import DoNotRetry
@@ -132,3 +133,23 @@ def failed_rows(
         for row in rows
     )
     return list(Job.objects.filter(task_id__in=[r.task_id for r in rows]).order_by("id"))
+
+
+def last_result(
+    task_id: str,
+    *,
+    success: bool,
+    name: str = "",
+    func: str = "tests.support.failures.always_fails",
+) -> Task:
+    """The result row (django-q2 ``Task``) a finished run leaves: kept successes, final failures."""
+    now = timezone.now()
+    return Task.objects.create(
+        id=task_id,
+        name=name or f"run-{task_id[:8]}",
+        func=func,
+        started=now,
+        stopped=now,
+        success=success,
+        result=1 if success else "boom",
+    )

@@ -8,9 +8,11 @@ exist there too.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,6 @@ def conf(**values: Any) -> Iterator[None]:
             setattr(Conf, name, value)
 
 
-def job_table_broker() -> AbstractContextManager[None]:
-    """The registry's view of a broker that keeps its queue in jobs.Job."""
-    return conf(BROKER_CLASS="jobs.engine.broker.DatabaseBroker")
-
-
 def events(caplog: Any, name: str) -> list[dict[str, Any]]:
     """The structlog event dicts logged with event ``name``."""
     return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == name]
@@ -96,3 +93,36 @@ def log_events(text: str, name: str | None = None) -> list[dict[str, Any]]:
         if name is None or record.get("event") == name:
             found.append(record)
     return found
+
+
+@job("tests.exit_process", max_attempts=5)
+def exit_process(code: int) -> None:
+    """Ends the worker process the way a crash or a C extension would: no exception."""
+    os._exit(code)
+
+
+@job("tests.kill_own_process", max_attempts=5)
+def kill_own_process(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(60)  # the signal arrives first
+
+
+@job("tests.ignore_timeout", timeout=1, max_attempts=2, backoff=lambda attempt: 3600)
+def ignore_timeout(marker: str) -> None:
+    """A task that swallows its timeout and keeps going, as a blocked C call would."""
+    Path(marker).write_text("started")
+    while True:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # noqa: S112 - the point: it will not stop
+            continue
+
+
+@job("tests.spawn_child")
+def spawn_child(pidfile: str) -> None:
+    """Starts a long-lived process and waits (the test kills the node meanwhile)."""
+    child = subprocess.Popen(["sleep", "300"])
+    tmp = Path(pidfile + ".tmp")
+    tmp.write_text(str(child.pid))
+    tmp.rename(pidfile)
+    time.sleep(60)

@@ -75,6 +75,13 @@ def tx_fails_once(key: str, marker: str) -> str:
     return key
 
 
+@job("tests.tx_returns", transactional=True, max_attempts=2)
+def tx_returns(key: str, value: object) -> object:
+    """Writes, then returns ``value`` (one the engine may refuse to keep)."""
+    _apply(key)
+    return value
+
+
 @job("tests.tx_times_out", transactional=True, timeout=2, max_attempts=1)
 def tx_times_out(key: str) -> None:
     """Writes, then runs past its timeout: the writes are rolled back."""

@@ -69,7 +69,7 @@ def test_detail_lists_files_with_human_sizes(local_storage, client_ann, ann):
 
     assert "big.bin" in page
     assert "2.0\xa0KB" in page
-    assert "<td>text/plain</td>" in page
+    assert '<span class="file-type truncate" title="text/plain">text/plain</span>' in page
     assert 'enctype="multipart/form-data"' in page
 
 

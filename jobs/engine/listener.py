@@ -1,0 +1,61 @@
+"""Waiting for a queue's NOTIFY on PostgreSQL: one autocommit connection per worker process.
+
+Whoever makes a task of the queue ready (an enqueue, a retry, a hand-back) sends
+``pg_notify`` on its channel (``jobs.engine.channels``), delivered at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+import structlog
+from django.db import connections
+from psycopg import sql
+
+from jobs.engine.channels import channel_name
+
+logger = structlog.stdlib.get_logger("jobs.engine.listener")
+
+
+class Listener:
+    def __init__(self, alias: str, queue: str) -> None:
+        self.alias = alias
+        self.channel = channel_name(queue)
+        self.conn: Any = None
+
+    def _connect(self) -> Any:
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        params = dict(connections[self.alias].get_connection_params())
+        for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
+            params.pop(key, None)
+        conn = psycopg.connect(**params, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        self.conn = conn
+        return conn
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """Block until a NOTIFY arrives, at most ``timeout`` seconds: the payloads of
+        what arrived (at least ``{""}``), or None when nothing did."""
+        try:
+            conn = self._connect()
+            payloads = {n.payload for n in conn.notifies(timeout=max(timeout, 0.0), stop_after=1)}
+            if payloads:
+                # Drain what arrived together so the next idle wait really waits.
+                payloads.update(n.payload for n in conn.notifies(timeout=0.0))
+            return payloads or None
+        except Exception:
+            # A broken listener only costs latency: poll until it is reopened.
+            logger.exception("LISTEN connection failed; reopening")
+            self.close()
+            time.sleep(min(timeout, 1.0))
+            return None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                self.conn.close()
+        self.conn = None
