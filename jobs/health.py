@@ -18,7 +18,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs.engine import backend, counters, nodes, stats
+from jobs.engine import backend, nodes, stats
 from jobs.models import Job, JobAttempt, QueuePause, WorkerHeartbeat, WorkerNode
 
 # At most this many running jobs are listed with their progress.
@@ -208,10 +208,10 @@ def queue_report(*, now: datetime) -> dict[str, Any]:
 
 def last_hour_report(*, now: datetime) -> dict[str, Any]:
     since = now - timedelta(hours=1)
-    # Runs counted by the monitors (jobs.engine.counters, minute buckets), and failed
+    # Runs counted by the workers (jobs.engine.stats, minute rows), and failed
     # attempts from the history (indexed on finished_at): the latter also holds
     # attempts whose worker died, which no monitor saw.
-    runs = counters.totals_since(since)
+    runs = stats.totals_since(since)
     failed = JobAttempt.objects.filter(finished_at__gte=since, succeeded=False).count()
     return {
         "finished": runs["succeeded"] + runs["failed"],

@@ -255,30 +255,6 @@ class QueuedJob(Job):
         verbose_name_plural = "queued tasks"
 
 
-class TaskCounter(models.Model):
-    """Runs finished per minute and cluster, for /healthz.
-
-    django-q2 keeps no row for a successful task here (``save_limit=-1``) and
-    ``JobAttempt`` only records failures, so each worker counts runs in memory
-    and adds them to this table about once a second (``jobs.engine.counters``).
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    minute = models.DateTimeField()
-    cluster = models.CharField(max_length=100)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        constraints = [
-            # jobs.engine.counters upserts on it; /healthz sums a minute range through it.
-            models.UniqueConstraint(fields=["minute", "cluster"], name="jobs_counter_minute_uniq"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.cluster} {self.minute:%Y-%m-%d %H:%M}"
-
-
 class SyncedSchedule(models.Model):
     """The field values ``jobs.schedules.sync_schedules`` last wrote to a managed
     ``Schedule`` row, so that a later difference can be told apart: a row still equal

@@ -9,7 +9,7 @@ from django_q.conf import Conf
 from django_q.signals import post_spawn
 
 from jobs import health
-from jobs.engine import context, counters, results, stats
+from jobs.engine import context, results, stats
 from jobs.engine.registry import Every, enqueue, job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -30,7 +30,6 @@ HEARTBEAT_UNIQUE_KEY = "jobs.heartbeat"
 def heartbeat() -> None:
     """Prove that a worker of this cluster takes tasks: log it and record it."""
     run = context.current_run()
-    counters.prune()
     beat = health.heartbeat_record(
         cluster=run.cluster, host=run.host, pid=run.pid, task_id=run.task_id
     )

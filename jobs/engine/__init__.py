@@ -13,7 +13,7 @@ import-linter contract enforces it):
   and delete); ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
 * ``context``: the task running in this process and this process's node;
-* ``counters``, ``stats`` and ``results``: run counts, queue depth samples and kept
+* ``stats`` and ``results``: run counts and figures, queue depth samples, and kept
   results, with their pruning.
 
 Everything else (``transitions``, which alone writes ``jobs.Job`` rows, ``worker``,

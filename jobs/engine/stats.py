@@ -1,17 +1,20 @@
-"""Per-job run figures (runs, failures, durations) and queue depth samples, for the
-dashboard (jobs.dashboard) and /metrics (jobs.metrics).
+"""Run counts and figures (runs, failures, durations) and queue depth samples, for
+/healthz, the dashboard (jobs.dashboard) and /metrics (jobs.metrics).
 
-Like ``jobs.engine.counters``, a worker process adds each finished run to in-memory
-sums and writes them about once a second (and when it stops): one upsert per (span,
-start, queue, function) for the minute, the hour and the running total
-(``JobStat``). A run counted in the last second before a worker is killed is lost.
-The heartbeat job samples its queue's depth once per beat (``QueueSample``) and
-prunes old rows.
+Writing a row per run would double the cost of a quick task, so a worker process
+adds each finished run to in-memory sums and writes them about once a second (a
+timer writes the tail of a burst, a stopping worker writes the rest): one upsert per
+(span, start, queue, function) for the minute, the hour and the running total
+(``JobStat``). Sums that could not be written (database down) are kept and written by
+a later flush, so an outage loses no count; a run counted in the last second before
+a worker is killed is lost. The heartbeat job samples its queue's depth once per beat
+(``QueueSample``) and prunes old rows.
 """
 
 from __future__ import annotations
 
 import bisect
+import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,16 +23,17 @@ from typing import Any
 
 import structlog
 from django.db import connection, connections
+from django.db.models import Sum
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.utils import get_func_repr
 
 from jobs.engine import backend
-from jobs.engine.counters import FLUSH_INTERVAL_SECONDS, _in_cluster_process
 from jobs.models import DURATION_BOUNDS, Job, JobStat, QueueSample
 
 logger = structlog.stdlib.get_logger("jobs.engine.stats")
 
+FLUSH_INTERVAL_SECONDS = 1.0
 MINUTE_RETENTION = timedelta(days=2)
 HOUR_RETENTION = timedelta(days=35)
 SAMPLE_RETENTION = timedelta(days=8)
@@ -82,6 +86,12 @@ _lock = threading.Lock()
 _pending: dict[tuple[datetime, str, str], _Sums] = {}
 _last_flush = 0.0
 _timer: threading.Timer | None = None
+
+
+def _in_cluster_process() -> bool:
+    # Outside a cluster (sync mode, tests) sums are written at once: a timer thread
+    # would write on its own connection, outside the caller's transaction.
+    return not Conf.SYNC and multiprocessing.parent_process() is not None
 
 
 def bucket_index(seconds: float) -> int:
@@ -166,9 +176,23 @@ def flush() -> int:
         with connection.cursor() as cursor:
             cursor.executemany(_UPSERT, params)
     except Exception:
-        logger.exception("job stats not written", rows=len(params))
+        logger.exception("job stats not written; kept for the next flush", rows=len(params))
+        _keep_for_next_flush(batch)
+        # A worker has no request cycle to drop a broken connection: without
+        # this, every later flush would fail on it after the database is back.
+        if not connection.in_atomic_block:
+            connection.close()
         return 0
     return len(params)
+
+
+def _keep_for_next_flush(batch: dict[tuple[datetime, str, str], _Sums]) -> None:
+    """Put unwritten sums back (merged with newer ones); minutes past retention are dropped."""
+    oldest = timezone.now() - MINUTE_RETENTION
+    with _lock:
+        for key, sums in batch.items():
+            if key[0] >= oldest:
+                _pending.setdefault(key, _Sums()).add(sums)
 
 
 def _flush_from_timer() -> None:
@@ -200,6 +224,15 @@ def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_:
             )
     except Exception:
         logger.exception("job stats failed")
+
+
+def totals_since(since: datetime) -> dict[str, int]:
+    """Runs finished since ``since`` (minute resolution), every queue and job."""
+    floor = since.replace(second=0, microsecond=0)
+    sums = JobStat.objects.filter(span=JobStat.Span.MINUTE, start__gte=floor).aggregate(
+        succeeded=Sum("succeeded"), failed=Sum("failed")
+    )
+    return {"succeeded": sums["succeeded"] or 0, "failed": sums["failed"] or 0}
 
 
 # --- queue depth samples (the heartbeat job) -------------------------------------

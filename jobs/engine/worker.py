@@ -37,7 +37,7 @@ from django_q.conf import Conf
 from django_q.signals import post_execute, post_spawn
 from django_q.signing import SignedPackage
 
-from jobs.engine import context, counters, failing, paused, results, stats, transitions
+from jobs.engine import context, failing, paused, results, stats, transitions
 from jobs.engine.channels import RESUMED
 from jobs.engine.execute import Outcome
 from jobs.engine.execute import run as execute
@@ -145,8 +145,7 @@ class Worker:
         drop the connections."""
         self.give_back()
         self.finish()
-        counters.flush()  # each logs what it could not write
-        stats.flush()
+        stats.flush()  # logs what it could not write
         if self.marks is not None:
             self.marks.close()
         if self.listener is not None:
@@ -429,7 +428,6 @@ def _timeout(task: dict[str, Any], claimed: transitions.Claimed) -> float | None
 def _announce(tasks: list[dict[str, Any]]) -> None:
     """Count the runs, and send django-q2's ``post_execute`` (after the outcome is saved)."""
     for task in tasks:
-        counters.on_post_execute(task=task)
         stats.on_post_execute(task=task)
         try:
             post_execute.send(sender="django_q", task=task)

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
 
-from jobs.engine import counters, registry
+from jobs.engine import registry, stats
 from jobs.models import Job, JobAttempt, WorkerHeartbeat
 
 pytestmark = pytest.mark.django_db
@@ -79,10 +79,14 @@ def test_queue_dead_and_last_hour_figures(client) -> None:
     JobAttempt.objects.create(
         task_id=dead, attempt=0, func="f", finished_at=now - timedelta(hours=3)
     )
-    counters.count_run(success=True, at=now)
-    counters.count_run(success=True, at=now - timedelta(minutes=30))
-    counters.count_run(success=False, at=now - timedelta(minutes=30))
-    counters.count_run(success=True, at=now - timedelta(hours=2))
+    stats.count_run(func="f", queue="q", success=True, duration=None, at=now)
+    stats.count_run(
+        func="f", queue="q", success=True, duration=None, at=now - timedelta(minutes=30)
+    )
+    stats.count_run(
+        func="f", queue="q", success=False, duration=None, at=now - timedelta(minutes=30)
+    )
+    stats.count_run(func="f", queue="q", success=True, duration=None, at=now - timedelta(hours=2))
     status, body = get(client)
     assert status == 200
     assert body["queue"]["queued"] == 3
