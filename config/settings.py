@@ -294,6 +294,9 @@ Q_CLUSTER = {
 # (failures too); 0 turns a limit off.
 JOBS_RESULTS_MAX_ROWS = env.int("JOBS_RESULTS_MAX_ROWS", default=100_000)
 JOBS_RESULTS_MAX_AGE_HOURS = env.int("JOBS_RESULTS_MAX_AGE_HOURS", default=7 * 24)
+# The queue table is vacuumed by the jobs.vacuum_queue job (every minute) once it
+# holds this many dead row versions and autovacuum has not reclaimed them; 0: never.
+JOBS_QUEUE_VACUUM_DEAD_ROWS = env.int("JOBS_QUEUE_VACUUM_DEAD_ROWS", default=20_000)
 # Variables operators may still set from older releases: `manage.py check` names them.
 JOBS_RETIRED_ENV = [
     name for name in ("Q_SAVE_LIMIT", "QUEUE_REDIS_URL", "Q_RETRY") if env.str(name, default="")

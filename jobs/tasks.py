@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django_q.conf import Conf
 from django_q.signals import post_spawn
 
 from jobs import health
-from jobs.engine import context, results, stats
+from jobs.engine import backend, context, results, stats
 from jobs.engine.registry import Every, enqueue, job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -43,6 +44,25 @@ def heartbeat() -> None:
         host=beat.host,
         pid=beat.pid,
     )
+
+
+@job(
+    "jobs.vacuum_queue",
+    timeout=600,
+    max_attempts=1,
+    unique=lambda: "jobs.vacuum_queue",
+    schedule=Every("vacuum_queue", minutes=1),
+)
+def vacuum_queue() -> None:
+    """Keep the queue table's size flat where autovacuum is off or lags (PostgreSQL)."""
+    done = backend.vacuum(min_dead_rows=settings.JOBS_QUEUE_VACUUM_DEAD_ROWS)
+    if done is not None:
+        logger.info(
+            "queue table vacuumed",
+            dead_rows=done.dead_rows,
+            live_rows=done.live_rows,
+            seconds=round(done.seconds, 3),
+        )
 
 
 @job(

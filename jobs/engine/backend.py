@@ -45,6 +45,11 @@ def delete_waiting(*, row_ids: Collection[int], states: Collection[str]) -> list
     return transitions.delete_waiting(row_ids=row_ids, states=states)
 
 
+def vacuum(*, min_dead_rows: int) -> transitions.Vacuumed | None:
+    """Reclaim the queue table's dead rows when autovacuum has not (PostgreSQL)."""
+    return transitions.vacuum(min_dead_rows=min_dead_rows)
+
+
 def running(*, limit: int) -> list[dict[str, Any]]:
     """Running tasks, longest first: ``RUNNING_FIELDS`` each (progress may be None)."""
     # Ordered by the index (state, created_at): the longest-running rows are

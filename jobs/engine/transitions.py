@@ -23,6 +23,7 @@ progress       ``set_progress``                         ``progress_*`` of a runn
 retry          ``requeue_failed``                       ``retrying``/``dead`` -> ``queued``
                                                         with a fresh attempt budget
 delete         ``delete_waiting``, ``purge_queue``      removed by an operator
+reclaim        ``vacuum``                               dead row versions reclaimed
 =============  =======================================  ===============================
 
 Every write after the claim is conditional on who holds the row (``owner``, and for a
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -665,3 +667,46 @@ def purge_queue(*, queue: str, alias: str) -> int:
         .delete()
     )
     return deleted
+
+
+# -- reclaim -------------------------------------------------------------------------
+# Two sessions vacuuming the table at once would queue on its lock: one does it.
+_VACUUM_LOCK = 0x7AB1_0001
+
+
+@dataclass(frozen=True)
+class Vacuumed:
+    dead_rows: int
+    live_rows: int
+    seconds: float
+
+
+def vacuum(*, min_dead_rows: int, alias: str = "default") -> Vacuumed | None:
+    """``VACUUM (ANALYZE)`` the table when it holds ``min_dead_rows`` dead row versions
+    and more than a fifth of its live rows (PostgreSQL; None when it was not needed).
+
+    Each task leaves dead versions behind (its claim's update, its finish's delete).
+    Autovacuum reclaims them where it runs and keeps up; where it is off or lags, the
+    table and its claim index would grow with every task and claims slow down.
+    """
+    db = connections[alias]
+    if db.vendor != "postgresql" or min_dead_rows <= 0 or db.in_atomic_block:
+        return None
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            [_TABLE],
+        )
+        row = cursor.fetchone()
+        live, dead = (int(row[0]), int(row[1])) if row else (0, 0)
+        if dead < max(min_dead_rows, live // 5):
+            return None
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_VACUUM_LOCK])
+        if not cursor.fetchone()[0]:
+            return None
+        try:
+            started = time.monotonic()
+            cursor.execute(f"VACUUM (ANALYZE) {db.ops.quote_name(_TABLE)}")
+            return Vacuumed(dead_rows=dead, live_rows=live, seconds=time.monotonic() - started)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_VACUUM_LOCK])

@@ -39,7 +39,13 @@ def spec(name: str = "echo_every_5", **overrides: object) -> ScheduleSpec:
 def test_declared_schedules_are_heartbeat_cleanup_and_the_prunes(settings) -> None:
     settings.HEARTBEAT_INTERVAL_SECONDS = 60
     by_name = {s.name: s for s in schedules.declared()}
-    assert set(by_name) == {"heartbeat", "orphan_cleanup", "prune_history", "prune_results"}
+    assert set(by_name) == {
+        "heartbeat",
+        "orphan_cleanup",
+        "prune_history",
+        "prune_results",
+        "vacuum_queue",
+    }
     assert by_name["heartbeat"].job == "jobs.heartbeat"
     assert by_name["heartbeat"].minutes == 1
     assert by_name["orphan_cleanup"].job == "files.orphan_cleanup"
@@ -91,6 +97,7 @@ def test_sync_creates_every_declared_schedule() -> None:
         "orphan_cleanup",
         "prune_history",
         "prune_results",
+        "vacuum_queue",
     ]
 
 

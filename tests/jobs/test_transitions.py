@@ -1,4 +1,5 @@
-"""jobs.engine.store: a worker claims ready tasks, starts them one by one, gives back the rest.
+"""jobs.engine.transitions: a worker claims ready tasks, starts them one by one, gives back
+the rest.
 
 An attempt counts when a claimed task starts (``transitions.start``), never at the claim:
 a task claimed and given back (a stopping worker, a dead worker process, a stopped
@@ -315,3 +316,29 @@ def test_concurrent_claims_never_take_the_same_row() -> None:
     assert len(taken) == len(set(taken))  # no row handed out twice
     assert set(taken) == ids
     assert Job.objects.exclude(state=Job.State.RUNNING).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_reclaims_the_dead_rows_of_finished_tasks_once_past_the_threshold() -> None:
+    if connection.vendor != "postgresql":
+        assert transitions.vacuum(min_dead_rows=1) is None  # nothing to do on SQLite
+        return
+    me = live_node()
+    jobs = enqueue(60)
+    acks = [(row_id, start(me, row_id)) for row_id in claim(me, limit=60)]
+    assert transitions.finish("default", acks, {}, owner=me) == set(acks)
+
+    def dead_rows() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+            cursor.execute(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'jobs_job'::regclass"
+            )
+            return int(cursor.fetchone()[0])
+
+    assert dead_rows() >= len(jobs)
+    assert transitions.vacuum(min_dead_rows=10_000) is None  # under the threshold
+    done = transitions.vacuum(min_dead_rows=10)
+    assert done is not None
+    assert done.dead_rows >= len(jobs)
+    assert dead_rows() == 0
