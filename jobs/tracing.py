@@ -208,10 +208,9 @@ def end_run(
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
                 task[_RUN_KEY] = carrier
         else:
-            cls = type(error) if error is not None else None
-            if cls is not None:
-                span.set_attribute("error.type", f"{cls.__module__}.{cls.__qualname__}")
-            span.set_status(Status(StatusCode.ERROR, cls.__name__ if cls is not None else None))
+            error_type = _type_name(error) if error is not None else "unknown"
+            span.set_attribute("error.type", error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
             if error is not None:
                 span.record_exception(error, escaped=True)
     finally:
@@ -226,6 +225,12 @@ def job_name(task: dict[str, Any]) -> str:
     path = func if isinstance(func, str) else get_func_repr(func)
     spec = registry.for_func(path)
     return spec.name if spec is not None else str(path)
+
+
+def _type_name(error: BaseException) -> str:
+    """``RuntimeError`` for builtins, ``pkg.module.Error`` for the rest (``error.type``)."""
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _messaging(operation: str, kind: str, *, queue: str, task: dict[str, Any]) -> dict[str, Any]:
