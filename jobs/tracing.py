@@ -230,7 +230,9 @@ def job_name(task: dict[str, Any]) -> str:
 def _type_name(error: BaseException) -> str:
     """``RuntimeError`` for builtins, ``pkg.module.Error`` for the rest (``error.type``)."""
     cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _messaging(operation: str, kind: str, *, queue: str, task: dict[str, Any]) -> dict[str, Any]:

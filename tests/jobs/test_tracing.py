@@ -12,10 +12,6 @@ from django.urls import reverse
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain, async_task
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from jobs import tracing
@@ -23,27 +19,12 @@ from jobs.engine import registry
 from jobs.engine.worker import Worker
 from jobs.models import Job
 from tests.support import failures, jobtable
+from tests.support.tracing import exporter, named, spans, test_tracer, traceparent
 from tests.support.web import make_tablo, make_user
 
+__all__ = ["failures", "spans"]  # the jobs it declares (tests.succeeds...); the fixture
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-_exporter = InMemorySpanExporter()
-_provider = TracerProvider()
-_provider.add_span_processor(SimpleSpanProcessor(_exporter))
-test_tracer = _provider.get_tracer("tests")
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on in this process (as ``OTEL_TRACES_EXPORTER`` would turn it on), every
-    span finished kept in memory; off again after the test."""
-    tracing.start_process(_provider)  # once per process; the SDK allows one provider
-    assert trace.get_tracer_provider() is _provider
-    _exporter.clear()
-    tracing.connect()
-    yield _exporter
-    tracing.disconnect()
-    _exporter.clear()
 
 
 @pytest.fixture
@@ -53,17 +34,8 @@ def worker() -> Iterator[Worker]:
     made.close()
 
 
-def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    return [span for span in exporter.get_finished_spans() if span.name == name]
-
-
 def package(task_id: str) -> dict[str, Any]:
     return SignedPackage.loads(Job.objects.get(task_id=task_id).payload)
-
-
-def traceparent(span: Any) -> str:
-    ctx = span.get_span_context()
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 def run_one(worker: Worker) -> None:
@@ -223,10 +195,10 @@ def test_off_no_span_is_made_and_no_context_is_stored(worker):
         by_path = async_task("tests.support.failures.succeeds", 3)
     assert tracing.PACKAGE_KEY not in package(by_name)
     assert tracing.PACKAGE_KEY not in package(by_path)
-    _exporter.clear()  # the test's own span
+    exporter.clear()  # the test's own span
 
     run_one(worker)
     run_one(worker)
 
-    assert _exporter.get_finished_spans() == ()
+    assert exporter.get_finished_spans() == ()
     assert not Job.objects.filter(task_id__in=[by_name, by_path]).exists()  # both ran

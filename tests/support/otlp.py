@@ -119,7 +119,7 @@ class OtlpReceiver:
                             status=STATUS_CODES.get(span.status.code, str(span.status.code)),
                             status_message=span.status.message,
                             events=[(e.name, _attributes(e.attributes)) for e in span.events],
-                            links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                            links=[(ln.trace_id.hex(), ln.span_id.hex()) for ln in span.links],
                             resource=resource,
                         )
                     )
