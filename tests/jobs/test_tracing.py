@@ -4,7 +4,11 @@ attempt (child, then link), errors, chains, requests, and nothing at all when of
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,8 @@ from tests.support.web import make_tablo, make_user
 __all__ = ["failures", "spans"]  # the jobs it declares (tests.succeeds...); the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -202,3 +208,37 @@ def test_off_no_span_is_made_and_no_context_is_stored(worker):
 
     assert exporter.get_finished_spans() == ()
     assert not Job.objects.filter(task_id__in=[by_name, by_path]).exists()  # both ran
+
+
+# What a process started with this environment has loaded once Django is set up.
+PROBE = """
+import sys
+from django.conf import settings
+heavy = ("jobs.tracing", "opentelemetry.instrumentation.django", "opentelemetry.sdk")
+instrumented = any("opentelemetry" in m for m in settings.MIDDLEWARE)
+print(sorted(m for m in heavy if m in sys.modules), instrumented)
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "loaded"),
+    [
+        ({}, "[] False"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, "[] False"),
+        (
+            {"OTEL_TRACES_EXPORTER": "console"},
+            "['jobs.tracing', 'opentelemetry.instrumentation.django', 'opentelemetry.sdk'] True",
+        ),
+    ],
+)
+def test_off_the_sdk_and_the_instrumentation_are_not_even_imported(env, loaded):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", PROBE],
+        cwd=BASE_DIR,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == loaded
