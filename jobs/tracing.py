@@ -97,8 +97,9 @@ def connect() -> None:
     instrumentor = DjangoInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
-    request_started.connect(_start_web_process, dispatch_uid="jobs.tracing.web")
-    post_spawn.connect(_start_worker_process, dispatch_uid="jobs.tracing.worker")
+    # A web process at its first request; a worker process of qcluster as it starts.
+    request_started.connect(_start, dispatch_uid="jobs.tracing.web")
+    post_spawn.connect(_start, dispatch_uid="jobs.tracing.worker")
     pre_enqueue.connect(publish, dispatch_uid="jobs.tracing.publish")
     pre_execute.connect(start_run, dispatch_uid="jobs.tracing.start_run")
     post_execute_in_worker.connect(end_run, dispatch_uid="jobs.tracing.end_run")
@@ -116,11 +117,7 @@ def disconnect() -> None:
     post_execute_in_worker.disconnect(dispatch_uid="jobs.tracing.end_run")
 
 
-def _start_web_process(sender: Any = None, **_: Any) -> None:
-    start_process()
-
-
-def _start_worker_process(sender: Any = None, **_: Any) -> None:
+def _start(sender: Any = None, **_: Any) -> None:
     start_process()
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from jobs.engine import registry
-from jobs.models import WorkerNode
+from jobs.models import Job, WorkerNode
 from tests.support import failures
 from tests.support.cluster import worker_env
 from tests.support.otlp import OtlpReceiver
@@ -97,3 +97,19 @@ def test_retries_in_a_worker_process_link_to_the_enqueue_and_record_the_error(
         ((event, attributes),) = run.events
         assert event == "exception"
         assert attributes["exception.message"] == "boom over otlp"
+
+
+def test_a_stopping_worker_sends_the_spans_still_in_its_batch(spans, worker_factory, receiver):
+    # No batch is due for ten minutes: only the worker process's exit sends it.
+    worker = worker_factory(**{**receiver.env("tablo-worker"), "OTEL_BSP_SCHEDULE_DELAY": "600000"})
+    with test_tracer.start_as_current_span("request"):
+        task_id = registry.enqueue("tests.succeeds", on_commit=False)
+    worker.wait_until(
+        lambda: not Job.objects.filter(task_id=task_id).exists(), timeout=30, what="the run"
+    )
+    assert not receiver.named("process tests.succeeds")
+
+    assert worker.stop() == 0
+
+    (process,) = receiver.named("process tests.succeeds")
+    assert process.attributes["messaging.message.id"] == task_id
