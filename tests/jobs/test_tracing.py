@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain, async_task
 from opentelemetry.trace import SpanKind, StatusCode
@@ -78,6 +83,23 @@ def test_every_enqueue_path_carries_the_context(spans):
               [by_async_task, by_job_name, *many]}  # fmt: skip
     assert set(stored.values()) == {traceparent(span) for span in publishes}
     assert {span.attributes["messaging.message.id"] for span in publishes} == set(stored)
+
+
+def test_a_schedule_fired_in_a_span_carries_its_context(spans):
+    Schedule.objects.create(
+        func="tests.support.failures.succeeds",
+        args="9",
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now() - timedelta(seconds=1),
+    )
+
+    with test_tracer.start_as_current_span("scheduler tick"):
+        scheduler(broker=get_broker())
+
+    (publish,) = named(spans, "publish tests.succeeds")
+    (job,) = Job.objects.filter(job_name="tests.succeeds")
+    assert publish.attributes["messaging.message.id"] == job.task_id
+    assert package(job.task_id)[tracing.PACKAGE_KEY]["traceparent"] == traceparent(publish)
 
 
 def test_a_run_is_a_consumer_span_child_of_the_enqueue(spans, worker):
