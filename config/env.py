@@ -61,3 +61,37 @@ def secret_key(*, debug: bool) -> str:
             f"{len(key)}, {len(set(key))} distinct). Generate one with: {_KEY_RECIPE}."
         )
     return key
+
+
+# OTEL_TRACES_EXPORTER names -> the span exporters' entry point names
+# (group ``opentelemetry_traces_exporter``) of the packages requirements.txt installs.
+_TRACE_EXPORTERS = {"otlp": "otlp_proto_http", "console": "console"}
+
+
+def trace_exporters() -> list[str]:
+    """The span exporters the standard ``OTEL_*`` variables ask for; [] when tracing is off.
+
+    Off unless ``OTEL_TRACES_EXPORTER`` names one (``otlp``, ``console``), and always off
+    with ``OTEL_SDK_DISABLED=true``. Everything else (endpoint, headers, service name,
+    sampler, batching) is read by the OpenTelemetry SDK itself from its own variables.
+    """
+    if env.bool("OTEL_SDK_DISABLED", default=False):
+        return []
+    names = [n.strip().lower() for n in env.str("OTEL_TRACES_EXPORTER", default="").split(",")]
+    names = [n for n in names if n and n != "none"]
+    protocol = env.str(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        default=env.str("OTEL_EXPORTER_OTLP_PROTOCOL", default="http/protobuf"),
+    )
+    for name in names:
+        if name not in _TRACE_EXPORTERS:
+            raise ImproperlyConfigured(
+                f"OTEL_TRACES_EXPORTER={name!r} is not available: use otlp (OTLP over HTTP), "
+                "console, or none."
+            )
+        if name == "otlp" and protocol != "http/protobuf":
+            raise ImproperlyConfigured(
+                f"OTLP protocol {protocol!r} is not installed: only http/protobuf is "
+                "(unset OTEL_EXPORTER_OTLP_PROTOCOL, or set it to http/protobuf)."
+            )
+    return [_TRACE_EXPORTERS[name] for name in dict.fromkeys(names)]

@@ -5,7 +5,9 @@ botocore...) end in one handler with one formatter, so every line has the same
 shape: readable key=value lines in development, one JSON object per line when
 ``LOG_FORMAT=json``. Context bound with ``structlog.contextvars`` (the request
 id from django-structlog, the task id from the worker, ``jobs.engine.worker``) appears on every
-line, including lines written through the standard library.
+line, including lines written through the standard library. With tracing on
+(``OTEL_TRACES_EXPORTER``), a line written while a span is active carries its
+``trace_id`` and ``span_id``; off, that processor is not in the chain at all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 
 def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -21,6 +24,15 @@ def _drop_runserver_noise(_logger: Any, _name: str, event: dict[str, Any]) -> di
     if event.get("logger") == "django.server":
         event.pop("request", None)
         event.pop("server_time", None)
+    return event
+
+
+def add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The active span's ids (W3C hex), to find a log line's trace and the trace's lines."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", trace.format_trace_id(span_context.trace_id))
+        event.setdefault("span_id", trace.format_span_id(span_context.span_id))
     return event
 
 
@@ -35,12 +47,13 @@ SHARED_PROCESSORS: list[Any] = [
 ]
 
 
-def build_logging(*, json: bool, level: str) -> dict[str, Any]:
+def build_logging(*, json: bool, level: str, trace_ids: bool = False) -> dict[str, Any]:
     """Configure structlog and return the ``LOGGING`` dict for Django."""
+    shared = [*SHARED_PROCESSORS, add_trace_ids] if trace_ids else SHARED_PROCESSORS
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *SHARED_PROCESSORS,
+            *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
@@ -65,7 +78,7 @@ def build_logging(*, json: bool, level: str) -> dict[str, Any]:
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *final,
                 ],
-                "foreign_pre_chain": SHARED_PROCESSORS,
+                "foreign_pre_chain": shared,
             }
         },
         "handlers": {

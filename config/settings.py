@@ -12,7 +12,14 @@ from __future__ import annotations
 import django_stubs_ext
 from csp.constants import NONE, SELF
 
-from config.env import BASE_DIR, VAR_DIR, env, required_in_production, secret_key
+from config.env import (
+    BASE_DIR,
+    VAR_DIR,
+    env,
+    required_in_production,
+    secret_key,
+    trace_exporters,
+)
 from config.logging import build_logging
 
 # ModelAdmin[Job], Paginator[Job]...: the type arguments mypy checks, accepted at run time.
@@ -213,10 +220,15 @@ SILENCED_SYSTEM_CHECKS = env.list(
     "DJANGO_SILENCED_SYSTEM_CHECKS", default=[] if SECURE_HSTS_PRELOAD else ["security.W021"]
 )
 
+# --- Tracing (OpenTelemetry; jobs/tracing.py, docs/tracing.md) ---------------
+# Only the standard OTEL_* variables: off unless OTEL_TRACES_EXPORTER names an exporter.
+TRACE_EXPORTERS = trace_exporters()
+TRACING_ENABLED = bool(TRACE_EXPORTERS)
+
 # --- Logging --------------------------------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="console" if DEBUG else "json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-LOGGING = build_logging(json=LOG_FORMAT == "json", level=LOG_LEVEL)
+LOGGING = build_logging(json=LOG_FORMAT == "json", level=LOG_LEVEL, trace_ids=TRACING_ENABLED)
 DJANGO_STRUCTLOG_CELERY_ENABLED = False
 # Keep the X-Request-ID a proxy or client sent, so one id follows a request end to end.
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("LOG_TRUST_REQUEST_ID", default=True)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
@@ -23,3 +24,8 @@ class JobsConfig(AppConfig):
         post_migrate.connect(cache.create_cache_table, sender=self, dispatch_uid="jobs.cache")
         # Code-declared schedules are synced after every migrate.
         schedules.connect_signals()
+        if settings.TRACING_ENABLED:
+            # Imported only when on: the SDK and the Django instrumentation take a second.
+            from jobs import tracing
+
+            tracing.connect()

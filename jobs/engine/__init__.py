@@ -12,7 +12,8 @@ import-linter contract enforces it):
 * ``backend``: the queue as the operations see it (depth, running tasks, operators' retry
   and delete); ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
-* ``context``: the task running in this process and this process's node;
+* ``context``: the task running in this process and this process's node, and the
+  finished task whose chain's next link is being enqueued (``following``);
 * ``stats`` and ``results``: run counts and figures, queue depth samples, and kept
   results, with their pruning.
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,8 @@ class Run:
 
 
 _current_run: ContextVar[Run | None] = ContextVar("jobs_current_run", default=None)
+# The finished task whose chain's next link is being enqueued (see following()).
+_following: ContextVar[dict[str, Any] | None] = ContextVar("jobs_following", default=None)
 
 # The node of this process, set by jobs.engine.nodes.register(); forked children inherit it.
 _node_id: int | None = None
@@ -63,6 +67,21 @@ def running() -> Run | None:
 
 def enter(run: Run | None) -> None:
     _current_run.set(run)
+
+
+def following() -> dict[str, Any] | None:
+    """While a chain's next link is enqueued: the package of the link that finished
+    (a ``pre_enqueue`` receiver may carry something of it on); None otherwise."""
+    return _following.get()
+
+
+@contextlib.contextmanager
+def follow_up(task: dict[str, Any]) -> Iterator[None]:
+    token = _following.set(task)
+    try:
+        yield
+    finally:
+        _following.reset(token)
 
 
 def current_node_id() -> int | None:

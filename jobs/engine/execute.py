@@ -204,7 +204,8 @@ def run(task: dict[str, Any], *, timeout: float | None) -> Outcome:
     task["success"] = outcome.success
     task["stopped"] = stopped
     task["started_at"] = started_at
-    _send(post_execute_in_worker, func=func, task=task)
+    # ``error``: the exception itself, for receivers that record it (tracing).
+    _send(post_execute_in_worker, func=func, task=task, error=error)
     return outcome
 
 

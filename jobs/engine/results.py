@@ -35,6 +35,7 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
+from jobs.engine import context
 from jobs.engine.context import AckId
 from jobs.engine.execute import clean
 from jobs.engine.funcs import func_path
@@ -140,13 +141,14 @@ def save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
 def continue_chains(tasks: Iterable[dict[str, Any]], broker: Any) -> None:
     for task in tasks:
         if task.get("chain") and task.get("success"):
-            async_chain(
-                task["chain"],
-                group=task.get("group"),
-                cached=task.get("cached", Conf.CACHED),
-                sync=task.get("sync", False),
-                broker=broker,
-            )
+            with context.follow_up(task):
+                async_chain(
+                    task["chain"],
+                    group=task.get("group"),
+                    cached=task.get("cached", Conf.CACHED),
+                    sync=task.get("sync", False),
+                    broker=broker,
+                )
 
 
 def send_saved(alias: str, rows: list[Task]) -> None:

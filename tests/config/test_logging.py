@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+
+from config.logging import SHARED_PROCESSORS, add_trace_ids, build_logging
+from tests.support.otlp import OtlpReceiver
+from tests.support.tracing import test_tracer
 
 # One pytest-xdist process runs them all: the process's lines are read once.
 pytestmark = pytest.mark.xdist_group("config-logging")
@@ -35,11 +40,12 @@ def records() -> list[dict]:
     return run_with_json_logs()
 
 
-def run_with_json_logs() -> list[dict]:
+def run_with_json_logs(**extra: str) -> list[dict]:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "DJANGO_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "DJANGO_", "OTEL_"))},
         "LOG_FORMAT": "json",
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        **extra,
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", SCRIPT],
@@ -78,3 +84,49 @@ def test_request_log_lines_carry_the_request_id(records: list[dict]) -> None:
     assert {"request_started", "request_finished"} <= events
     finished = next(r for r in request_lines if r["event"] == "request_finished")
     assert finished["code"] == 200
+
+
+def test_request_log_lines_carry_no_trace_ids_when_tracing_is_off(records: list[dict]) -> None:
+    assert not [r for r in records if "trace_id" in r or "span_id" in r]
+
+
+def test_with_tracing_on_a_request_s_log_lines_carry_its_trace_and_span_ids() -> None:
+    receiver = OtlpReceiver().start()
+    try:
+        records = run_with_json_logs(**receiver.env("tablo-web"))
+    finally:
+        receiver.stop()
+
+    # The process set its SDK up at its first request and exported the request's span.
+    (request_span,) = [s for s in receiver.spans if s.kind == "SERVER"]
+    assert request_span.resource["service.name"] == "tablo-web"
+    finished = next(r for r in records if r["event"] == "request_finished")
+    assert (finished["trace_id"], finished["span_id"]) == (
+        request_span.trace_id,
+        request_span.span_id,
+    )
+    before = next(r for r in records if r["event"] == "structlog line")  # no span yet
+    assert "trace_id" not in before
+
+
+def test_the_trace_ids_processor_adds_the_active_span_s_ids_only() -> None:
+    assert add_trace_ids(None, "info", {"event": "outside"}) == {"event": "outside"}
+    with test_tracer.start_as_current_span("work") as span:
+        event = add_trace_ids(None, "info", {"event": "inside"})
+    ctx = span.get_span_context()
+    assert event == {
+        "event": "inside",
+        "trace_id": trace.format_trace_id(ctx.trace_id),
+        "span_id": trace.format_span_id(ctx.span_id),
+    }
+
+
+@pytest.mark.parametrize("trace_ids", [False, True])
+def test_the_trace_ids_processor_is_in_the_chain_only_when_tracing_is_on(trace_ids: bool) -> None:
+    try:
+        config = build_logging(json=True, level="INFO", trace_ids=trace_ids)
+        chain = config["formatters"]["structlog"]["foreign_pre_chain"]
+        assert (add_trace_ids in chain) is trace_ids
+        assert chain[: len(SHARED_PROCESSORS)] == SHARED_PROCESSORS
+    finally:
+        build_logging(json=True, level="INFO")  # structlog as the tests run it

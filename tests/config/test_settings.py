@@ -167,3 +167,42 @@ def test_the_database_cache_keeps_more_than_django_s_default_300_entries() -> No
     cache.set_many({f"kept-{i}": i for i in range(400)}, None)
     assert cache.get("kept-0") == 0
     assert len(cache.get_many([f"kept-{i}" for i in range(400)])) == 400
+
+
+@pytest.mark.parametrize(
+    ("env", "exporters"),
+    [
+        ({}, []),
+        ({"OTEL_TRACES_EXPORTER": "none"}, []),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, ["otlp_proto_http"]),
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, ["otlp_proto_http", "console"]),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            ["otlp_proto_http"],
+        ),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, []),
+    ],
+)
+def test_tracing_is_off_unless_otel_traces_exporter_names_an_exporter(
+    env: dict[str, str], exporters: list[str]
+) -> None:
+    loaded = load_settings(**env)
+    assert exporters == loaded.TRACE_EXPORTERS
+    assert bool(exporters) is loaded.TRACING_ENABLED
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER='zipkin' is not available"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+            "OTLP protocol 'grpc' is not installed",
+        ),
+    ],
+)
+def test_a_trace_exporter_that_is_not_installed_is_refused(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        load_settings(**env)

@@ -530,6 +530,24 @@ def test_signals_are_sent_for_a_failure_and_for_a_function_not_found(
     assert signals[3][2]["result"] == missing.result_text
 
 
+def test_post_execute_in_worker_carries_the_exception_itself() -> None:
+    errors: list[BaseException | None] = []
+
+    def after(sender, task, error, **kwargs) -> None:
+        errors.append(error)
+
+    post_execute_in_worker.connect(after, dispatch_uid="test-execute-error")
+    try:
+        failed, _ = run(raises, ValueError("x"))
+        succeeded, _ = run(adds, 1, 2)
+    finally:
+        post_execute_in_worker.disconnect(dispatch_uid="test-execute-error")
+
+    assert succeeded.success
+    assert errors == [failed.error, None]
+    assert isinstance(failed.error, ValueError)
+
+
 def _receiver_raises(**kwargs: Any) -> None:
     raise RuntimeError("a receiver's bug")
 

@@ -10,10 +10,11 @@ from django.db import OperationalError
 from django.db.models.signals import post_save
 from django.utils import timezone
 from django_q.models import Task
+from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.engine import failing, nodes, results, transitions
+from jobs.engine import context, failing, nodes, results, transitions
 from jobs.engine.broker import DatabaseBroker
 from jobs.engine.worker import Worker
 from jobs.models import Job
@@ -210,3 +211,24 @@ def test_a_non_text_group_is_stored_as_text(broker) -> None:
     transitions.finish("default", [ack], {ack: package}, owner=jobtable.node(QUEUE))
 
     assert Task.objects.get(id=package["id"]).group == "42"
+
+
+def test_a_chain_s_next_link_is_enqueued_following_the_link_that_finished(broker) -> None:
+    seen: list[tuple[object, object]] = []
+
+    def receiver(sender, task, **kwargs) -> None:
+        seen.append((task["args"], context.following()))
+
+    ((_, package),) = finished(broker)
+    package["chain"] = [("tests.support.broker.noop", ("next",))]
+    pre_enqueue.connect(receiver, dispatch_uid="test-results-following")
+    try:
+        results.continue_chains([package], broker)
+    finally:
+        pre_enqueue.disconnect(dispatch_uid="test-results-following")
+
+    assert len(seen) == 1
+    args, following = seen[0]
+    assert args == ("next",)
+    assert following is package
+    assert context.following() is None  # only while the link is enqueued
