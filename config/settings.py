@@ -112,7 +112,6 @@ else:
         connect_timeout=env.int("DATABASE_CONNECT_TIMEOUT", default=10),
         tcp_user_timeout=env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=20000),
     )
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Storage --------------------------------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
