@@ -1,4 +1,6 @@
-FROM python:3.11-slim
+# Django 6.1 needs 3.12 or newer; compose.yaml passes the same version.
+ARG PYTHON_VERSION=3.13
+FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY requirements.txt .

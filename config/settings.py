@@ -10,7 +10,7 @@ The README's configuration table lists every variable.
 from __future__ import annotations
 
 import django_stubs_ext
-from csp.constants import NONE, SELF
+from django.utils.csp import CSP
 
 from config.env import (
     BASE_DIR,
@@ -52,8 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First and last: the web app's request metrics for /metrics (django-prometheus).
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First: the web app's request metrics for /metrics, timed around everything below.
+    "config.request_metrics.RequestMetrics",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.RejectNulInAddress",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -63,13 +63,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
-    "csp.middleware.CSPMiddleware",
+    # Content-Security-Policy on every response (SECURE_CSP below).
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     # Right before django-structlog: an upstream request id that is not a plain id is dropped.
     "config.middleware.RequestIdGuard",
     # After authentication so the user id is bound too; binds request_id.
     "django_structlog.middlewares.RequestMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -120,7 +119,6 @@ else:
         connect_timeout=env.int("DATABASE_CONNECT_TIMEOUT", default=10),
         tcp_user_timeout=env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=20000),
     )
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Storage --------------------------------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
@@ -195,22 +193,21 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# django-csp. Pages and the admin load scripts and styles from our own static files
-# only; style attributes (the admin uses a few) are the one inline thing allowed.
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": [SELF],
-        "script-src": [SELF],
-        "style-src": [SELF],
-        "style-src-attr": ["'unsafe-inline'"],
-        "img-src": [SELF, "data:"],
-        "font-src": [SELF],
-        "connect-src": [SELF],
-        "object-src": [NONE],
-        "base-uri": [SELF],
-        "form-action": [SELF],
-        "frame-ancestors": [NONE],
-    },
+# Django's Content-Security-Policy. Pages and the admin load scripts and styles from our
+# own static files only; style attributes (the admin uses a few) are the one inline
+# thing allowed.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
 }
 if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

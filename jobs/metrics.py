@@ -4,7 +4,7 @@ Every jobs figure comes from tables all processes share (the queue, ``JobStat``'
 running totals, heartbeats, pauses), so one scrape of any web process gives the
 whole site's values, however many web and worker processes there are. The
 collector runs a handful of small queries; nothing is kept in process memory.
-The web app's request metrics (django-prometheus) follow; they live in process
+The web app's request metrics (``config.request_metrics``) follow; they live in process
 memory, merged across web processes when ``PROMETHEUS_MULTIPROC_DIR`` is set.
 """
 
@@ -112,7 +112,7 @@ class JobsCollector(Collector):
 
 def exposition() -> bytes:
     """The metrics in Prometheus' text format: the jobs' from the database (a registry
-    of its own), then the web app's requests (django-prometheus's middleware)."""
+    of its own), then the web app's requests (``config.request_metrics``' middleware)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector())
     return generate_latest(registry) + generate_latest(web_registry())

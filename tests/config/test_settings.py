@@ -64,6 +64,8 @@ def test_production_refuses_to_start_without_allowed_hosts() -> None:
         load_settings(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=PROD_KEY)
 
 
+# Django 6 runs the model checks against the databases (SQLite's JSON support is a query).
+@pytest.mark.django_db
 def test_check_deploy_is_clean_in_production() -> None:
     out = StringIO()
     with settings_of(
@@ -73,6 +75,8 @@ def test_check_deploy_is_clean_in_production() -> None:
     assert "System check identified no issues" in out.getvalue()
 
 
+# Django 6 runs the model checks against the databases (SQLite's JSON support is a query).
+@pytest.mark.django_db
 def test_development_runs_with_no_environment() -> None:
     dev = load_settings()
     assert dev.DEBUG is True

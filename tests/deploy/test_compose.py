@@ -4,6 +4,7 @@ and docs/worker.md quotes it right."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -60,3 +61,15 @@ def test_the_stop_grace_is_the_longest_job_not_allowed_to_be_cut_plus_a_margin()
     for doc in ("README.md", "docs/worker.md"):
         stops = re.findall(r"TimeoutStopSec=(\d+)", (BASE_DIR / doc).read_text())
         assert stops == [str(grace)], doc
+
+
+def test_the_image_runs_the_python_the_code_is_checked_for() -> None:
+    """Dockerfile's default, the version compose builds with and mypy's target agree."""
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    [default] = re.findall(r"^ARG PYTHON_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    assert "FROM python:${PYTHON_VERSION}-slim" in dockerfile
+    built = {name: s["build"]["args"]["PYTHON_VERSION"] for name, s in services().items()
+             if "build" in s}  # fmt: skip
+    assert set(built) == {"migrate", "web", "worker"}
+    pyproject = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())
+    assert set(built.values()) == {default} == {pyproject["tool"]["mypy"]["python_version"]}

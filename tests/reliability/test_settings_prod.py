@@ -154,6 +154,8 @@ def test_hsts_is_configurable() -> None:
     assert probe(DJANGO_SECURE_HSTS_SECONDS="0")["hsts"] is None
 
 
+# Django 6 runs the model checks against the databases (SQLite's JSON support is a query).
+@pytest.mark.django_db
 def test_turning_hsts_off_is_reported_by_check_deploy() -> None:
     out, err = StringIO(), StringIO()
     with settings_of(**PROD_ENV, DJANGO_SECURE_HSTS_SECONDS="0"):
