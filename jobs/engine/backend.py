@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Min
 
 from jobs.engine import transitions
@@ -43,6 +44,16 @@ def requeue_failed(*, row_ids: Collection[int], budget: int) -> list[int]:
 def delete_waiting(*, row_ids: Collection[int], states: Collection[str]) -> list[int]:
     """Operators delete tasks (inside their transaction): the ids deleted, never running."""
     return transitions.delete_waiting(row_ids=row_ids, states=states)
+
+
+CancelOutcome = transitions.CancelOutcome
+
+
+def cancel(*, row_ids: Collection[int], by: str, grace: int | None) -> CancelOutcome:
+    """Operators cancel tasks (inside their transaction): waiting ones end now, running
+    ones are asked to stop and killed after ``grace`` seconds (None: the setting)."""
+    seconds = settings.JOBS_CANCEL_GRACE_SECONDS if grace is None else grace
+    return transitions.cancel(row_ids=row_ids, by=by, grace=int(seconds))
 
 
 def running(*, limit: int) -> list[dict[str, Any]]:

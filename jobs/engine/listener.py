@@ -21,9 +21,9 @@ logger = structlog.stdlib.get_logger("jobs.engine.listener")
 
 
 class Listener:
-    def __init__(self, alias: str, queue: str) -> None:
+    def __init__(self, alias: str, queue: str, *, channel: str | None = None) -> None:
         self.alias = alias
-        self.channel = channel_name(queue)
+        self.channel = channel or channel_name(queue)
         self.conn: Any = None
 
     def _connect(self) -> Any:
@@ -59,3 +59,16 @@ class Listener:
             with contextlib.suppress(Exception):  # closing a broken connection
                 self.conn.close()
         self.conn = None
+
+    def fileno(self) -> int:
+        """The connection's socket, for a ``select`` over several waits (opens it)."""
+        return int(self._connect().fileno())
+
+    def drain(self) -> bool:
+        """Whether a NOTIFY arrived since the last call (never blocks)."""
+        try:
+            return any(True for _ in self._connect().notifies(timeout=0.0))
+        except Exception:
+            logger.exception("LISTEN connection failed; reopening")
+            self.close()
+            return True  # something may have been missed: look
