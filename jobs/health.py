@@ -220,11 +220,23 @@ def last_hour_report(*, now: datetime) -> dict[str, Any]:
     }
 
 
-def dead_report(*, now: datetime) -> dict[str, Any]:
-    dead = Job.objects.filter(state=Job.State.DEAD, last_failed_at__isnull=False).aggregate(
+def _ended_report(state: str, *, now: datetime) -> dict[str, Any]:
+    ended = Job.objects.filter(state=state, last_failed_at__isnull=False).aggregate(
         count=Count("id"), oldest=Min("last_failed_at")
     )
-    return {"count": dead["count"], "oldest_age_seconds": _age(now, dead["oldest"])}
+    return {"count": ended["count"], "oldest_age_seconds": _age(now, ended["oldest"])}
+
+
+def dead_report(*, now: datetime) -> dict[str, Any]:
+    return _ended_report(Job.State.DEAD, now=now)
+
+
+def cancelled_report(*, now: datetime) -> dict[str, Any]:
+    return _ended_report(Job.State.CANCELLED, now=now)
+
+
+def expired_report(*, now: datetime) -> dict[str, Any]:
+    return _ended_report(Job.State.EXPIRED, now=now)
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
@@ -294,6 +306,8 @@ def health_report() -> HealthReport:
         ("queue", queue_report),
         ("last_hour", last_hour_report),
         ("dead", dead_report),
+        ("cancelled", cancelled_report),
+        ("expired", expired_report),
         ("running", running_report),
         ("paused_queues", paused_report),
     ):

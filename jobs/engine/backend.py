@@ -18,8 +18,9 @@ from jobs.models import Job
 
 ALL_STATES = tuple(Job.State.values)
 RUNNING_FIELDS = (
-    "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
+    "id", "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
     "progress_done", "progress_total", "progress_message", "progress_updated_at",
+    "cancel_requested_at", "cancelled_by",
 )  # fmt: skip
 
 
