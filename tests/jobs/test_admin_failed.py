@@ -383,7 +383,10 @@ def test_discard_on_the_detail_page_asks_first(admin_client: Client) -> None:
     assert f'action="{discard}"' not in detail
     confirm = admin_client.get(discard)
     assert confirm.status_code == 200
-    assert "Discard <strong>1</strong> failed task (retrying, dead, cancelled or expired)?" in confirm.content.decode()
+    assert (
+        "Discard <strong>1</strong> failed task (retrying, dead, cancelled or expired)?"
+        in confirm.content.decode()
+    )
     assert Job.objects.filter(id=job.id).exists()
     admin_client.post(discard)
     assert not Job.objects.filter(id=job.id).exists()
