@@ -97,7 +97,7 @@ class StateFilter(admin.SimpleListFilter):
             ("retrying", "retrying"),
             ("dead", "dead"),
             ("cancelled", "cancelled"),
-            ("expired", "expired (never started)"),
+            ("expired", "expired (not started in time)"),
             ("queued", "queued again (retried)"),
             ("running", "running"),
         ]

@@ -302,7 +302,7 @@ def test_admin_bad_grace_changes_nothing(admin_client: Client) -> None:
 @pytest.mark.django_db
 def test_admin_cancel_all_matching_counts_then_cancels(admin_client: Client) -> None:
     steady = _queued(2)
-    other = registry.enqueue("tests.flow.never", "/nonexistent", "k", on_commit=False)
+    other = registry.enqueue("tests.flow.expiring", "/nonexistent", "k", on_commit=False)
     query = "func=tests.support.flow_jobs.steady"
     page = admin_client.get(url("admin:jobs_queuedjob_cancel_matching", query=query))
     body = page.content.decode()

@@ -22,7 +22,7 @@ from tests.support import flow_jobs, jobtable  # noqa: F401 (flow_jobs registers
 from tests.support.waiting import wait_until
 
 QUEUE = "flow-expires"
-NEVER = "tests.support.flow_jobs.never"
+FUNC = "tests.support.flow_jobs.expiring"
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_expires_takes_seconds_or_a_datetime_and_refuses_anything_else() -> None
     in_seconds = registry.enqueue("tests.flow.steady", "/x", 0, expires=90, on_commit=False)
     at = timezone.now() + timedelta(hours=2)
     at_time = registry.enqueue("tests.flow.steady", "/x", 0, expires=at, on_commit=False)
-    declared = registry.enqueue("tests.flow.never", "/x", "k", on_commit=False)
+    declared = registry.enqueue("tests.flow.expiring", "/x", "k", on_commit=False)
     none = registry.enqueue("tests.flow.steady", "/x", 0, on_commit=False)
     expires = _row(in_seconds).expires_at
     assert expires is not None
@@ -68,7 +68,7 @@ def test_expires_takes_seconds_or_a_datetime_and_refuses_anything_else() -> None
 
 @pytest.mark.django_db
 def test_async_task_takes_expires_as_an_option_not_an_argument() -> None:
-    task_id = async_task(NEVER, "/x", "k", expires=30)
+    task_id = async_task(FUNC, "/x", "k", expires=30)
     job = _row(task_id)
     assert job.expires_at is not None
     assert timedelta(seconds=25) < job.expires_at - timezone.now() <= timedelta(seconds=30)
@@ -80,7 +80,7 @@ def test_a_claimed_task_past_its_deadline_ends_expired_without_running(
     tmp_path: Path, make_worker: Callable[[], Worker]
 ) -> None:
     task_id = registry.enqueue(
-        "tests.flow.never", str(tmp_path), "claimed", expires=0.2, on_commit=False
+        "tests.flow.expiring", str(tmp_path), "claimed", expires=0.2, on_commit=False
     )
     Job.objects.filter(task_id=task_id).update(queue=QUEUE)
     wait_until(lambda: timezone.now() > _row(task_id).expires_at, timeout=5, what="the deadline")
@@ -89,13 +89,13 @@ def test_a_claimed_task_past_its_deadline_ends_expired_without_running(
     assert worker.run_next() is None
     job = _row(task_id)
     assert (job.state, job.attempt, job.last_error_type) == (Job.State.EXPIRED, 0, "Expired")
-    assert not (tmp_path / "never.claimed").exists()
+    assert not (tmp_path / "expiring.claimed").exists()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_retried_expired_task_runs(tmp_path: Path, make_worker: Callable[[], Worker]) -> None:
     task_id = registry.enqueue(
-        "tests.flow.never", str(tmp_path), "retried", expires=0, on_commit=False
+        "tests.flow.expiring", str(tmp_path), "retried", expires=0, on_commit=False
     )
     assert transitions.expire_due() == 1
     call_command("retry_failed_jobs", str(_row(task_id).id), stdout=StringIO())
@@ -106,13 +106,13 @@ def test_a_retried_expired_task_runs(tmp_path: Path, make_worker: Callable[[], W
     outcome = worker.run_next()
     assert outcome is not None
     assert outcome.success
-    assert (tmp_path / "never.retried").exists()
+    assert (tmp_path / "expiring.retried").exists()
 
 
 @pytest.mark.django_db
 def test_the_sweep_expires_waiting_tasks_past_their_deadline_only(client: Client) -> None:
-    past = registry.enqueue("tests.flow.never", "/x", "past", expires=0, on_commit=False)
-    future = registry.enqueue("tests.flow.never", "/x", "future", expires=600, on_commit=False)
+    past = registry.enqueue("tests.flow.expiring", "/x", "past", expires=0, on_commit=False)
+    future = registry.enqueue("tests.flow.expiring", "/x", "future", expires=600, on_commit=False)
     assert transitions.expire_due() == 1
     assert (_row(past).state, _row(future).state) == (Job.State.EXPIRED, Job.State.QUEUED)
     assert transitions.expire_due() == 0
@@ -120,7 +120,8 @@ def test_the_sweep_expires_waiting_tasks_past_their_deadline_only(client: Client
     assert body["expired"]["count"] == 1
     out = StringIO()
     call_command("list_failed_jobs", "--state", "expired", stdout=out)
-    assert f"{_row(past).id}  tests.flow.never" in out.getvalue()
+    [row] = out.getvalue().splitlines()[1:]
+    assert row.split()[:4] == [str(_row(past).id), "tests.flow.expiring", FUNC, "expired"]
 
 
 @pytest.mark.slow
@@ -131,11 +132,11 @@ def test_on_a_real_node_expired_tasks_never_start(worker_factory, tmp_path: Path
     # Tasks nobody claims (no worker serves their queue) are swept; tasks a worker claims
     # after their deadline are expired at start. Neither ever starts: no marker.
     swept = [
-        async_task(NEVER, str(tmp_path), f"swept{i}", expires=1, cluster=QUEUE) for i in range(3)
+        async_task(FUNC, str(tmp_path), f"swept{i}", expires=1, cluster=QUEUE) for i in range(3)
     ]
-    late = [registry.enqueue("tests.flow.never", str(tmp_path), f"late{i}", expires=0.5)
+    late = [registry.enqueue("tests.flow.expiring", str(tmp_path), f"late{i}", expires=0.5)
             for i in range(3)]  # fmt: skip
-    registry.enqueue("tests.flow.never", str(tmp_path), "kept", expires=600)
+    registry.enqueue("tests.flow.expiring", str(tmp_path), "kept", expires=600)
     wait_until(lambda: timezone.now() > _row(late[-1]).expires_at, timeout=5, what="deadlines")
     worker = worker_factory(Q_WORKERS="2")
     worker.wait_until(
@@ -144,9 +145,9 @@ def test_on_a_real_node_expired_tasks_never_start(worker_factory, tmp_path: Path
         what="every task past its deadline to expire",
     )
     worker.wait_until(
-        lambda: (tmp_path / "never.kept").exists(), timeout=30, what="the task in time to run"
+        lambda: (tmp_path / "expiring.kept").exists(), timeout=30, what="the task in time to run"
     )
     markers = sorted(p.name for p in tmp_path.iterdir())
-    assert markers == ["never.kept"]  # none of the expired ones ever started
+    assert markers == ["expiring.kept"]  # none of the expired ones ever started
     assert Job.objects.filter(task_id__in=swept + late, attempt=0).count() == 6
     assert worker.stop() == 0

@@ -76,10 +76,10 @@ def snoozer(directory: str, times: int) -> Any:
     raise DoNotRetry(f"ran {runs + 1} times")
 
 
-@job("tests.flow.never", expires=3600)
-def never(directory: str, key: str) -> None:
+@job("tests.flow.expiring", expires=3600)
+def expiring(directory: str, key: str) -> None:
     """An expiring task: its marker proves it started."""
-    _mark(directory, f"never.{key}")
+    _mark(directory, f"expiring.{key}")
 
 
 @job("tests.flow.member", timeout=60)
