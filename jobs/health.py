@@ -311,6 +311,7 @@ def health_report() -> HealthReport:
         ("running", running_report),
         ("paused_queues", paused_report),
     ):
+        built: Any
         try:
             built = build(now=now)
         except DatabaseError as exc:
