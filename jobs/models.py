@@ -1,10 +1,11 @@
 """The worker's own tables.
 
 ``Job`` is the queue: one row per task that has not finished yet (queued,
-running, waiting for a retry, or dead). The project broker (``jobs.engine.broker``)
-inserts it on enqueue, claims it, and deletes it when the task succeeds; the
-failure hook (``jobs.failures``) moves it to ``retrying`` or ``dead``. A task
-keeps its id, payload and row across every attempt and every manual retry.
+running, waiting for a retry), or that ended without succeeding (dead, cancelled,
+expired). ``jobs.engine.transitions`` inserts it on enqueue, claims it, deletes it when
+the task succeeds, and moves it to ``retrying``, ``dead``, ``cancelled`` or ``expired``.
+A task keeps its id, payload and row across every attempt and every manual retry.
+``JobBatch`` counts the ends of tasks enqueued together, for their callbacks.
 
 ``JobAttempt`` is the history: one row per finished attempt (failed or not),
 never overwritten. ``WorkerNode`` is one running ``qcluster`` process (the owner
