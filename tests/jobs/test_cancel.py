@@ -329,6 +329,8 @@ def test_admin_task_page_cancels_one(admin_client: Client) -> None:
     assert _row(task_id).state == Job.State.CANCELLED
     failed = admin_client.get(url("admin:jobs_failedjob_changelist", query="state=cancelled"))
     assert [j.id for j in failed.context["cl"].result_list] == [job.id]
+    shown = admin_client.get(url("admin:jobs_failedjob_change", job.id)).content.decode()
+    assert '<td id="task-cancelled">by admin at ' in shown
 
 
 @pytest.mark.django_db
