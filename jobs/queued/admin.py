@@ -62,8 +62,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         "job",
         "state_shown",
         "queue",
-        "attempts",
-        "snoozes",
+        "attempts_and_snoozes",
         "runs_at",
         "created_at",
         "claimed_by",
@@ -94,9 +93,19 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
 
     @admin.display(description="state")
     def state_shown(self, obj: Job) -> str:
-        if obj.cancel_requested_at is not None:
-            return f"{obj.state} (cancel requested by {obj.cancelled_by or 'an operator'})"
-        return obj.state
+        # Who asked is on the task's page: the list stays narrow.
+        return f"{obj.state} (stop requested)" if obj.cancel_requested_at else obj.state
+
+    @admin.display(description="attempts")
+    def attempts_and_snoozes(self, obj: Job) -> str:
+        if not obj.snoozes:
+            return self.attempts(obj)
+        return format_html(
+            "{}<br><small>{} snooze{}</small>",
+            self.attempts(obj),
+            obj.snoozes,
+            "" if obj.snoozes == 1 else "s",
+        )
 
     @admin.display(description="runs at")
     def runs_at(self, obj: Job) -> Any:

@@ -56,6 +56,8 @@ def test_a_snooze_gives_the_attempt_back_and_counts_itself(admin_client: Client)
     assert not JobAttempt.objects.filter(task_id=task_id).exists()
     page = admin_client.get(url("admin:jobs_queuedjob_change", job.id)).content.decode()
     assert '<td id="task-snoozes">5</td>' in page
+    listed = admin_client.get(url("admin:jobs_queuedjob_changelist")).content.decode()
+    assert "0 of 20<br><small>5 snoozes</small>" in listed
 
 
 @pytest.mark.slow
