@@ -329,6 +329,9 @@ JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+# A running task an operator cancels gets this long to stop on its own (it checks
+# cancel_requested()) before its worker process is killed; a cancel may give its own.
+JOBS_CANCEL_GRACE_SECONDS = env.int("JOBS_CANCEL_GRACE_SECONDS", default=30)
 
 # --- Metrics (/metrics, Prometheus) -----------------------------------------
 # Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed

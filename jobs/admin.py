@@ -23,7 +23,8 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 # Importing the pages registers them.
 import jobs.dashboard.admin
 import jobs.failures.admin
-import jobs.queued.admin  # noqa: F401
+import jobs.queued.admin
+import jobs.queued.batches  # noqa: F401
 from jobs import schedules
 from jobs.admin_rows import admin_user
 from jobs.models import FailedJob

@@ -96,6 +96,8 @@ class StateFilter(admin.SimpleListFilter):
         return [
             ("retrying", "retrying"),
             ("dead", "dead"),
+            ("cancelled", "cancelled"),
+            ("expired", "expired (not started in time)"),
             ("queued", "queued again (retried)"),
             ("running", "running"),
         ]
@@ -182,4 +184,30 @@ class SignatureFilter(admin.SimpleListFilter):
         return queryset.filter(error_signature=self.value()) if self.value() else queryset
 
 
-LIST_FILTERS = (StateFilter, FunctionFilter, ErrorTypeFilter, FailedWithinFilter, SignatureFilter)
+class BatchFilter(admin.SimpleListFilter):
+    """A batch's members (set by the Batches page's links); shown only while active."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        selected = self.value()
+        return [(selected, f"batch {selected}")] if selected else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        value = self.value()
+        if not value:
+            return queryset
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            return queryset.none()
+        return queryset.filter(batch=int(value))
+
+
+LIST_FILTERS = (
+    StateFilter,
+    FunctionFilter,
+    ErrorTypeFilter,
+    FailedWithinFilter,
+    SignatureFilter,
+    BatchFilter,
+)

@@ -220,11 +220,25 @@ def last_hour_report(*, now: datetime) -> dict[str, Any]:
     }
 
 
-def dead_report(*, now: datetime) -> dict[str, Any]:
-    dead = Job.objects.filter(state=Job.State.DEAD, last_failed_at__isnull=False).aggregate(
-        count=Count("id"), oldest=Min("last_failed_at")
+ENDED_STATES = (Job.State.DEAD, Job.State.CANCELLED, Job.State.EXPIRED)
+
+
+def ended_reports(*, now: datetime) -> dict[str, Any]:
+    """``dead``, ``cancelled`` and ``expired``: count and oldest age each, one query."""
+    rows = (
+        Job.objects.filter(state__in=ENDED_STATES, last_failed_at__isnull=False)
+        .values("state")
+        .annotate(count=Count("id"), oldest=Min("last_failed_at"))
+        .order_by()
     )
-    return {"count": dead["count"], "oldest_age_seconds": _age(now, dead["oldest"])}
+    found = {row["state"]: row for row in rows}
+    return {
+        str(state): {
+            "count": found[state]["count"] if state in found else 0,
+            "oldest_age_seconds": _age(now, found[state]["oldest"]) if state in found else None,
+        }
+        for state in ENDED_STATES
+    }
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
@@ -293,15 +307,22 @@ def health_report() -> HealthReport:
         ("nodes", nodes_report),
         ("queue", queue_report),
         ("last_hour", last_hour_report),
-        ("dead", dead_report),
+        ("", ended_reports),  # dead, cancelled, expired
         ("running", running_report),
         ("paused_queues", paused_report),
     ):
+        built: Any
         try:
-            sections[name] = build(now=now)
+            built = build(now=now)
         except DatabaseError as exc:
             failed = True
-            sections[name] = {"error": type(exc).__name__}
+            built = {"error": type(exc).__name__}
+            if not name:
+                built = {str(state): built for state in ENDED_STATES}
+        if name:
+            sections[name] = built
+        else:
+            sections.update(built)
     clusters = sections["clusters"]
     healthy = (
         not failed

@@ -57,7 +57,7 @@ class JobsCollector(Collector):
             f"{PREFIX}_queue_paused", "1 while the queue is paused.", labels=["queue"]
         )
         for q in queues:
-            for state in selectors.DEPTH_FIELDS:
+            for state in (*selectors.DEPTH_FIELDS, *selectors.ENDED_FIELDS):
                 depth.add_metric([q["queue"], state], q[state])
             oldest.add_metric([q["queue"]], q["oldest_queued_age"] or 0.0)
             retrying.add_metric([q["queue"]], q["retrying"])

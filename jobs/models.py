@@ -1,10 +1,11 @@
 """The worker's own tables.
 
 ``Job`` is the queue: one row per task that has not finished yet (queued,
-running, waiting for a retry, or dead). The project broker (``jobs.engine.broker``)
-inserts it on enqueue, claims it, and deletes it when the task succeeds; the
-failure hook (``jobs.failures``) moves it to ``retrying`` or ``dead``. A task
-keeps its id, payload and row across every attempt and every manual retry.
+running, waiting for a retry), or that ended without succeeding (dead, cancelled,
+expired). ``jobs.engine.transitions`` inserts it on enqueue, claims it, deletes it when
+the task succeeds, and moves it to ``retrying``, ``dead``, ``cancelled`` or ``expired``.
+A task keeps its id, payload and row across every attempt and every manual retry.
+``JobBatch`` counts the ends of tasks enqueued together, for their callbacks.
 
 ``JobAttempt`` is the history: one row per finished attempt (failed or not),
 never overwritten. ``WorkerNode`` is one running ``qcluster`` process (the owner
@@ -25,12 +26,17 @@ class Job(models.Model):
         RUNNING = "running", "running"
         RETRYING = "retrying", "retrying"
         DEAD = "dead", "dead"
+        CANCELLED = "cancelled", "cancelled"
+        EXPIRED = "expired", "expired"
 
     # States the broker may hand out. A RUNNING row belongs to its owner node
     # until that node is found dead (jobs.engine.nodes hands it out again then).
     CLAIMABLE_STATES = (State.QUEUED, State.RETRYING)
     ACTIVE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
-    FAILED_STATES = (State.RETRYING, State.DEAD)
+    # Ended without succeeding: the row is kept (like a dead one) until discarded.
+    FINAL_STATES = (State.DEAD, State.CANCELLED, State.EXPIRED)
+    # What the Failed tasks page, its commands and its retry/discard work on.
+    FAILED_STATES = (State.RETRYING, State.DEAD, State.CANCELLED, State.EXPIRED)
 
     id = models.BigAutoField(primary_key=True)
     task_id = models.CharField(max_length=32, unique=True)
@@ -67,6 +73,26 @@ class Job(models.Model):
     )
     owner = models.BigIntegerField(
         null=True, blank=True, help_text="the WorkerNode holding this running task"
+    )
+
+    # Flow control (jobs.engine.transitions: cancel, snooze, expire; batches).
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="not started by then: it ends expired, never run"
+    )
+    snoozes = models.PositiveIntegerField(
+        default=0, help_text="times the task snoozed (ran again later, no attempt used)"
+    )
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="when an operator asked the running task to stop"
+    )
+    cancelled_by = models.CharField(
+        max_length=150, blank=True, default="", help_text="who cancelled it (or asked to)"
+    )
+    cancel_grace = models.PositiveIntegerField(
+        null=True, blank=True, help_text="seconds a running task gets to stop before it is killed"
+    )
+    batch = models.BigIntegerField(
+        null=True, blank=True, help_text="the JobBatch this task is a member of"
     )
 
     # Failure summary of the latest failed attempt (details in JobAttempt).
@@ -137,6 +163,16 @@ class Job(models.Model):
             # /healthz: count and oldest per state, running
             # jobs, without scanning the whole claim index and its payloads.
             models.Index(fields=["state", "created_at"], name="jobs_job_state_created_idx"),
+            # transitions.expire_due: waiting tasks past their deadline, oldest first.
+            models.Index(
+                "expires_at",
+                condition=Q(expires_at__isnull=False, state__in=["queued", "retrying"]),
+                name="jobs_job_expiry_idx",
+            ),
+            # The members of a batch (its admin page, cancel by batch).
+            models.Index(
+                "batch", "id", condition=Q(batch__isnull=False), name="jobs_job_batch_idx"
+            ),
         ]
         constraints = [
             # jobs.engine.registry uniqueness: one active task per unique key.
@@ -149,6 +185,50 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name or self.func} [{self.task_id}]"
+
+
+class JobBatch(models.Model):
+    """Tasks enqueued together whose callbacks run once, when every member has ended.
+
+    ``jobs.engine.transitions`` counts each member's end (succeeded, dead, cancelled,
+    expired) in the same transaction as that member's final change, and enqueues the
+    callbacks in the transaction that counts the last one (``finished_at``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    dead = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    expired = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the last member ended"
+    )
+    on_success = models.CharField(max_length=256, blank=True, default="")
+    on_finish = models.CharField(max_length=256, blank=True, default="")
+    on_failure = models.CharField(max_length=256, blank=True, default="")
+    callbacks = models.CharField(
+        max_length=255, blank=True, default="", help_text="task ids of the callbacks enqueued"
+    )
+
+    class Meta:
+        verbose_name = "batch"
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return self.name or f"batch {self.id}"
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.dead + self.cancelled + self.expired
+
+    @property
+    def state(self) -> str:
+        if self.finished_at is None:
+            return "running"
+        return "succeeded" if self.succeeded == self.total else "failed"
 
 
 class JobAttempt(models.Model):

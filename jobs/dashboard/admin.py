@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -21,7 +22,8 @@ from django.views.decorators.http import require_POST
 from jobs import pauses
 from jobs.admin_rows import admin_user
 from jobs.dashboard.selectors import overview
-from jobs.models import Overview
+from jobs.models import Job, Overview
+from jobs.queued.services import cancel_jobs, cancel_summary
 
 REFRESH_SECONDS = 5
 
@@ -41,6 +43,7 @@ class OverviewAdmin(admin.ModelAdmin[Overview]):
             path("data/", wrap(never_cache(self.data_view)), name="jobs_overview_data"),
             path("pause/", wrap(require_POST(self.pause_view)), name="jobs_overview_pause"),
             path("resume/", wrap(require_POST(self.resume_view)), name="jobs_overview_resume"),
+            path("cancel/", wrap(require_POST(self.cancel_view)), name="jobs_overview_cancel"),
         ]
 
     def _tables(self, request: HttpRequest, figures: dict[str, Any]) -> str:
@@ -49,7 +52,12 @@ class OverviewAdmin(admin.ModelAdmin[Overview]):
             row["failed_url"] = f"{failed_url}?{urlencode({'func': row['func']})}"
         return render_to_string(
             "admin/jobs/overview/_tables.html",
-            {**figures, "can_pause": self.has_change_permission(request)},
+            {
+                **figures,
+                "can_pause": self.has_change_permission(request),
+                "can_cancel": request.user.has_perm("jobs.change_queuedjob"),
+                "cancel_grace": settings.JOBS_CANCEL_GRACE_SECONDS,
+            },
             request=request,
         )
 
@@ -108,6 +116,24 @@ class OverviewAdmin(admin.ModelAdmin[Overview]):
 
     def resume_view(self, request: HttpRequest) -> HttpResponse:
         return self._pause_action(request, resume=True)
+
+    def cancel_view(self, request: HttpRequest) -> HttpResponse:
+        """Cancel one task from the Running tasks table (the setting's grace)."""
+        if not request.user.has_perm("jobs.change_queuedjob"):
+            raise PermissionDenied
+        value = request.POST.get("task", "")
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            self.message_user(request, "No such task.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:jobs_overview_changelist"))
+        grace = settings.JOBS_CANCEL_GRACE_SECONDS
+        done = cancel_jobs(
+            queryset=Job.objects.filter(id=int(value)), user=admin_user(request), grace=grace
+        )
+        if done.count:
+            self.message_user(request, cancel_summary(done, grace=grace), messages.SUCCESS)
+        else:
+            self.message_user(request, "Not cancelled: the task has ended.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:jobs_overview_changelist"))
 
 
 class _GetAppList(Protocol):

@@ -12,10 +12,15 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from jobs import health, pauses
-from jobs.engine import registry, stats
-from jobs.models import DURATION_BOUNDS, JobStat, QueuePause, QueueSample
+from jobs.engine import backend, registry, stats
+from jobs.models import DURATION_BOUNDS, JobBatch, JobStat, QueuePause, QueueSample
 
 DEPTH_FIELDS = ("queued", "retrying", "running", "dead")
+# Ended without running to success, kept until discarded: counted now, not sampled.
+ENDED_FIELDS = ("cancelled", "expired")
+# Running tasks and batches the page lists.
+RUNNING_SHOWN = 20
+BATCHES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def queues(*, now: datetime) -> list[dict[str, Any]]:
         rows.append(
             {
                 "queue": name,
-                **{state: entry.get(state, 0) for state in DEPTH_FIELDS},
+                **{state: entry.get(state, 0) for state in (*DEPTH_FIELDS, *ENDED_FIELDS)},
                 "oldest_queued_age": None if oldest is None else (now - oldest).total_seconds(),
                 "paused": pause is not None,
                 "paused_at": pause.paused_at if pause else None,
@@ -209,4 +214,43 @@ def overview(*, now: datetime | None = None) -> dict[str, Any]:
         "jobs": job_table(now=now),
         "nodes": worker_nodes(now=now),
         "queues": queue_rows,
+        "running": running_tasks(now=now),
+        "batches": recent_batches(),
     }
+
+
+def running_tasks(*, now: datetime) -> list[dict[str, Any]]:
+    """The longest-running tasks, with whether a cancel was asked (the page's Cancel)."""
+    rows = backend.running(limit=RUNNING_SHOWN)
+    return [
+        {**row, "running_seconds": (now - row["claimed_at"]).total_seconds()}
+        if row["claimed_at"] is not None
+        else {**row, "running_seconds": None}
+        for row in rows
+    ]
+
+
+def recent_batches() -> list[dict[str, Any]]:
+    """Unfinished batches first, then the latest finished, with their progress."""
+    unfinished = list(
+        JobBatch.objects.filter(finished_at__isnull=True).order_by("-id")[:BATCHES_SHOWN]
+    )
+    finished = list(
+        JobBatch.objects.filter(finished_at__isnull=False).order_by("-id")[
+            : max(BATCHES_SHOWN - len(unfinished), 0)
+        ]
+    )
+    return [
+        {
+            "id": batch.id,
+            "name": str(batch),
+            "state": batch.state,
+            "total": batch.total,
+            "ended": batch.ended,
+            "succeeded": batch.succeeded,
+            "not_succeeded": batch.dead + batch.cancelled + batch.expired,
+            "percent": 100 * batch.ended // batch.total if batch.total else 100,
+            "finished_at": batch.finished_at,
+        }
+        for batch in unfinished + finished
+    ]

@@ -4,13 +4,15 @@ Its public API, the only modules the rest of the project imports (pyproject.toml
 import-linter contract enforces it):
 
 * ``registry``: ``@job(name, timeout=, max_attempts=, backoff=, priority=, cluster=,
-  unique=, transactional=, schedule=Every(...))``, ``enqueue``, ``enqueue_many``, and the
-  lookups (``get``, ``spec_for``, ``all_jobs``);
-* ``errors.DoNotRetry`` and ``progress.report_progress``, for the jobs themselves;
+  unique=, transactional=, schedule=Every(...), expires=)``, ``enqueue``, ``enqueue_many``,
+  ``enqueue_batch`` (callbacks once every member has ended), and the lookups (``get``,
+  ``spec_for``, ``all_jobs``);
+* ``errors.DoNotRetry``, ``errors.Snooze``, ``errors.Cancelled``,
+  ``progress.report_progress`` and ``progress.cancel_requested``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
 * ``supervisor.serve``: ``manage.py qcluster``, a node of worker processes;
-* ``backend``: the queue as the operations see it (depth, running tasks, operators' retry
-  and delete); ``nodes``: the worker nodes;
+* ``backend``: the queue as the operations see it (depth, running tasks, operators' retry,
+  delete and cancel); ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
 * ``context``: the task running in this process and this process's node, and the
   finished task whose chain's next link is being enqueued (``following``);

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Min
 
 from jobs.engine import transitions
@@ -17,8 +18,9 @@ from jobs.models import Job
 
 ALL_STATES = tuple(Job.State.values)
 RUNNING_FIELDS = (
-    "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
+    "id", "task_id", "job_name", "func", "attempt", "claimed_at", "claimed_by",
     "progress_done", "progress_total", "progress_message", "progress_updated_at",
+    "cancel_requested_at", "cancelled_by",
 )  # fmt: skip
 
 
@@ -48,6 +50,16 @@ def delete_waiting(*, row_ids: Collection[int], states: Collection[str]) -> list
 def vacuum(*, min_dead_rows: int) -> transitions.Vacuumed | None:
     """Reclaim the queue table's dead rows when autovacuum has not (PostgreSQL)."""
     return transitions.vacuum(min_dead_rows=min_dead_rows)
+
+
+CancelOutcome = transitions.CancelOutcome
+
+
+def cancel(*, row_ids: Collection[int], by: str, grace: int | None) -> CancelOutcome:
+    """Operators cancel tasks (inside their transaction): waiting ones end now, running
+    ones are asked to stop and killed after ``grace`` seconds (None: the setting)."""
+    seconds = settings.JOBS_CANCEL_GRACE_SECONDS if grace is None else grace
+    return transitions.cancel(row_ids=row_ids, by=by, grace=int(seconds))
 
 
 def running(*, limit: int) -> list[dict[str, Any]]:

@@ -23,6 +23,12 @@ def channel_name(queue: str) -> str:
     return name
 
 
+def cancel_channel(node: int) -> str:
+    """The channel a node's supervisor LISTENs on for cancels of the tasks it runs (a
+    hyphen, which no queue's ``jobs_`` channel has at that place)."""
+    return f"jobs-cancel-{int(node)}"
+
+
 # The payload of the NOTIFY a resume sends: a worker that gets it reads the pause again.
 RESUMED = "resumed"
 

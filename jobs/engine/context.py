@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,3 +97,18 @@ def node_is_managed() -> bool:
 def set_node(node_id: int | None, *, managed: bool = True) -> None:
     global _node_id, _unmanaged
     _node_id, _unmanaged = node_id, not managed
+
+
+# Whether a cancel was asked for the task of a row id, as this process learns it: a
+# qcluster worker reads memory its supervisor writes (jobs.engine.supervisor). None
+# outside one (the row is read instead).
+_cancel_probe: Callable[[int], bool] | None = None
+
+
+def set_cancel_probe(probe: Callable[[int], bool] | None) -> None:
+    global _cancel_probe
+    _cancel_probe = probe
+
+
+def cancel_probe() -> Callable[[int], bool] | None:
+    return _cancel_probe

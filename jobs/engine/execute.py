@@ -27,7 +27,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django_q.signals import post_execute_in_worker, pre_execute
 
-from jobs.engine.errors import DoNotRetry
+from jobs.engine.errors import DoNotRetry, Snooze
 
 logger = structlog.stdlib.get_logger("jobs.engine.execute")
 
@@ -64,6 +64,11 @@ class Outcome:
         if isinstance(self.error, FunctionNotFound):
             return "function not found"
         return ""
+
+    @property
+    def snooze(self) -> float | None:
+        """Seconds after which the task asked to run again (raised or returned ``Snooze``)."""
+        return self.error.seconds if isinstance(self.error, Snooze) else None
 
     @property
     def result_text(self) -> str:
@@ -182,6 +187,8 @@ def run(task: dict[str, Any], *, timeout: float | None) -> Outcome:
             raise FunctionNotFound(f"Function {task.get('func')} is not defined")
         with alarm(timeout):
             value = func(*task.get("args", ()), **task.get("kwargs", {}))
+        if isinstance(value, Snooze):
+            raise value  # returned or raised, a snooze is the same outcome
         if not getattr(func, "transactional", False):  # it checked before its commit
             check_result(value)
     except BaseException as exc:  # every way a task can end is an outcome

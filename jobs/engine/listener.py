@@ -19,12 +19,16 @@ from jobs.engine.channels import channel_name
 
 logger = structlog.stdlib.get_logger("jobs.engine.listener")
 
+# After a failed connection, ``drain`` and ``fileno`` try again only this much later.
+REOPEN_SECONDS = 5.0
+
 
 class Listener:
-    def __init__(self, alias: str, queue: str) -> None:
+    def __init__(self, alias: str, queue: str, *, channel: str | None = None) -> None:
         self.alias = alias
-        self.channel = channel_name(queue)
+        self.channel = channel or channel_name(queue)
         self.conn: Any = None
+        self.reopen_at = 0.0  # a non-blocking user (drain) waits this long to reconnect
 
     def _connect(self) -> Any:
         if self.conn is not None and not self.conn.closed:
@@ -59,3 +63,28 @@ class Listener:
             with contextlib.suppress(Exception):  # closing a broken connection
                 self.conn.close()
         self.conn = None
+
+    def fileno(self) -> int:
+        """The connection's socket, for a ``select`` over several waits (opens it; after
+        a failure, not before ``REOPEN_SECONDS``)."""
+        if self.conn is None and time.monotonic() < self.reopen_at:
+            raise ConnectionError("the LISTEN connection is reopened later")
+        try:
+            return int(self._connect().fileno())
+        except Exception:
+            self.close()
+            self.reopen_at = time.monotonic() + REOPEN_SECONDS
+            raise
+
+    def drain(self) -> bool:
+        """Whether a NOTIFY arrived since the last call (never blocks). A broken link is
+        logged once per reopening attempt; the caller's own polling covers the gap."""
+        if self.conn is None and time.monotonic() < self.reopen_at:
+            return False
+        try:
+            return any(True for _ in self._connect().notifies(timeout=0.0))
+        except Exception:
+            logger.exception("LISTEN connection failed; reopening", retry_in=REOPEN_SECONDS)
+            self.close()
+            self.reopen_at = time.monotonic() + REOPEN_SECONDS
+            return False

@@ -267,6 +267,8 @@ class Heartbeat:
     def tick(self) -> None:
         beat(self.node_id, alias=self.alias)
         rescue_dead_nodes(alias=self.alias)
+        # Tasks no worker claimed before their deadline (a claimed one is checked at start).
+        transitions.expire_due(alias=self.alias)
 
     def _run(self) -> None:
         db = connections[self.alias]

@@ -21,6 +21,7 @@ existing task's id is returned, and a batch is one INSERT.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -45,13 +46,16 @@ from jobs.engine.specs import (
 
 # Declaring and looking up jobs is this module's API; the table itself is jobs.engine.specs.
 __all__ = [
+    "Batch",
     "Every",
     "JobSpec",
     "UnknownJob",
     "all_jobs",
+    "apply_deadline",
     "apply_declared_options",
     "build_package",
     "enqueue",
+    "enqueue_batch",
     "enqueue_many",
     "for_func",
     "get",
@@ -98,9 +102,27 @@ def apply_declared_options(
         task["timeout"] = spec.timeout
     if spec.cluster and not task.get("cluster"):
         task["cluster"] = spec.cluster
+    if spec.expires is not None and task.get("expires") is None:
+        task["expires"] = specs.deadline(spec.expires, now=task.get("started"))
 
 
-def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def apply_deadline(sender: Any = None, task: dict[str, Any] | None = None, **_: Any) -> None:
+    """``pre_enqueue`` receiver: ``expires=`` (seconds from now, or a datetime), given to
+    ``async_task`` like ``timeout=``, becomes the package's deadline (``task["expires"]``,
+    an aware datetime): a task not started by then ends expired."""
+    if not task:
+        return
+    kwargs = task.get("kwargs")
+    given = kwargs.pop("expires", None) if isinstance(kwargs, dict) else None
+    if given is None:
+        given = task.get("expires")
+    if given is not None:
+        task["expires"] = specs.deadline(given, now=task.get("started"))
+
+
+def build_package(
+    spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any], *, expires: Any = None
+) -> dict[str, Any]:
     """The task package ``async_task`` would build for this job (and its ``pre_enqueue``).
 
     The registry builds packages itself to insert many in one statement.
@@ -111,6 +133,8 @@ def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) ->
         task["cluster"] = spec.cluster
     if spec.timeout:
         task["timeout"] = spec.timeout
+    if expires is not None:
+        task["expires"] = specs.deadline(expires)
     if Conf.CACHED:
         task["cached"] = Conf.CACHED
     if Conf.ACK_FAILURES:
@@ -121,7 +145,9 @@ def build_package(spec: JobSpec, args: Sequence[Any], kwargs: dict[str, Any]) ->
     return task
 
 
-def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str:
+def enqueue(
+    name: str, *args: Any, on_commit: bool = True, expires: Any = None, **kwargs: Any
+) -> str:
     """Enqueue the registered job ``name``; returns the task id.
 
     By default the task is enqueued after the current transaction commits, so
@@ -132,10 +158,12 @@ def enqueue(name: str, *args: Any, on_commit: bool = True, **kwargs: Any) -> str
     ``on_commit=False`` puts the queue row inside the caller's transaction
     instead: it commits or rolls back with the caller's data.
     A unique job whose key is already queued or running is not enqueued again:
-    the id of the task already there is returned.
+    the id of the task already there is returned. ``expires``: seconds from now, or
+    a datetime; a task not started by then is never run and ends ``expired`` (the
+    job's declared ``expires`` otherwise).
     """
     spec = get(name)
-    task = build_package(spec, args, kwargs)
+    task = build_package(spec, args, kwargs, expires=expires)
     if on_commit and _defer(spec):
         transaction.on_commit(_after_commit([task], spec=spec), robust=True)
         task_id: str = task["id"]
@@ -166,6 +194,67 @@ def enqueue_many(
         transaction.on_commit(_after_commit(tasks, spec=spec), robust=True)
         return [task["id"] for task in tasks]
     return _push(tasks, spec=spec)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What ``enqueue_batch`` made: the batch's id and its members' task ids, in order."""
+
+    id: int
+    task_ids: list[str]
+
+
+def enqueue_batch(
+    calls: Iterable[tuple[Any, ...]],
+    *,
+    on_success: str | None = None,
+    on_finish: str | None = None,
+    on_failure: str | None = None,
+    name: str = "",
+) -> Batch:
+    """Enqueue several tasks as one batch whose callbacks run once every member has ended.
+
+    Each call is ``(job_name, args)`` or ``(job_name, args, kwargs)``. A callback is a
+    registered job's name or a dotted function path, called with one argument: the
+    batch's summary (``{"batch", "name", "total", "succeeded", "dead", "cancelled",
+    "expired", "state"}``). ``on_success`` runs when every member succeeded,
+    ``on_failure`` when one did not (dead, cancelled or expired), ``on_finish`` in both
+    cases; each exactly once, enqueued in the transaction that records the last
+    member's end. The batch and its members are written in the caller's transaction
+    (one INSERT for the members); a member whose unique key is active is left out.
+    """
+    callbacks = {
+        "on_success": _callback_path(on_success, "on_success"),
+        "on_finish": _callback_path(on_finish, "on_finish"),
+        "on_failure": _callback_path(on_failure, "on_failure"),
+    }
+    members: list[tuple[dict[str, Any], str]] = []
+    for call in calls:
+        if not isinstance(call, tuple | list) or len(call) not in (2, 3):
+            raise TypeError(
+                f"a batch call is (job_name, args) or (job_name, args, kwargs): {call!r}"
+            )
+        spec = get(call[0])
+        kwargs = dict(call[2]) if len(call) == 3 else {}
+        task = build_package(spec, tuple(call[1]), kwargs)
+        members.append((task, spec.cluster or Conf.CLUSTER_NAME))
+    if Conf.SYNC:
+        raise RuntimeError("batches need the worker (sync mode runs tasks inline, with no queue)")
+    batch_id, task_ids = transitions.insert_batch(members, name=name, **callbacks)
+    return Batch(id=batch_id, task_ids=task_ids)
+
+
+def _callback_path(value: str | None, option: str) -> str:
+    """A batch callback as the dotted path its task calls."""
+    if not value:
+        return ""
+    spec = specs.by_name(value)
+    if spec is not None:
+        return spec.path
+    module, _, attr = value.rpartition(".")
+    if not module or not attr:
+        raise UnknownJob(f"{option}={value!r} is neither a registered job nor a dotted path")
+    return value[:256]
 
 
 def _defer(spec: JobSpec) -> bool:
@@ -210,3 +299,5 @@ def connect_signals() -> None:
     pre_enqueue.connect(
         apply_declared_options, dispatch_uid="jobs.engine.registry.apply_declared_options"
     )
+    # After the declared options: a deadline given to this enqueue wins over the job's.
+    pre_enqueue.connect(apply_deadline, dispatch_uid="jobs.engine.registry.apply_deadline")

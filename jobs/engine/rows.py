@@ -3,10 +3,15 @@ enqueue path uses (``transitions.insert`` and ``insert_many`` write it)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.humanhash import uuid as human_uuid
+from django_q.signals import pre_enqueue
+from django_q.signing import SignedPackage
 
 from jobs.engine import specs
 from jobs.engine.execute import clean
@@ -28,6 +33,8 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         spec.max_attempts if spec is not None and spec.max_attempts is not None else None
     ) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
     now = timezone.now()
+    expires = task.get("expires")
+    batch = task.get("batch")
     return Job(
         task_id=task["id"],
         queue=queue,
@@ -43,4 +50,26 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         timeout=timeout if isinstance(timeout, int) and timeout > 0 else None,
         unique_key=unique_key,
         created_at=now,
+        expires_at=expires if isinstance(expires, datetime) else None,
+        batch=batch if isinstance(batch, int) else None,
     )
+
+
+def callback_row(func: str, argument: dict[str, Any]) -> Job:
+    """An unsaved ``Job`` that calls ``func(argument)``: a batch's callback.
+
+    Built as ``async_task`` builds a package, ``pre_enqueue`` included (a registered
+    job keeps its declared timeout and queue).
+    """
+    human, task_id = human_uuid()
+    task: dict[str, Any] = {
+        "id": task_id,
+        "name": human,
+        "func": func,
+        "args": (argument,),
+        "kwargs": {},
+        "started": timezone.now(),
+    }
+    pre_enqueue.send(sender="django_q", task=task)
+    queue = task.get("cluster") or Conf.CLUSTER_NAME
+    return job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task))

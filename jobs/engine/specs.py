@@ -10,9 +10,11 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from django.utils import timezone
 
 logger = structlog.get_logger("jobs.engine.specs")
 
@@ -55,10 +57,26 @@ class JobSpec:
     # Writes and completion in one transaction (jobs.engine.completion); database broker only.
     transactional: bool = False
     schedule: Every | None = None  # a periodic run, synced by jobs.schedules
+    # Seconds from enqueue: a task not started by then ends expired (never run).
+    expires: float | None = None
 
     @property
     def path(self) -> str:
         return f"{self.func.__module__}.{self.func.__qualname__}"
+
+
+def deadline(value: object, *, now: datetime | None = None) -> datetime:
+    """An ``expires=`` value as an aware datetime: seconds (or a timedelta) from ``now``,
+    or a datetime (a naive one is in the current time zone)."""
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else timezone.make_aware(value)
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expires= takes seconds or a datetime (got {value!r})")
+    if not 0 <= value <= 10 * 365 * 86400:
+        raise ValueError(f"expires= takes seconds from 0 to ten years (got {value!r})")
+    return (now or timezone.now()) + timedelta(seconds=value)
 
 
 _by_name: dict[str, JobSpec] = {}

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -41,7 +42,9 @@ from django_q.signing import SignedPackage
 from django_q.status import Stat, Status
 
 from jobs.engine import failing, nodes, transitions
+from jobs.engine.channels import cancel_channel
 from jobs.engine.execute import Outcome, TaskTimeout
+from jobs.engine.listener import Listener
 from jobs.engine.worker import STOP_SIGNALS
 from jobs.engine.worker import main as worker_main
 from jobs.models import Job
@@ -57,6 +60,12 @@ QUICK_DEATH_SECONDS = 2.0
 TIMEOUT_GRACE_SECONDS = 5.0
 # Per worker: Job row id, attempt, deadline (epoch seconds; 0 = idle).
 _SLOT = 3
+# The node's running tasks an operator asked to stop, shared with its workers: the
+# count, then the row ids (a task reads it through ``cancel_requested()``).
+CANCEL_SLOTS = 256
+# Without a NOTIFY, the supervisor reads the cancel requests this often (PostgreSQL:
+# a fallback for a lost notification; SQLite has none: every tick).
+CANCEL_POLL_SECONDS = 5.0
 
 
 @dataclass
@@ -66,6 +75,7 @@ class Seat:
     index: int
     process: Any = None
     killed_for_timeout: tuple[int, int, float] | None = None
+    killed_for_cancel: tuple[int, int] | None = None
     started: float = field(default_factory=time.monotonic)
     # A worker that keeps dying at once is started again after a growing pause.
     respawn_at: float = 0.0
@@ -95,6 +105,11 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("fork")
         self.slots: Any = self.ctx.RawArray("d", self.count * _SLOT)
         self.seats = [Seat(index=i) for i in range(self.count)]
+        self.cancel_rows: Any = self.ctx.RawArray("d", CANCEL_SLOTS + 1)
+        # row id -> (grace seconds, when this supervisor learned of it, monotonic)
+        self.cancels: dict[int, tuple[float, float]] = {}
+        self.cancel_listener: Listener | None = None
+        self.next_cancel_poll = 0.0
         self.stopping = False
         self.forced = False
         self.node = 0
@@ -137,6 +152,8 @@ class Supervisor:
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
+            if self.cancel_listener is not None:
+                self.cancel_listener.close()
             self.mark_stopped()
             connections.close_all()
             logger.info("Q Cluster %s has stopped.", self.queue, node=self.node)
@@ -171,9 +188,13 @@ class Supervisor:
     def tick(self) -> bool:
         """Reap, restart, time out, schedule; False once every worker has stopped."""
         close_old_connections()  # a connection the database dropped is opened again
-        sentinels = [seat.process.sentinel for seat in self.live()]
-        if sentinels:
-            multiprocessing.connection.wait(sentinels, timeout=TICK_SECONDS)
+        waits: list[Any] = [seat.process.sentinel for seat in self.live()]
+        listener = self._cancel_listener()
+        if listener is not None:
+            with contextlib.suppress(Exception):  # a broken link only costs the NOTIFY
+                waits.append(listener.fileno())
+        if waits:
+            multiprocessing.connection.wait(waits, timeout=TICK_SECONDS)
         else:
             time.sleep(TICK_SECONDS)
         for seat in self.seats:
@@ -183,6 +204,7 @@ class Supervisor:
             if seat.process is None and not self.stopping and time.monotonic() >= seat.respawn_at:
                 self.spawn(seat)
                 self.reincarnations += 1
+        self.watch_cancels()
         if self.stopping:
             return bool(self.live())
         self.enforce_timeouts()
@@ -196,6 +218,7 @@ class Supervisor:
     def spawn(self, seat: Seat) -> None:
         self._clear(seat)
         seat.killed_for_timeout = None
+        seat.killed_for_cancel = None
         seat.process = self.ctx.Process(
             target=_worker_entry,
             kwargs={
@@ -203,6 +226,7 @@ class Supervisor:
                 "node": self.node,
                 "slots": self.slots,
                 "index": seat.index,
+                "cancel_rows": self.cancel_rows,
                 "lifeline": (self.lifeline_r, self.lifeline_w),
             },
             name=f"Worker-{seat.index + 1}",
@@ -231,7 +255,8 @@ class Supervisor:
         )
         _kill_group(process.pid)  # whatever its tasks started dies with it
         exitcode = process.exitcode
-        if exitcode == 0 and seat.killed_for_timeout is None:
+        stopped = seat.killed_for_cancel
+        if exitcode == 0 and seat.killed_for_timeout is None and stopped is None:
             seat.process = None
             return  # stopped or recycled: it gave back and finished everything itself
         by = seat.by
@@ -239,7 +264,9 @@ class Supervisor:
         timed_out = seat.killed_for_timeout
         running = int(self._slot(seat)[0]) or None
         try:
-            if timed_out is not None:
+            if stopped is not None:
+                self._record_forced_cancel(*stopped)
+            elif timed_out is not None:
                 self._record_timeout(*timed_out)
             lost = transitions.worker_lost(alias="default", node=self.node, by=by, running=running)
             for job in lost:
@@ -248,7 +275,14 @@ class Supervisor:
             # The database may be away: the node's own stop, or a peer, hands them out.
             logger.exception("could not hand out a dead worker's tasks", worker=by)
             lost = []
-        if exitcode != 0:
+        if stopped is not None:
+            logger.warning(
+                "cancelled task stopped by force: its worker process was killed",
+                worker=by,
+                row_id=stopped[0],
+                tasks_given_back=[job.task_id for job in lost],
+            )
+        elif exitcode != 0:
             logger.error(
                 "worker process died",
                 worker=by,
@@ -271,6 +305,78 @@ class Supervisor:
                     attempt=int(attempt),
                 )
                 _kill_group(seat.process.pid)
+
+    # -- cancels ------------------------------------------------------------------------
+    def _cancel_listener(self) -> Listener | None:
+        """PostgreSQL: the node's cancel channel, LISTENed to (opened on first use)."""
+        if (
+            self.cancel_listener is None
+            and self.node
+            and connections["default"].vendor == "postgresql"
+        ):
+            self.cancel_listener = Listener("default", "", channel=cancel_channel(self.node))
+        return self.cancel_listener
+
+    def watch_cancels(self) -> None:
+        """Learn the cancels asked for this node's tasks (NOTIFY, or a poll), share them
+        with the workers, and kill a worker whose task outlived its cancel's grace."""
+        now = time.monotonic()
+        told = self.cancel_listener.drain() if self.cancel_listener is not None else False
+        if told or now >= self.next_cancel_poll:
+            pg = self.cancel_listener is not None
+            self.next_cancel_poll = now + (CANCEL_POLL_SECONDS if pg else 0.0)
+            try:
+                requests = transitions.cancel_requests(alias="default", node=self.node)
+            except Exception:
+                logger.exception("could not read the cancel requests")
+                return
+            default = float(settings.JOBS_CANCEL_GRACE_SECONDS)
+            cancels = {
+                row: self.cancels.get(row, (float(default if grace is None else grace), now))
+                for row, grace in requests.items()
+            }
+            if set(cancels) != set(self.cancels):
+                self._share_cancels(sorted(cancels))
+            self.cancels = cancels
+        if self.cancels:
+            self.enforce_cancels(now)
+
+    def _share_cancels(self, rows: list[int]) -> None:
+        rows = rows[:CANCEL_SLOTS]
+        self.cancel_rows[0] = 0.0  # readers see no entries while they change
+        for i, row in enumerate(rows, start=1):
+            self.cancel_rows[i] = float(row)
+        for i in range(len(rows) + 1, CANCEL_SLOTS + 1):
+            self.cancel_rows[i] = 0.0
+        self.cancel_rows[0] = float(len(rows))
+
+    def enforce_cancels(self, now: float) -> None:
+        for seat in self.live():
+            row_id, attempt, _deadline = self._slot(seat)
+            cancel = self.cancels.get(int(row_id))
+            if cancel is None or seat.killed_for_cancel or seat.killed_for_timeout:
+                continue
+            grace, seen = cancel
+            if now >= seen + grace:
+                seat.killed_for_cancel = (int(row_id), int(attempt))
+                logger.warning(
+                    "cancelled task did not stop within its grace: killing its worker process",
+                    worker=seat.by,
+                    row_id=int(row_id),
+                    grace=grace,
+                )
+                _kill_group(seat.process.pid)
+
+    def _record_forced_cancel(self, row_id: int, attempt: int) -> None:
+        transitions.start(alias="default", row_id=row_id, node=self.node)  # if unmarked
+        transitions.cancel_ended(
+            alias="default",
+            row_id=row_id,
+            attempt=attempt,
+            node=self.node,
+            ended="stopped by force after its grace (its worker process was killed)",
+            worker=transitions.WorkerInfo(cluster=self.queue, host=nodes.hostname()),
+        )
 
     def schedule(self) -> None:
         if not Conf.SCHEDULER or time.monotonic() < self.next_schedule:
@@ -366,7 +472,13 @@ def _watch(lifeline: int) -> None:
 
 
 def _worker_entry(
-    *, queue: str, node: int, slots: Any, index: int, lifeline: tuple[int, int]
+    *,
+    queue: str,
+    node: int,
+    slots: Any,
+    index: int,
+    cancel_rows: Any,
+    lifeline: tuple[int, int],
 ) -> None:
     os.setpgid(0, 0)
     read_end, write_end = lifeline
@@ -382,7 +494,11 @@ def _worker_entry(
         slots[base + 1] = float(attempt)
         slots[base + 2] = deadline
 
-    worker_main(queue=queue, node=node, slot=slot)
+    def cancels(row_id: int) -> bool:
+        count = int(cancel_rows[0])
+        return bool(count) and float(row_id) in cancel_rows[1 : count + 1]
+
+    worker_main(queue=queue, node=node, slot=slot, cancels=cancels)
 
 
 def serve(*, run_once: bool = False) -> None:

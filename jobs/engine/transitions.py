@@ -20,11 +20,26 @@ hand out       ``take_node``, ``rescue_ownerless``      started on a lost node: 
                                                         ``WorkerLost`` attempt, then
                                                         ready again (dead at its last)
 progress       ``set_progress``                         ``progress_*`` of a running task
-retry          ``requeue_failed``                       ``retrying``/``dead`` -> ``queued``
-                                                        with a fresh attempt budget
+retry          ``requeue_failed``                       ``retrying``/``dead``/``cancelled``
+                                                        /``expired`` -> ``queued`` with a
+                                                        fresh attempt budget
 delete         ``delete_waiting``, ``purge_queue``      removed by an operator
 reclaim        ``vacuum``                               dead row versions reclaimed
+cancel         ``cancel``                               waiting -> ``cancelled`` now;
+                                                        running: cancel requested
+               ``cancel_unstarted``, ``cancel_ended``   a requested one -> ``cancelled``
+snooze         ``snooze``                               ``running`` -> ready later,
+                                                        attempt given back, ``snoozes`` + 1
+expire         ``expire_claimed``, ``expire_due``       past ``expires_at`` unstarted ->
+                                                        ``expired`` (never run)
+batch          ``insert_batch``                         a ``JobBatch`` and its members
 =============  =======================================  ===============================
+
+``dead``, ``cancelled`` and ``expired`` are final: the row stays until an operator
+retries or discards it. A batch member's end (success, dead, cancelled, expired) is
+counted in its ``JobBatch`` in the transaction of that final change, and the one
+that counts the last member enqueues the batch's callbacks there too (``_count_ended``):
+they run once, whatever crashes.
 
 Every write after the claim is conditional on who holds the row (``owner``, and for a
 worker's own finish ``claimed_by``) and at which ``attempt``: a node declared dead, or
@@ -41,22 +56,24 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
 from jobs.engine import bound, results
-from jobs.engine.channels import channel_name, notify
+from jobs.engine.channels import cancel_channel, channel_name, notify
 from jobs.engine.context import AckId
-from jobs.engine.rows import job_row_from_task
-from jobs.models import Job, JobAttempt, WorkerNode
+from jobs.engine.rows import callback_row, job_row_from_task
+from jobs.models import Job, JobAttempt, JobBatch, WorkerNode
 
 _TABLE = Job._meta.db_table
 _NODE_TABLE = WorkerNode._meta.db_table
@@ -337,7 +354,8 @@ def finish(
     # On PostgreSQL a batch with no chain link to enqueue and no earlier failed attempt
     # to close is one statement: it commits alone, with no transaction around it.
     alone = db.vendor == "postgresql" and not any(
-        task.get("chain") or int(task.get("attempt") or 1) > 1 for task in batch
+        task.get("chain") or int(task.get("attempt") or 1) > 1 or task.get("batch")
+        for task in batch
     )
     with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and results.saved(tasks[ack])}
@@ -350,6 +368,9 @@ def finish(
         done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
         results.continue_chains(done, broker)
         results.close_histories(done)
+        members = [t["batch"] for t in done if isinstance(t.get("batch"), int)]
+        if members:
+            _count_ended(alias, {(batch, SUCCEEDED): n for batch, n in Counter(members).items()})
     results.send_saved(alias, rows)
     for task in done:
         if task.get("cached"):
@@ -366,10 +387,13 @@ def finish_in_transaction(alias: str, *, row_id: int, attempt: int, owner: int |
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned}",
+            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} RETURNING batch",
             [row_id, attempt],
         )
-        if cursor.rowcount == 1:
+        deleted = cursor.fetchone()
+        if deleted is not None:
+            if deleted[0] is not None:
+                _count_ended(alias, {(int(deleted[0]), SUCCEEDED): 1})
             return ""
         cursor.execute(f"SELECT attempt, owner, state FROM {_TABLE} WHERE id = %s", [row_id])
         now = cursor.fetchone()
@@ -446,10 +470,11 @@ def fail(
         job = (
             Job.objects.filter(task_id=task_id)
             .only(
-                "id", "func", "job_name", "first_failed_at", "owner", "attempt", "state", "payload"
+                "id", "func", "job_name", "first_failed_at", "owner", "attempt", "state",
+                "payload", "batch", "cancel_requested_at", "cancelled_by",
             )
             .first()
-        )
+        )  # fmt: skip
         updated = 0
         if job is None and owner is not None:
             return False  # finished or discarded elsewhere: the reporting node lost it
@@ -460,12 +485,18 @@ def fail(
                 return False
             if job.first_failed_at is None:
                 fields["first_failed_at"] = now
+            if job.cancel_requested_at is not None:
+                # Asked to stop: however the attempt ended, the task ends cancelled.
+                retry_at = None
+                fields.update(_cancelled_fields(job.cancelled_by, now, ended=error_type))
             current = Job.objects.filter(id=job.id, attempt=attempt)
             if owner is not None:
                 current = current.filter(owner=owner, state=Job.State.RUNNING)
             updated = current.update(**fields, owner=None)
             if updated:
                 payload = job.payload
+                if job.batch is not None and retry_at is None:
+                    _count_ended(Job.objects.db, {(job.batch, str(fields["state"])): 1})
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,
@@ -498,6 +529,7 @@ def fail(
 # What handing a row out again needs to read.
 HELD_FIELDS = (
     "id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue", "started_at",
+    "cancel_requested_at", "cancelled_by", "batch", "payload", "first_failed_at",
 )  # fmt: skip
 
 
@@ -516,6 +548,14 @@ def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
     if not rows:
         return
     now = timezone.now()
+    requested = [r for r in rows if r.cancel_requested_at is not None]
+    if requested:
+        # Asked to stop: a lost run of a task an operator cancelled ends it cancelled.
+        _record_lost(alias, [r for r in requested if r.started_at is not None], reason, now)
+        for job in requested:
+            _end(alias, [job], state=Job.State.CANCELLED, now=now, by=job.cancelled_by,
+                 ended="WorkerLost")  # fmt: skip
+        rows = [r for r in rows if r.cancel_requested_at is None]
     started = [r for r in rows if r.started_at is not None]
     last = [r for r in started if r.max_attempts and r.attempt >= r.max_attempts]
     again = [r for r in started if r not in last]
@@ -530,19 +570,7 @@ def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
             retry_at=None,
         )
     if again:
-        JobAttempt.objects.using(alias).bulk_create(
-            JobAttempt(
-                task_id=job.task_id,
-                attempt=job.attempt,
-                func=job.func,
-                job_name=job.job_name,
-                succeeded=False,
-                finished_at=now,
-                error_type="WorkerLost",
-                error_message=f"{reason}; the task was handed out again",
-            )
-            for job in again
-        )
+        _record_lost(alias, again, f"{reason}; the task was handed out again", now)
         Job.objects.using(alias).filter(id__in=[job.id for job in again]).update(
             state=_ready_state(), owner=None, claimed_at=None, claimed_by="", started_at=None
         )
@@ -552,6 +580,22 @@ def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
         )
     if again or unstarted:
         notify(alias, {job.queue for job in again + unstarted})
+
+
+def _record_lost(alias: str, rows: list[Job], message: str, now: datetime) -> None:
+    JobAttempt.objects.using(alias).bulk_create(
+        JobAttempt(
+            task_id=job.task_id,
+            attempt=job.attempt,
+            func=job.func,
+            job_name=job.job_name,
+            succeeded=False,
+            finished_at=now,
+            error_type="WorkerLost",
+            error_message=message,
+        )
+        for job in rows
+    )
 
 
 def give_back(*, alias: str, node: int, row_ids: Sequence[int]) -> int:
@@ -634,15 +678,29 @@ def requeue_failed(*, row_ids: Collection[int], budget: int) -> list[int]:
     meanwhile (a retrying one) is neither counted nor changed. Returns the ids changed.
     """
     rows = Job.objects.filter(id__in=row_ids, state__in=Job.FAILED_STATES)
-    locked = sorted(rows.select_for_update().values_list("id", flat=True))
-    Job.objects.filter(id__in=locked).update(
+    locked = list(rows.select_for_update().values_list("id", "state", "batch").order_by("id"))
+    ids = [row_id for row_id, _state, _batch in locked]
+    Job.objects.filter(id__in=ids).update(
         state=Job.State.QUEUED,
         run_at=timezone.now(),
         max_attempts=F("attempt") + budget,
         claimed_at=None,
         claimed_by="",
+        # A retried task runs: its deadline and any cancel are the past's.
+        expires_at=None,
+        cancel_requested_at=None,
+        cancel_grace=None,
     )
-    return locked
+    # A batch member that had ended runs again: its end is counted again when it comes
+    # (a batch whose callbacks ran does not run them twice).
+    reopened = Counter(
+        (batch, state)
+        for _id, state, batch in locked
+        if batch is not None and state in Job.FINAL_STATES
+    )
+    if reopened:
+        _count_ended(Job.objects.db, {key: -n for key, n in reopened.items()})
+    return ids
 
 
 def delete_waiting(*, row_ids: Collection[int], states: Collection[str]) -> list[int]:
@@ -654,18 +712,36 @@ def delete_waiting(*, row_ids: Collection[int], states: Collection[str]) -> list
     """
     states = [s for s in states if s != Job.State.RUNNING]
     rows = Job.objects.filter(id__in=row_ids, state__in=states)
-    locked = sorted(rows.select_for_update().values_list("id", flat=True))
-    Job.objects.filter(id__in=locked).delete()
-    return locked
+    locked = list(rows.select_for_update().values_list("id", "state", "batch").order_by("id"))
+    Job.objects.filter(id__in=[row_id for row_id, _state, _batch in locked]).delete()
+    _count_deleted(Job.objects.db, locked)
+    return [row_id for row_id, _state, _batch in locked]
+
+
+def _count_deleted(alias: str, rows: Iterable[tuple[int, str, int | None]]) -> None:
+    """A batch member deleted before it ended counts as cancelled: its batch still ends."""
+    gone = Counter(
+        (batch, str(Job.State.CANCELLED))
+        for _id, state, batch in rows
+        if batch is not None and state not in Job.FINAL_STATES
+    )
+    if gone:
+        _count_ended(alias, dict(gone))
 
 
 def purge_queue(*, queue: str, alias: str) -> int:
     """Delete the tasks waiting in ``queue`` (not running ones, not failed ones)."""
-    deleted, _ = (
-        Job.objects.using(alias)
-        .filter(queue=queue, state__in=[Job.State.QUEUED, Job.State.RETRYING])
-        .delete()
-    )
+    with transaction.atomic(using=alias):
+        waiting = Job.objects.using(alias).filter(
+            queue=queue, state__in=[Job.State.QUEUED, Job.State.RETRYING]
+        )
+        members = list(
+            waiting.filter(batch__isnull=False)
+            .select_for_update()
+            .values_list("id", "state", "batch")
+        )
+        deleted, _ = waiting.delete()
+        _count_deleted(alias, members)
     return deleted
 
 
@@ -710,3 +786,353 @@ def vacuum(*, min_dead_rows: int, alias: str = "default") -> Vacuumed | None:
             return Vacuumed(dead_rows=dead, live_rows=live, seconds=time.monotonic() - started)
         finally:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_VACUUM_LOCK])
+
+
+# -- flow control: cancel, snooze, expire ------------------------------------------------
+# A batch's counters, by the name of the member's end.
+SUCCEEDED = "succeeded"
+_ENDS = {
+    SUCCEEDED: "succeeded",
+    Job.State.DEAD: "dead",
+    Job.State.CANCELLED: "cancelled",
+    Job.State.EXPIRED: "expired",
+}
+_END_FIELDS = ("id", "task_id", "attempt", "batch", "payload", "first_failed_at", "queue")
+
+
+def _cancelled_fields(by: str, now: datetime, *, ended: str = "") -> dict[str, Any]:
+    message = f"cancelled by {by or 'an operator'}"
+    if ended:
+        message += f" (its attempt ended with {ended})"
+    return {
+        "state": Job.State.CANCELLED,
+        "run_at": now,
+        "last_failed_at": now,
+        "last_error_type": "Cancelled",
+        "last_error_message": message,
+        "error_signature": "Cancelled",
+    }
+
+
+def _expired_fields(now: datetime) -> dict[str, Any]:
+    return {
+        "state": Job.State.EXPIRED,
+        "run_at": now,
+        "last_failed_at": now,
+        "last_error_type": "Expired",
+        "last_error_message": "not started before its deadline (expires): never run",
+        "error_signature": "Expired",
+    }
+
+
+def _end(
+    alias: str,
+    rows: Sequence[Job],
+    *,
+    state: str,
+    now: datetime,
+    by: str = "",
+    ended: str = "",
+) -> None:
+    """End locked ``rows`` (``_END_FIELDS`` read) cancelled or expired: the row kept like
+    a dead one, its batch counted, its ``Failure`` result written once committed."""
+    if not rows:
+        return
+    if state == Job.State.CANCELLED:
+        fields = _cancelled_fields(by, now, ended=ended)
+        fields.update(cancel_requested_at=Coalesce(F("cancel_requested_at"), Value(now)))
+        if by:
+            fields.update(cancelled_by=by[:150])
+    else:
+        fields = _expired_fields(now)
+    Job.objects.using(alias).filter(id__in=[row.id for row in rows]).update(
+        **fields,
+        first_failed_at=Coalesce(F("first_failed_at"), Value(now)),
+        owner=None,
+        claimed_at=None,
+        claimed_by="",
+        started_at=None,
+    )
+    ends = Counter((row.batch, state) for row in rows if row.batch is not None)
+    if ends:
+        _count_ended(alias, dict(ends))
+    reported = [(row.payload, row.attempt) for row in rows]
+    message = fields["last_error_message"]
+    transaction.on_commit(lambda: _report_ended(reported, message, now), using=alias)
+
+
+def _report_ended(reported: list[tuple[str, int]], message: str, now: datetime) -> None:
+    """django-q2's view of a task that ended without success: a final ``Failure``."""
+    for payload, attempt in reported:
+        results.save_failure(
+            payload, final=True, result=message, attempt=attempt, started=None, stopped=now
+        )
+
+
+def _count_ended(alias: str, ends: dict[tuple[int, str], int]) -> None:
+    """Count members' ends in their batches, in the caller's transaction; the one
+    that counts a batch's last member enqueues its callbacks in that transaction."""
+    by_batch: dict[int, dict[str, int]] = {}
+    for (batch, state), n in ends.items():
+        column = _ENDS[state]
+        by_batch.setdefault(batch, {})[column] = by_batch.get(batch, {}).get(column, 0) + n
+    # Always in id order: two transactions ending members of two batches never deadlock.
+    for batch_id in sorted(by_batch):
+        counts = by_batch[batch_id]
+        # The UPDATE locks the batch row until commit: the read below is this
+        # transaction's, and only one transaction sees the last member counted.
+        JobBatch.objects.using(alias).filter(id=batch_id).update(
+            **{column: F(column) + n for column, n in counts.items()}
+        )
+        found = JobBatch.objects.using(alias).filter(id=batch_id, finished_at__isnull=True).first()
+        if found is not None and found.ended >= found.total:
+            _close_batch(alias, found)
+
+
+def _close_batch(alias: str, batch: JobBatch) -> None:
+    summary = batch_summary(batch)
+    outcome = batch.on_success if batch.succeeded == batch.total else batch.on_failure
+    callback_ids = []
+    for func in (outcome, batch.on_finish):
+        if func:
+            row = callback_row(func, summary)
+            insert(row, alias=alias)
+            callback_ids.append(row.task_id)
+    JobBatch.objects.using(alias).filter(id=batch.id).update(
+        finished_at=timezone.now(), callbacks=",".join(callback_ids)[:255]
+    )
+
+
+def batch_summary(batch: JobBatch) -> dict[str, Any]:
+    """What a batch's callback is called with (JSON-friendly)."""
+    return {
+        "batch": batch.id,
+        "name": batch.name,
+        "total": batch.total,
+        "succeeded": batch.succeeded,
+        "dead": batch.dead,
+        "cancelled": batch.cancelled,
+        "expired": batch.expired,
+        "state": "succeeded" if batch.succeeded == batch.total else "failed",
+    }
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    cancelled: list[int] = field(default_factory=list)  # ended cancelled now
+    requested: list[int] = field(default_factory=list)  # running: asked to stop
+
+
+def cancel(
+    *, row_ids: Collection[int], by: str, grace: int, alias: str = "default"
+) -> CancelOutcome:
+    """Cancel the tasks of ``row_ids`` that have not ended.
+
+    A queued or retrying task ends ``cancelled`` at once (it never runs again). A
+    running one (claimed, perhaps started) is asked to stop: ``cancel_requested_at``,
+    and its node is told (NOTIFY); it ends ``cancelled`` when its attempt ends, or when
+    its worker process is killed ``grace`` seconds later (``jobs.engine.supervisor``).
+    Call inside a transaction: the rows are locked first, so a waiting row is either
+    cancelled or claimed.
+    """
+    now = timezone.now()
+    rows = list(
+        Job.objects.using(alias)
+        .select_for_update()
+        .filter(id__in=row_ids, state__in=Job.ACTIVE_STATES)
+        .only(*_END_FIELDS, "state", "owner", "cancel_requested_at")
+        .order_by("id")
+    )
+    waiting = [r for r in rows if r.state != Job.State.RUNNING]
+    running = [r for r in rows if r.state == Job.State.RUNNING]
+    _end(alias, waiting, state=Job.State.CANCELLED, now=now, by=by)
+    if running:
+        Job.objects.using(alias).filter(id__in=[r.id for r in running]).update(
+            cancel_requested_at=Coalesce(F("cancel_requested_at"), Value(now)),
+            cancelled_by=by[:150],
+            cancel_grace=grace,
+        )
+        db = connections[alias]
+        if db.vendor == "postgresql":
+            with db.cursor() as cursor:
+                for owner in sorted({r.owner for r in running if r.owner is not None}):
+                    cursor.execute("SELECT pg_notify(%s, '')", [cancel_channel(owner)])
+    return CancelOutcome(cancelled=[r.id for r in waiting], requested=[r.id for r in running])
+
+
+def cancel_requests(*, alias: str, node: int) -> dict[int, int | None]:
+    """The running tasks of ``node`` an operator asked to stop: row id -> grace seconds."""
+    return dict(
+        Job.objects.using(alias)
+        .filter(owner=node, state=Job.State.RUNNING, cancel_requested_at__isnull=False)
+        .values_list("id", "cancel_grace")
+    )
+
+
+def cancel_requested(*, alias: str, row_id: int) -> bool:
+    """Whether a cancel was asked for the task of ``row_id`` (a read)."""
+    return (
+        Job.objects.using(alias)
+        .filter(id=row_id, cancel_requested_at__isnull=False)
+        .exclude(state__in=Job.CLAIMABLE_STATES)
+        .exists()
+    )
+
+
+def _end_claimed(alias: str, *, row_id: int, node: int, state: str, when: Q) -> bool:
+    """End a task this node claimed and has not started (``when`` must hold)."""
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Job.objects.using(alias)
+            .select_for_update()
+            .filter(when, id=row_id, owner=node, state=Job.State.RUNNING, started_at__isnull=True)
+            .only(*_END_FIELDS)
+        )
+        _end(alias, rows, state=state, now=now)
+    return bool(rows)
+
+
+def cancel_unstarted(*, alias: str, row_id: int, node: int) -> bool:
+    """A claimed task whose cancel was asked before it started: cancelled, never run."""
+    return _end_claimed(
+        alias, row_id=row_id, node=node, state=Job.State.CANCELLED,
+        when=Q(cancel_requested_at__isnull=False),
+    )  # fmt: skip
+
+
+def expire_claimed(*, alias: str, row_id: int, node: int) -> bool:
+    """A claimed task past its deadline: expired, never run. False when its row has no
+    deadline any more (an operator retried it) or it is not this node's."""
+    return _end_claimed(
+        alias, row_id=row_id, node=node, state=Job.State.EXPIRED,
+        when=Q(expires_at__isnull=False, expires_at__lte=timezone.now()),
+    )  # fmt: skip
+
+
+def expire_due(*, alias: str = "default", limit: int = 500) -> int:
+    """Waiting tasks past their deadline that no worker claimed: expired. How many."""
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Job.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(
+                expires_at__isnull=False,
+                expires_at__lte=now,
+                state__in=Job.CLAIMABLE_STATES,
+            )
+            .only(*_END_FIELDS)
+            .order_by("expires_at")[:limit]
+        )
+        _end(alias, rows, state=Job.State.EXPIRED, now=now)
+    return len(rows)
+
+
+def cancel_ended(
+    *,
+    alias: str,
+    row_id: int,
+    attempt: int,
+    node: int,
+    ended: str,
+    started_at: datetime | None = None,
+    worker: WorkerInfo | None = None,
+) -> bool:
+    """The started attempt of a task asked to stop has ended (``ended``: how): the task
+    is cancelled, the attempt recorded. False when the row is not this node's attempt."""
+    now = timezone.now()
+    worker = worker or WorkerInfo()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Job.objects.using(alias)
+            .select_for_update()
+            .filter(id=row_id, attempt=attempt, owner=node, state=Job.State.RUNNING)
+            .only(*_END_FIELDS, "func", "job_name", "cancelled_by")
+        )
+        if not rows:
+            return False
+        [job] = rows
+        _end(alias, rows, state=Job.State.CANCELLED, now=now, by=job.cancelled_by, ended=ended)
+        JobAttempt.objects.using(alias).create(
+            task_id=job.task_id,
+            attempt=attempt,
+            func=job.func,
+            job_name=job.job_name,
+            succeeded=False,
+            started_at=started_at,
+            finished_at=now,
+            error_type="Cancelled",
+            error_message=f"cancelled by {job.cancelled_by or 'an operator'}: {ended}",
+            cluster=worker.cluster[:100],
+            host=worker.host[:255],
+            pid=worker.pid,
+        )
+    return True
+
+
+def snooze(
+    *, alias: str, row_id: int, attempt: int, restore: int, node: int, seconds: float
+) -> str:
+    """The task asked to run again in ``seconds``: ready then, its attempt count back to
+    ``restore`` (none used), ``snoozes`` + 1. A task asked to stop meanwhile ends
+    cancelled instead. Returns the row's state now ("" when it is not this node's)."""
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        job = (
+            Job.objects.using(alias)
+            .select_for_update()
+            .filter(id=row_id, attempt=attempt, owner=node, state=Job.State.RUNNING)
+            .only(*_END_FIELDS, "cancel_requested_at", "cancelled_by", "last_failed_at")
+            .first()
+        )
+        if job is None:
+            return ""
+        if job.cancel_requested_at is not None:
+            _end(alias, [job], state=Job.State.CANCELLED, now=now, by=job.cancelled_by,
+                 ended="a snooze")  # fmt: skip
+            return Job.State.CANCELLED
+        state = Job.State.QUEUED if job.last_failed_at is None else Job.State.RETRYING
+        Job.objects.using(alias).filter(id=row_id).update(
+            state=state,
+            run_at=now + timedelta(seconds=seconds),
+            attempt=restore,
+            snoozes=F("snoozes") + 1,
+            owner=None,
+            claimed_at=None,
+            claimed_by="",
+            started_at=None,
+        )
+        if seconds <= 0:
+            notify(alias, [job.queue])
+    return state
+
+
+def insert_batch(
+    members: list[tuple[dict[str, Any], str]],
+    *,
+    name: str,
+    on_success: str,
+    on_finish: str,
+    on_failure: str,
+    alias: str = "default",
+) -> tuple[int, list[str]]:
+    """A ``JobBatch`` and its members ((task package, queue) pairs), in one transaction:
+    the batch id and the members' task ids. A member whose unique key is already active
+    is not part of the batch (``total`` counts the rest)."""
+    with transaction.atomic(using=alias):
+        batch = JobBatch.objects.using(alias).create(
+            name=name[:200], on_success=on_success, on_finish=on_finish, on_failure=on_failure
+        )
+        rows = []
+        for task, queue in members:
+            task["batch"] = batch.id
+            rows.append(job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task)))
+        Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
+        notify(alias, {queue for _task, queue in members})
+        total = Job.objects.using(alias).filter(batch=batch.id).count()
+        JobBatch.objects.using(alias).filter(id=batch.id).update(total=total)
+        if total == 0:
+            batch.total = 0
+            _close_batch(alias, batch)
+    return batch.id, [task["id"] for task, _queue in members]

@@ -28,11 +28,13 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
+from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signals import post_execute, post_spawn
 from django_q.signing import SignedPackage
@@ -73,6 +75,7 @@ class Worker:
         bulk: int | None = None,
         poll: float | None = None,
         slot: Callable[[int, int, float], None] | None = None,
+        cancels: Callable[[int], bool] | None = None,
     ) -> None:
         self.queue = queue
         self.node = node
@@ -83,6 +86,8 @@ class Worker:
         self.by = f"{Conf.CLUSTER_NAME or queue}@{self.host}:{os.getpid()}"[:255]
         # Tells the supervisor what runs now: (row id, attempt, deadline); zeros when idle.
         self.slot = slot or (lambda row_id, attempt, deadline: None)
+        # Whether an operator asked to stop the task of a row id (its supervisor's memory).
+        self.cancels = cancels or (lambda row_id: False)
         self.stopping = False
         self.batch = 1
         self.claimed: deque[transitions.Claimed] = deque()
@@ -204,6 +209,8 @@ class Worker:
             if started is not None:
                 failing.unreadable(claimed, attempt=started, node=self.node, alias=self.connection)
             return None
+        if self._ends_unstarted(claimed, task):
+            return None
         func = func_path(task.get("func"))
         # Imports the job's module if need be: a job is known only once it is imported.
         spec = spec_for(func)
@@ -240,8 +247,12 @@ class Worker:
         if _stdlib_logger.isEnabledFor(logging.DEBUG):
             logger.debug("task started", task_name=task.get("name"))
         self.slot(claimed.row_id, attempt, time.time() + timeout if timeout else 0.0)
+        cancelled = False
         try:
             outcome = execute(task, timeout=timeout)
+            # Asked to stop: however the attempt ended, the task ends cancelled (a
+            # transactional job that committed has finished: its success stands).
+            cancelled = self.cancels(claimed.row_id) and not task.get(results.COMPLETED_IN_WORKER)
         finally:
             self.slot(0, 0, 0.0)
         self.ran += 1
@@ -252,9 +263,16 @@ class Worker:
         try:
             self._log_finished(outcome)
             # The row's attempt as the finish will find it: not counted yet when unmarked.
-            row_attempt = self._settle(marks, claimed, attempt, success=outcome.success)
+            # A snooze uses no attempt, and a cancelled run is one that counts.
+            counts = (outcome.success or outcome.snooze is not None) and not cancelled
+            row_attempt = self._settle(marks, claimed, attempt, success=counts)
             if row_attempt is None:
                 pass  # not this node's task any more: the new owner's attempt counts
+            elif cancelled:
+                self._cancelled(claimed, task, outcome, row_attempt)
+                _announce([task])
+            elif outcome.snooze is not None:
+                self._snoozed(claimed, outcome.snooze, row_attempt)
             elif outcome.success and task.get(results.COMPLETED_IN_WORKER):
                 # A transactional job: finished in its own transaction already.
                 results.announce(task)
@@ -320,6 +338,81 @@ class Worker:
         if count:
             logger.info("handed back claimed tasks that had not started", count=count)
         return count
+
+    # -- flow control ------------------------------------------------------------------
+    def _ends_unstarted(self, claimed: transitions.Claimed, task: dict[str, Any]) -> bool:
+        """A claimed task past its deadline, or cancelled before it started, ends now
+        without running (True); the row is the judge (an operator may have retried it)."""
+        ended = False
+        expires = task.get("expires")
+        if self.cancels(claimed.row_id):
+
+            def write() -> None:
+                nonlocal ended
+                ended = transitions.cancel_unstarted(
+                    alias=self.connection, row_id=claimed.row_id, node=self.node
+                )
+
+            self._until_written(write)
+            if ended:
+                logger.info("task cancelled before it started", row_id=claimed.row_id)
+        elif isinstance(expires, datetime) and expires <= timezone.now():
+
+            def write() -> None:
+                nonlocal ended
+                ended = transitions.expire_claimed(
+                    alias=self.connection, row_id=claimed.row_id, node=self.node
+                )
+
+            self._until_written(write)
+            if ended:
+                logger.info(
+                    "task expired before it started",
+                    task_id=task.get("id"),
+                    expires=expires.isoformat(),
+                )
+        return ended
+
+    def _cancelled(
+        self, claimed: transitions.Claimed, task: dict[str, Any], outcome: Outcome, attempt: int
+    ) -> None:
+        how = "a success" if outcome.success else (outcome.error_type or "a failure")
+        worker = task.get("worker") or {}
+
+        def write() -> None:
+            transitions.cancel_ended(
+                alias=self.connection,
+                row_id=claimed.row_id,
+                attempt=attempt,
+                node=self.node,
+                ended=how,
+                started_at=outcome.started_at,
+                worker=transitions.WorkerInfo(
+                    cluster=str(worker.get("cluster") or ""),
+                    host=str(worker.get("host") or ""),
+                    pid=worker.get("pid") if isinstance(worker.get("pid"), int) else None,
+                ),
+            )
+
+        self._until_written(write)
+        logger.info("task cancelled", task_id=task.get("id"), ended=how)
+
+    def _snoozed(self, claimed: transitions.Claimed, seconds: float, attempt: int) -> None:
+        state = ""
+
+        def write() -> None:
+            nonlocal state
+            state = transitions.snooze(
+                alias=self.connection,
+                row_id=claimed.row_id,
+                attempt=attempt,
+                restore=claimed.attempt,
+                node=self.node,
+                seconds=seconds,
+            )
+
+        self._until_written(write)
+        logger.info("task snoozed", seconds=seconds, state=state or None)
 
     # -- helpers -------------------------------------------------------------------------
     def _log_finished(self, outcome: Outcome) -> None:
@@ -465,10 +558,17 @@ def run_inline(task: dict[str, Any]) -> str:
     return str(task["id"])
 
 
-def main(*, queue: str, node: int, slot: Callable[[int, int, float], None]) -> None:
+def main(
+    *,
+    queue: str,
+    node: int,
+    slot: Callable[[int, int, float], None],
+    cancels: Callable[[int], bool] | None = None,
+) -> None:
     """The worker process's entry point (forked by ``jobs.engine.supervisor``)."""
     connections.close_all()  # never share the parent's connections
-    worker = Worker(queue=queue, node=node, slot=slot, alias=_alias())
+    context.set_cancel_probe(cancels)
+    worker = Worker(queue=queue, node=node, slot=slot, alias=_alias(), cancels=cancels)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
     # Forked with these blocked (see Supervisor.spawn): one sent meanwhile arrives now.

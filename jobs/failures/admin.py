@@ -127,7 +127,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
             count = services.discard_failed(queryset=queryset, user=admin_user(request))
             self.message_user(request, f"Discarded {count} task(s).", messages.SUCCESS)
             return None
-        failed = queryset.filter(state__in=(Job.State.RETRYING, Job.State.DEAD)).order_by("id")
+        failed = queryset.filter(state__in=Job.FAILED_STATES).order_by("id")
         return TemplateResponse(
             request,
             "admin/jobs/failedjob/confirm_discard.html",
@@ -232,7 +232,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         )
         if not allowed:
             raise PermissionDenied
-        queryset = self._filtered(request).filter(state__in=(Job.State.RETRYING, Job.State.DEAD))
+        queryset = self._filtered(request).filter(state__in=Job.FAILED_STATES)
         query = self._filter_query(request)
         if request.method == "POST":
             action = services.retry_failed if verb == "retry" else services.discard_failed
@@ -327,7 +327,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
                 original=job,
                 payload=decode_payload(job.payload),
                 attempts=list(task_attempts(task_id=job.task_id)),
-                retryable=job.state in (Job.State.RETRYING, Job.State.DEAD),
+                retryable=job.state in Job.FAILED_STATES,
                 **self._action_perms(request),
             ),
         )

@@ -21,7 +21,7 @@ from jobs.models import Job
 _SINCE = re.compile(r"^([0-9]+)([smhd])$")
 _ID = re.compile(r"^[0-9]+$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-STATES = ("retrying", "dead")
+STATES = ("retrying", "dead", "cancelled", "expired")
 MAX_ID = 2**63 - 1  # the id column is a bigint
 MAX_LIMIT = 10_000
 MAX_SINCE = timedelta(days=3650)
@@ -77,7 +77,7 @@ def resolve_func(value: str) -> str:
 
 
 def add_filter_arguments(parser: CommandParser) -> None:
-    parser.add_argument("--state", help="retrying or dead (default: both)")
+    parser.add_argument("--state", help="retrying, dead, cancelled or expired (default: all four)")
     parser.add_argument("--func", help="a job name from the registry or a dotted function path")
     parser.add_argument("--error", help="a substring of the last error message")
     parser.add_argument("--error-type", help="the exact error type, e.g. RuntimeError")
@@ -91,7 +91,7 @@ def allow_dash_values(parser: CommandParser) -> None:
 
 
 def selection(options: dict[str, Any]) -> QuerySet[Job]:
-    """The failed tasks the filter options select (state retrying or dead)."""
+    """The failed tasks the filter options select (retrying, dead, cancelled, expired)."""
     for name in ("state", "func", "error", "error_type"):
         if options.get(name):
             check_text(name.replace("_", "-"), options[name])

@@ -25,7 +25,9 @@ BATCH = 1000
 AUDIT_IDS = 100  # ids an audit line lists; the count is always exact
 
 
-def _audit(event: str, *, user: AbstractBaseUser | None, ids: list[int], **fields: Any) -> None:
+def log_operator_action(
+    event: str, *, user: AbstractBaseUser | None, ids: list[int], **fields: Any
+) -> None:
     """One log line per operator action, admin or command line: who, how many, which."""
     if not ids:
         return
@@ -63,7 +65,7 @@ def _log(
     )
 
 
-def _in_batches(
+def in_batches(
     queryset: QuerySet[Job], states: tuple[str, ...] = FAILED_STATES
 ) -> Iterable[list[Job]]:
     """Rows of ``queryset`` in ``states`` (default: failed), a batch at a time, by id."""
@@ -89,7 +91,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     rows are left alone: a retry never makes a task run twice.
     """
     changed: list[int] = []
-    for batch in _in_batches(queryset):
+    for batch in in_batches(queryset):
         by_budget: dict[int, list[int]] = {}
         for job in batch:
             by_budget.setdefault(_budget(job.func), []).append(job.id)
@@ -105,7 +107,7 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
                 message="Retried: queued to run now with a fresh attempt budget.",
             )
         changed += done
-    _audit("failed tasks retried", user=user, ids=changed)
+    log_operator_action("failed tasks retried", user=user, ids=changed)
     return len(changed)
 
 
@@ -123,7 +125,7 @@ def delete_jobs(
     so a row is either deleted or claimed, never counted as deleted and run.
     """
     deleted: list[int] = []
-    for batch in _in_batches(queryset, states):
+    for batch in in_batches(queryset, states):
         with transaction.atomic():
             gone = backend.delete_waiting(row_ids=[job.id for job in batch], states=states)
             _log(
@@ -134,7 +136,7 @@ def delete_jobs(
                 model=model,
             )
         deleted += sorted(gone)
-    _audit("tasks deleted", user=user, ids=deleted, change_message=message)
+    log_operator_action("tasks deleted", user=user, ids=deleted, change_message=message)
     return len(deleted)
 
 

@@ -134,7 +134,7 @@ def test_operator_reads_the_overview_and_pauses_a_queue(
     assert Job.objects.filter(queue=queue, state="queued", attempt=0).count() == 3
     # The page shows them without a reload (its 5 s refresh).
     expect(queue_cell(page, queue, 1)).to_have_text("3", timeout=15_000)
-    expect(queue_cell(page, queue, 6)).to_contain_text("paused")
+    expect(queue_cell(page, queue, 8)).to_contain_text("paused")
     assert page.evaluate("window.__samePage") is True
     for width in (1024, 1440):
         screenshot(page, "overview-paused", width)
@@ -147,7 +147,7 @@ def test_operator_reads_the_overview_and_pauses_a_queue(
         what="the held tasks done after resume",
     )
     expect(queue_cell(page, queue, 1)).to_have_text("0", timeout=15_000)
-    expect(queue_cell(page, queue, 6)).to_contain_text("active")
+    expect(queue_cell(page, queue, 8)).to_contain_text("active")
     steps.shot("resumed")
     control.stop()
     worker.stop()

@@ -383,7 +383,10 @@ def test_discard_on_the_detail_page_asks_first(admin_client: Client) -> None:
     assert f'action="{discard}"' not in detail
     confirm = admin_client.get(discard)
     assert confirm.status_code == 200
-    assert "Discard <strong>1</strong> failed task (retrying or dead)?" in confirm.content.decode()
+    assert (
+        "Discard <strong>1</strong> failed task (retrying, dead, cancelled or expired)?"
+        in confirm.content.decode()
+    )
     assert Job.objects.filter(id=job.id).exists()
     admin_client.post(discard)
     assert not Job.objects.filter(id=job.id).exists()
@@ -396,7 +399,7 @@ def test_discard_selected_asks_first_then_discards(admin_client: Client, admin_u
     confirm = admin_client.post(url(CHANGELIST), chosen)
     assert confirm.status_code == 200
     body = confirm.content.decode()
-    assert "Discard <strong>2</strong> failed tasks (retrying or dead)?" in body
+    assert "Discard <strong>2</strong> failed tasks (retrying, dead, cancelled or expired)?" in body
     assert str(first) in body
     assert Job.objects.count() == 3  # nothing yet
     done = admin_client.post(url(CHANGELIST), {**chosen, "post": "yes"}, follow=True)

@@ -4,9 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
-from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import User
-from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -14,7 +12,7 @@ from django.utils import timezone
 from django_q.models import OrmQ, Success
 
 from jobs.models import Job, QueuedJob
-from tests.support.admin import grant, messages_of, url
+from tests.support.admin import grant, url
 from tests.support.failures import failed_rows, queue_job
 
 CHANGELIST = "admin:jobs_queuedjob_changelist"
@@ -144,57 +142,19 @@ def test_rows_are_read_only(admin_client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_cancel_deletes_queued_rows_and_keeps_running_ones(
-    admin_client: Client, admin_user: User
-) -> None:
-    waiting = queued(1)
-    running = queued(2, state=Job.State.RUNNING)
-    [retrying] = failed_rows(1, state=Job.State.RETRYING)
-    response = admin_client.post(
-        url(CHANGELIST),
-        {"action": "cancel_selected", "_selected_action": [waiting.id, running.id, retrying.id]},
-        follow=True,
-    )
-    assert messages_of(response) == [
-        "Cancelled 1 queued task(s).",
-        "Not cancelled 2 task(s): only queued tasks can be cancelled, "
-        "running and retrying ones are left alone.",
-    ]
-    assert not Job.objects.filter(id=waiting.id).exists()
-    assert set(Job.objects.values_list("id", flat=True)) == {running.id, retrying.id}
-    entry = LogEntry.objects.get(user=admin_user)
-    assert (entry.object_id, entry.action_flag) == (str(waiting.id), DELETION)
-    assert entry.content_type == ContentType.objects.get_for_model(
-        QueuedJob, for_concrete_model=False
-    )
-
-
-@pytest.mark.django_db
-def test_cancel_of_running_tasks_only_warns(admin_client: Client) -> None:
-    running = queued(1, state=Job.State.RUNNING)
-    response = admin_client.post(
-        url(CHANGELIST),
-        {"action": "cancel_selected", "_selected_action": [running.id]},
-        follow=True,
-    )
-    assert messages_of(response) == [
-        "Not cancelled 1 task(s): only queued tasks can be cancelled, "
-        "running and retrying ones are left alone."
-    ]
-    assert Job.objects.filter(id=running.id).exists()
-
-
-@pytest.mark.django_db
-def test_cancel_needs_the_delete_permission(staff: User) -> None:
+def test_cancel_needs_the_change_permission(staff: User) -> None:
     job = queued(1)
     client = Client()
     client.force_login(grant(staff, "view_queuedjob"))
     assert job.id in listed(client)
-    client.post(url(CHANGELIST), {"action": "cancel_selected", "_selected_action": [job.id]})
-    assert Job.objects.filter(id=job.id).exists()
-    client.force_login(grant(staff, "view_queuedjob", "delete_queuedjob"))
-    client.post(url(CHANGELIST), {"action": "cancel_selected", "_selected_action": [job.id]})
-    assert not Job.objects.filter(id=job.id).exists()
+    post = {"action": "cancel_selected", "_selected_action": [job.id], "post": "yes"}
+    client.post(url(CHANGELIST), post)
+    assert Job.objects.get(id=job.id).state == Job.State.QUEUED
+    assert client.get(url("admin:jobs_queuedjob_cancel_matching")).status_code == 403
+    assert client.post(url("admin:jobs_queuedjob_cancel", job.id)).status_code == 403
+    client.force_login(grant(staff, "view_queuedjob", "change_queuedjob"))
+    client.post(url(CHANGELIST), post)
+    assert Job.objects.get(id=job.id).state == Job.State.CANCELLED
 
 
 @pytest.mark.django_db

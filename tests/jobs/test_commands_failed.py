@@ -121,7 +121,10 @@ def test_list_ignores_tasks_that_never_failed_or_are_queued_again() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--state", "running"], "--state must be one of: retrying, dead (got 'running')."),
+        (
+            ["--state", "running"],
+            "--state must be one of: retrying, dead, cancelled, expired (got 'running').",
+        ),
         (["--since", "yesterday"], "--since 'yesterday' is not a duration"),
         (["--since", "5w"], "--since '5w' is not a duration"),
         (["--limit", "0"], "--limit must be a whole number from 1 to 10000 (got '0')."),

@@ -149,11 +149,11 @@ def test_a_failing_section_is_reported_without_failing_the_check(client, monkeyp
     def broken(*, now):
         raise DatabaseError('relation "jobs_job" does not exist')
 
-    monkeypatch.setattr(health, "dead_report", broken)
+    monkeypatch.setattr(health, "ended_reports", broken)
     status, body = get(client)
     assert status == 200
     assert body["status"] == "degraded"
-    assert body["dead"] == {"error": "DatabaseError"}
+    assert body["dead"] == body["cancelled"] == body["expired"] == {"error": "DatabaseError"}
     assert body["database"]["status"] == "ok"
 
 

@@ -31,7 +31,7 @@ def as_json(job: Job) -> dict[str, Any]:
 
 
 class Command(BaseCommand):
-    help = "List failed tasks (retrying or dead), newest failure first."
+    help = "List failed tasks (retrying, dead, cancelled or expired), newest failure first."
 
     def add_arguments(self, parser: CommandParser) -> None:
         cli.allow_dash_values(parser)
