@@ -35,7 +35,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("signals (pre_execute, post_execute_in_worker, post_execute)", ("Signal.send",)),
     ("run counters and per-job stats", ("counters.py", "stats.py")),
     ("finish: rows deleted, results inserted (SQL, arrays)", ("results.py",)),
-    ("claim (SQL)", ("store.py",)),
+    ("claim (SQL)", ("transitions.py",)),
     ("start marks: the thread's UPDATE", ("Marks._run",)),
     ("start marks: handing a mark to the thread", ("Marks.mark",)),
     ("start marks: waiting for a mark before an outcome", ("Marks.wait",)),

@@ -149,7 +149,7 @@ def node_rows(*, now: datetime) -> list[NodeRow]:
             "dead_at", "tasks_rescued",
         )
     )  # fmt: skip
-    running = backend.current().running_counts([row["id"] for row in columns])
+    running = backend.running_counts([row["id"] for row in columns])
     rows: list[NodeRow] = [
         {
             **row,
@@ -228,7 +228,7 @@ def dead_report(*, now: datetime) -> dict[str, Any]:
 
 
 def running_report(*, now: datetime) -> list[dict[str, Any]]:
-    rows = backend.current().running(limit=RUNNING_LIMIT)
+    rows = backend.running(limit=RUNNING_LIMIT)
     return [
         {
             "task_id": row["task_id"],

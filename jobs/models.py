@@ -30,6 +30,7 @@ class Job(models.Model):
     # until that node is found dead (jobs.engine.nodes hands it out again then).
     CLAIMABLE_STATES = (State.QUEUED, State.RETRYING)
     ACTIVE_STATES = (State.QUEUED, State.RETRYING, State.RUNNING)
+    FAILED_STATES = (State.RETRYING, State.DEAD)
 
     id = models.BigAutoField(primary_key=True)
     task_id = models.CharField(max_length=32, unique=True)

@@ -9,14 +9,16 @@ import-linter contract enforces it):
 * ``errors.DoNotRetry`` and ``progress.report_progress``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
 * ``supervisor.serve``: ``manage.py qcluster``, a node of worker processes;
-* ``backend.current()``: the queue as the operations see it; ``nodes``: the worker nodes;
+* ``backend``: the queue as the operations see it (depth, running tasks, operators' retry
+  and delete); ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
 * ``context``: the task running in this process and this process's node;
 * ``counters``, ``stats`` and ``results``: run counts, queue depth samples and kept
   results, with their pruning.
 
-Everything else (``store``, ``worker``, ``execute``, ``marks``, ``listener``, ``failing``,
-``attempts``, ``handout``, ``rows``, ``completion``, ...) is the engine's own. The engine
+Everything else (``transitions``, which alone writes ``jobs.Job`` rows, ``worker``,
+``execute``, ``marks``, ``listener``, ``failing``, ``rows``, ``completion``, ...) is the
+engine's own. The engine
 imports nothing of ``jobs``'s operations side (failures, queued, dashboard, health,
 schedules, admin, commands) and no app; ``jobs.models`` is below both.
 """

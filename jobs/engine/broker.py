@@ -24,7 +24,8 @@ from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
-from jobs.engine.rows import insert_row, job_row_from_task
+from jobs.engine import transitions
+from jobs.engine.rows import job_row_from_task
 from jobs.models import Job
 
 
@@ -61,7 +62,7 @@ class DatabaseBroker(Broker):  # type: ignore[misc]  # django-q2 ships no types
             package = {"id": uuid.uuid4().hex, "func": "", "name": "unreadable payload"}
         # A registered job's declared cluster wins over the default broker's queue.
         queue = package.get("cluster") or self.queue
-        return insert_row(
+        return transitions.insert(
             job_row_from_task(package, queue=queue, payload=task), alias=self.connection
         )
 
@@ -84,12 +85,7 @@ class DatabaseBroker(Broker):  # type: ignore[misc]  # django-q2 ships no types
 
     def purge_queue(self) -> int:
         """Delete the tasks waiting in this queue (not running ones, not dead ones)."""
-        deleted, _ = (
-            Job.objects.using(self.connection)
-            .filter(queue=self.queue, state__in=[Job.State.QUEUED, Job.State.RETRYING])
-            .delete()
-        )
-        return deleted
+        return transitions.purge_queue(queue=self.queue, alias=self.connection)
 
     def delete_queue(self) -> int:
         return self.purge_queue()

@@ -22,11 +22,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from jobs.engine import context, results
+from jobs.engine import context, results, transitions
 from jobs.engine.execute import check_result
 
 
@@ -56,27 +56,14 @@ def transactional(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def complete(claim: context.Run, value: Any) -> None:
     """Inside the task's transaction: delete its row, write its result, chain on."""
-    owner = context.current_node_id()
-    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
-    with connections[claim.alias].cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {results.JOB_TABLE} WHERE id = %s AND attempt = %s AND {owned}",  # noqa: S608
-            [claim.row_id, claim.attempt],
+    assert claim.row_id is not None  # the transactional wrapper runs only claimed tasks
+    where = transitions.finish_in_transaction(
+        claim.alias, row_id=claim.row_id, attempt=claim.attempt, owner=context.current_node_id()
+    )
+    if where:
+        raise ClaimLost(
+            f"task {claim.task.get('id')} attempt {claim.attempt} is no longer this "
+            f"node's ({where}): its writes are rolled back"
         )
-        if cursor.rowcount != 1:
-            cursor.execute(
-                f"SELECT attempt, owner, state FROM {results.JOB_TABLE} WHERE id = %s",  # noqa: S608
-                [claim.row_id],
-            )
-            now = cursor.fetchone()
-            where = (
-                "its row is gone"
-                if now is None
-                else (f"its row is at attempt {now[0]}, owner {now[1]}, {now[2]}")
-            )
-            raise ClaimLost(
-                f"task {claim.task.get('id')} attempt {claim.attempt} is no longer this "
-                f"node's ({where}): its writes are rolled back"
-            )
     finished = {**claim.task, "result": value, "success": True, "stopped": timezone.now()}
     results.write_in_transaction(claim.alias, finished, broker=get_broker())

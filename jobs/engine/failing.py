@@ -2,7 +2,7 @@
 
 The decision is made from the exception object itself: ``DoNotRetry`` (or a
 subclass), a missing function and the last allowed attempt make the task dead;
-anything else waits for its backoff. ``attempts.record_failure`` writes it only
+anything else waits for its backoff. ``transitions.fail`` writes it only
 while this node still owns that attempt. This is the project-wide failure hook:
 every failure of every job passes here, and nowhere else logs one.
 """
@@ -16,10 +16,9 @@ import structlog
 from django.utils import timezone
 
 from jobs.engine import backoff, specs
-from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.execute import Outcome
 from jobs.engine.funcs import func_path
-from jobs.engine.store import Claimed
+from jobs.engine.transitions import Claimed, WorkerInfo, fail
 from jobs.models import Job
 
 logger = structlog.get_logger("jobs.failures")
@@ -52,7 +51,7 @@ def record(
     # From the end of the attempt: a slow write does not stretch the delay.
     retry_at = backoff.retry_at(attempt, spec=spec, now=outcome.stopped) if not gave_up else None
     worker = task.get("worker") or {}
-    current = record_failure(
+    current = fail(
         task_id=str(task.get("id") or ""),
         attempt=attempt,
         error_type=outcome.error_type,
@@ -100,7 +99,7 @@ def lost(job: Job, *, reason: str, owner: int) -> bool:
     now = timezone.now()
     retry_at = backoff.retry_at(job.attempt, spec=spec, now=now) if not gave_up else None
     message = f"{reason}; the attempt did not finish"
-    current = record_failure(
+    current = fail(
         task_id=job.task_id,
         attempt=job.attempt,
         error_type="WorkerLost",
@@ -135,7 +134,7 @@ def unreadable(claimed: Claimed, *, attempt: int, node: int, alias: str) -> None
         return
     with contextlib.suppress(Exception):
         logger.error("task payload unreadable", task_id=job.task_id, attempt=attempt)
-    record_failure(
+    fail(
         task_id=job.task_id,
         attempt=attempt,
         error_type="UnreadablePayload",

@@ -18,11 +18,8 @@ counts:
 A node killed while a task is younger than ``MARK_AFTER_SECONDS`` leaves it unmarked:
 it is handed out again as never started. When only the worker process died, the
 supervisor knows which task it was running and counts the attempt
-(``store.worker_lost``).
+(``transitions.worker_lost``).
 """
-
-# SQL text here is built only from model metadata, never from input.
-# ruff: noqa: S608
 
 from __future__ import annotations
 
@@ -34,9 +31,8 @@ from typing import Any, Final
 import psycopg
 import structlog
 from django.db import connections
-from django.utils import timezone
 
-from jobs.models import Job
+from jobs.engine import transitions
 
 logger = structlog.stdlib.get_logger("jobs.engine.marks")
 
@@ -44,14 +40,6 @@ logger = structlog.stdlib.get_logger("jobs.engine.marks")
 MARK_AFTER_SECONDS = 0.05
 # What ``settle`` returns for a task that ended before its mark was written.
 UNMARKED: Final = "unmarked"
-
-_MARK = (
-    f"UPDATE {Job._meta.db_table} SET attempt = attempt + 1, started_at = %s "
-    "WHERE id = %s AND owner = %s AND state = 'running' AND started_at IS NULL "
-    # A mark lost in a database crash only means the task counts as never started.
-    "AND set_config('synchronous_commit', 'off', true) IS NOT NULL "
-    "RETURNING attempt"
-)
 
 
 class Marks:
@@ -137,8 +125,7 @@ class Marks:
                     for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
                         params.pop(key, None)
                     self.conn = psycopg.connect(**params, autocommit=True)
-                row = self.conn.execute(_MARK, [timezone.now(), row_id, self.node]).fetchone()
-                return int(row[0]) if row else None
+                return transitions.mark_started(self.conn, row_id=row_id, node=self.node)
             except Exception:  # the thread must live: a worker waits on its marks
                 logger.exception("start mark not written; trying again", retry_in=delay)
                 with contextlib.suppress(Exception):

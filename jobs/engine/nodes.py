@@ -37,9 +37,9 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs.engine import backend, context, handout
+from jobs.engine import context, transitions
 from jobs.engine.context import current_node_id as current_node_id  # part of the API
-from jobs.models import Job, WorkerNode
+from jobs.models import WorkerNode
 
 logger = structlog.stdlib.get_logger("jobs.engine.nodes")
 
@@ -174,8 +174,8 @@ def stop(node_id: int, *, alias: str = DEFAULT_DB_ALIAS) -> int:
         WorkerNode.objects.using(alias).filter(id=node_id).update(
             stopped_at=Now(), last_beat_at=Now()
         )
-        held = backend.current().take_node(
-            node_id, reason="the worker node stopped before this attempt reported"
+        held = transitions.take_node(
+            node_id, alias=alias, reason="the worker node stopped before this attempt reported"
         )
     logger.info("worker node stopped", node=node_id, tasks_handed_out=held)
     return held
@@ -193,8 +193,9 @@ def declare_dead(node_id: int, *, why: str, alias: str = DEFAULT_DB_ALIAS) -> in
         ):
             return None
         node = WorkerNode.objects.using(alias).get(id=node_id)
-        held = backend.current().take_node(
+        held = transitions.take_node(
             node_id,
+            alias=alias,
             reason=f"the worker node {node} running this attempt was declared dead ({why})",
         )
         WorkerNode.objects.using(alias).filter(id=node_id).update(tasks_rescued=held)
@@ -230,21 +231,7 @@ def rescue_dead_nodes(*, alias: str = DEFAULT_DB_ALIAS) -> int:
         else:
             continue
         rescued += declare_dead(node.id, why=why, alias=alias) or 0
-    return rescued + _rescue_ownerless(cutoff=cutoff, alias=alias)
-
-
-def _rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
-    """Running rows with no owner (claimed before nodes existed): lost, hand them out."""
-    with transaction.atomic(using=alias):
-        rows = list(
-            Job.objects.using(alias)
-            .select_for_update(skip_locked=True)
-            .filter(state=Job.State.RUNNING, owner__isnull=True, claimed_at__lt=cutoff)
-            .only(*handout.RESCUE_FIELDS)
-            .order_by("id")[:500]
-        )
-        handout.hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
-    return len(rows)
+    return rescued + transitions.rescue_ownerless(cutoff=cutoff, alias=alias)
 
 
 def db_now(alias: str = DEFAULT_DB_ALIAS) -> datetime:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
-
-from jobs.engine import context
-from jobs.models import Job
+from jobs.engine import context, transitions
 
 
 def report_progress(*, done: int, total: int | None = None, message: str = "") -> bool:
@@ -13,10 +10,5 @@ def report_progress(*, done: int, total: int | None = None, message: str = "") -
     run = context.running()
     if run is None or run.task_id is None:
         return False
-    Job.objects.filter(task_id=run.task_id).update(
-        progress_done=done,
-        progress_total=total,
-        progress_message=message[:255],
-        progress_updated_at=timezone.now(),
-    )
+    transitions.set_progress(task_id=run.task_id, done=done, total=total, message=message)
     return True

@@ -31,7 +31,7 @@ from django_q.humanhash import uuid as human_uuid
 from django_q.signals import pre_enqueue
 from django_q.utils import get_func_repr
 
-from jobs.engine import backend, completion, specs, worker
+from jobs.engine import completion, specs, transitions, worker
 from jobs.engine.specs import (
     Every,
     JobSpec,
@@ -202,7 +202,7 @@ def _push(tasks: list[dict[str, Any]], *, spec: JobSpec) -> list[str]:
     if Conf.SYNC:
         return [worker.run_inline(task) for task in tasks]
     # The broker's queue name is its list_key: the job's cluster, else ours.
-    return backend.current().enqueue(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
+    return transitions.insert_many(tasks, queue=spec.cluster or Conf.CLUSTER_NAME)
 
 
 def connect_signals() -> None:

@@ -1,19 +1,10 @@
-"""Finishing succeeded tasks in batches: the queue row, the result, the chain, the hook.
+"""Results: django-q2's ``Task`` rows (``Success``/``Failure``), cached results, chains, hooks.
 
-A worker process (``jobs.engine.worker``) finishes the tasks it ran in one
-transaction per batch (``finish``; on PostgreSQL a plain batch is a single statement):
-
-1. delete the ``Job`` rows this node, and this worker process, still hold at that
-   attempt (``RETURNING``);
-2. for exactly those rows, insert the ``Task`` results in one statement and
-   enqueue each chain's next link;
-
-and after the commit sends ``post_save`` for each result, which calls the task's
-``hook`` (django-q2's own receiver) and any receiver of the project's. A node that
-lost a task (declared dead, the task handed out again) writes nothing for it: the
-new attempt does. So a result, its hook and the next link of a chain happen once
-per finished task, and a crash before the commit only means the task runs again.
-A failed attempt's result is written by ``save_failure`` (``jobs.engine.attempts``).
+A finished task's result is written with its completion (``transitions.finish``, one
+transaction per batch; on PostgreSQL one statement), and after the commit
+``post_save`` is sent for it, which calls the task's ``hook`` (django-q2's own
+receiver) and any receiver of the project's. A failed attempt's result is written by
+``save_failure`` (from ``transitions.fail``).
 """
 
 # SQL text here is built only from model metadata and integers; other values are parameters.
@@ -33,7 +24,6 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import (
-    connections,
     router,
     transaction,
 )
@@ -45,16 +35,14 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
-from jobs.engine import bound
 from jobs.engine.context import AckId
 from jobs.engine.execute import clean
 from jobs.engine.funcs import func_path
-from jobs.models import Job, JobAttempt
+from jobs.models import JobAttempt
 
 logger = structlog.stdlib.get_logger("jobs.engine.results")
 
 
-JOB_TABLE = Job._meta.db_table
 # Set on a task package whose completion committed in the worker (jobs.engine.completion).
 COMPLETED_IN_WORKER = "completed_in_worker"
 # The fields a result row gets again when the task finishes again (a retried dead task).
@@ -115,7 +103,24 @@ def _column_arrays(tasks: list[dict[str, Any]]) -> list[list[Any]]:
     return arrays
 
 
-def _saved(task: dict[str, Any]) -> bool:
+def insert_joined(
+    tasks: list[dict[str, Any]], acks: list[AckId], *, joined: str
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: an ``INSERT ... SELECT`` of the results of ``tasks`` (one per ack)
+    for the acks found in the CTE ``joined`` (columns ``id``, ``attempt``), and its
+    parameters."""
+    params: list[Any] = [*_column_arrays(tasks), [a[0] for a in acks], [a[1] for a in acks]]
+    sql = (
+        f"INSERT INTO {Task._meta.db_table} ({_QUOTED}) SELECT {_SELECTED} "
+        f"FROM unnest({_UNNEST}, %s::bigint[], %s::integer[]) "
+        f"AS r({_QUOTED}, row_id, row_attempt) "
+        f"JOIN {joined} ON {joined}.id = r.row_id AND {joined}.attempt = r.row_attempt "
+        f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET} RETURNING 1"
+    )
+    return sql, params
+
+
+def saved(task: dict[str, Any]) -> bool:
     """A result row is written for a kept success and for every failure (a cached task's
     result goes to the cache instead, ``save_cached``)."""
     if task.get("cached"):
@@ -123,8 +128,8 @@ def _saved(task: dict[str, Any]) -> bool:
     return keeps(task) or not task.get("success")
 
 
-def _save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
-    rows = [result_row(task) for task in tasks if _saved(task)]
+def save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
+    rows = [result_row(task) for task in tasks if saved(task)]
     if rows:
         Task.objects.using(alias).bulk_create(
             rows, update_conflicts=True, unique_fields=["id"], update_fields=_UPDATED_ON_CONFLICT
@@ -132,7 +137,7 @@ def _save_rows(alias: str, tasks: list[dict[str, Any]]) -> list[Task]:
     return rows
 
 
-def _continue_chains(tasks: Iterable[dict[str, Any]], broker: Any) -> None:
+def continue_chains(tasks: Iterable[dict[str, Any]], broker: Any) -> None:
     for task in tasks:
         if task.get("chain") and task.get("success"):
             async_chain(
@@ -144,7 +149,7 @@ def _continue_chains(tasks: Iterable[dict[str, Any]], broker: Any) -> None:
             )
 
 
-def _send_saved(alias: str, rows: list[Task]) -> None:
+def send_saved(alias: str, rows: list[Task]) -> None:
     """``post_save`` for each result written: django-q2 calls ``hook=`` from it."""
     for row in rows:
         try:
@@ -161,26 +166,26 @@ def save_inline(task: dict[str, Any]) -> None:
     """A task run in the caller's process (sync mode): its result, chain and hook now."""
     if task.get("cached"):
         save_cached(task)
-        _continue_chains([task], None)
+        continue_chains([task], None)
         return
     alias = router.db_for_write(Task)
     with transaction.atomic(using=alias):
-        rows = _save_rows(alias, [task]) if keeps(task) else []
-        _continue_chains([task], None)
-    _send_saved(alias, rows)
+        rows = save_rows(alias, [task]) if keeps(task) else []
+        continue_chains([task], None)
+    send_saved(alias, rows)
 
 
 def write_in_transaction(alias: str, task: dict[str, Any], *, broker: Any) -> None:
     """Inside the caller's transaction: the result row, the chain's next link, the history."""
-    _save_rows(alias, [task])
-    _continue_chains([task], broker)
-    _close_histories([task])
+    save_rows(alias, [task])
+    continue_chains([task], broker)
+    close_histories([task])
 
 
 def announce(task: dict[str, Any]) -> None:
     """``post_save`` (``hook=``) for a result already written with its completion."""
     if keeps(task):
-        _send_saved(router.db_for_write(Task), [result_row(task)])
+        send_saved(router.db_for_write(Task), [result_row(task)])
 
 
 def save_failure(
@@ -215,7 +220,7 @@ def save_failure(
         save_cached(task)
     else:
         alias = router.db_for_write(Task)
-        _send_saved(alias, _save_rows(alias, [task]))
+        send_saved(alias, save_rows(alias, [task]))
     if final and task.get("chain"):
         logger.warning(
             "chain stopped",
@@ -223,102 +228,6 @@ def save_failure(
             links_not_run=len(task["chain"]),
             next_func=func_path(task["chain"][0][0]) if task["chain"][0] else "",
         )
-
-
-def _delete_sql(
-    acks: list[AckId], owner: int | None, by: str | None, *, no_flush: bool = False
-) -> tuple[str, list[str]]:
-    # The ids and attempts are ints, written into the text; the claimer is a parameter.
-    pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
-    owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
-    claimed = " AND claimed_by = %s" if by is not None else ""
-    # A finish lost in a database crash only means the task runs again (delivery is at
-    # least once): its commit need not wait for the WAL flush (PostgreSQL).
-    flush = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL" if no_flush else ""
-    return (
-        f"DELETE FROM {JOB_TABLE} WHERE {owned}{claimed}{flush} "
-        f"AND (id, attempt) IN (VALUES {pairs}) RETURNING id, attempt"
-    ), ([by] if by is not None else [])
-
-
-def delete_acknowledged(
-    alias: str, acks: list[AckId], *, owner: int | None, by: str | None = None
-) -> set[AckId]:
-    """Delete the rows of succeeded tasks in one statement; returns the acks deleted.
-
-    Only rows ``owner`` still holds at that attempt (and, given ``by``, that this
-    worker process claimed): a node that lost a task (declared dead, the task handed
-    out again) cannot delete the new claim.
-    """
-    if not acks:
-        return set()
-    db = connections[alias]
-    sql, params = _delete_sql(acks, owner, by, no_flush=db.vendor == "postgresql")
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
-
-
-def _delete_and_save_postgresql(
-    alias: str,
-    acks: list[AckId],
-    kept: dict[AckId, dict[str, Any]],
-    owner: int | None,
-    by: str | None,
-) -> set[AckId]:
-    """One statement: delete the owned rows, insert the results of exactly those."""
-    ordered = list(kept)
-    delete, params = _delete_sql(acks, owner, by, no_flush=True)
-    arrays: list[Any] = [*params, *_column_arrays([kept[ack] for ack in ordered])]
-    arrays += [[ack[0] for ack in ordered], [ack[1] for ack in ordered]]
-    sql = (
-        f"WITH done AS ({delete}), "
-        f"saved AS (INSERT INTO {Task._meta.db_table} ({_QUOTED}) "
-        f"SELECT {_SELECTED} "
-        f"FROM unnest({_UNNEST}, %s::bigint[], %s::integer[]) "
-        f"AS r({_QUOTED}, row_id, row_attempt) "
-        "JOIN done ON done.id = r.row_id AND done.attempt = r.row_attempt "
-        f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET} RETURNING 1) "
-        "SELECT id, attempt FROM done"
-    )
-    with bound.cursor(alias) as cursor:
-        cursor.execute(sql, arrays)
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
-
-
-def finish(
-    alias: str,
-    acks: list[AckId],
-    tasks: dict[AckId, dict[str, Any]],
-    *,
-    owner: int | None,
-    by: str | None = None,
-    broker: Any = None,
-) -> set[AckId]:
-    """Finish acknowledged tasks in one transaction (see the module docstring); ``by``:
-    only rows this worker process claimed."""
-    db = connections[alias]
-    batch = [tasks[ack] for ack in acks if ack in tasks]
-    # On PostgreSQL a batch with no chain link to enqueue and no earlier failed attempt
-    # to close is one statement: it commits alone, with no transaction around it.
-    alone = db.vendor == "postgresql" and not any(
-        task.get("chain") or int(task.get("attempt") or 1) > 1 for task in batch
-    )
-    with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
-        kept = {ack: tasks[ack] for ack in acks if ack in tasks and _saved(tasks[ack])}
-        if kept and db.vendor == "postgresql":
-            deleted = _delete_and_save_postgresql(alias, acks, kept, owner, by)
-            rows = [result_row(task) for ack, task in kept.items() if ack in deleted]
-        else:
-            deleted = delete_acknowledged(alias, acks, owner=owner, by=by)
-            rows = _save_rows(alias, [task for ack, task in kept.items() if ack in deleted])
-        _continue_chains([tasks[ack] for ack in acks if ack in deleted and ack in tasks], broker)
-        _close_histories([tasks[ack] for ack in acks if ack in deleted and ack in tasks])
-    _send_saved(alias, rows)
-    for ack in acks:
-        if ack in deleted and tasks.get(ack, {}).get("cached"):
-            save_cached(tasks[ack])
-    return deleted
 
 
 # Group members of cached tasks are collected in one cache entry per group, which
@@ -371,7 +280,7 @@ def _collate(broker: Any, task: dict[str, Any], group: str, key: str, timeout: A
     else:
         collated.pop("cached", None)
         alias = router.db_for_write(Task)
-        _send_saved(alias, _save_rows(alias, [collated]))
+        send_saved(alias, save_rows(alias, [collated]))
     broker.cache.delete_many([*members, key, group_key, args_key])
     return True
 
@@ -389,7 +298,7 @@ def _locked(cache: Any, name: str) -> Iterator[None]:
         cache.delete(name)
 
 
-def _close_histories(tasks: list[dict[str, Any]]) -> None:
+def close_histories(tasks: list[dict[str, Any]]) -> None:
     """A task that had failed before succeeded: its history ends with this attempt."""
     retried = [task for task in tasks if int(task.get("attempt") or 1) > 1]
     if not retried:

@@ -206,7 +206,7 @@ def on_post_execute(sender: Any = None, task: dict[str, Any] | None = None, **_:
 def depth(queue: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
     """Tasks per queue and state now, and the oldest queued task's enqueue time
     (``states=``: count only those)."""
-    return backend.current().depth(queue, **options)
+    return backend.depth(queue, **options)
 
 
 def sample_queue(*, queue: str, now: datetime | None = None) -> QueueSample:

@@ -4,7 +4,7 @@ The supervisor claims and runs nothing itself. It registers the node and beats f
 it (``nodes.Heartbeat``, a thread that also declares silent peers dead), forks the
 workers (``jobs.engine.worker``), and on every tick:
 
-* reaps a worker that died: what it held goes back (``store.worker_lost``: its
+* reaps a worker that died: what it held goes back (``transitions.worker_lost``: its
   started task with an attempt saying why it died, the rest as it was) and a new
   worker takes its place;
 * kills a worker whose task ran past its timeout without stopping (the worker's own
@@ -40,7 +40,7 @@ from django_q.scheduler import scheduler
 from django_q.signing import SignedPackage
 from django_q.status import Stat, Status
 
-from jobs.engine import failing, nodes, store
+from jobs.engine import failing, nodes, transitions
 from jobs.engine.execute import Outcome, TaskTimeout
 from jobs.engine.worker import STOP_SIGNALS
 from jobs.engine.worker import main as worker_main
@@ -241,7 +241,7 @@ class Supervisor:
         try:
             if timed_out is not None:
                 self._record_timeout(*timed_out)
-            lost = store.worker_lost(alias="default", node=self.node, by=by, running=running)
+            lost = transitions.worker_lost(alias="default", node=self.node, by=by, running=running)
             for job in lost:
                 failing.lost(job, reason=reason, owner=self.node)
         except Exception:

@@ -2,10 +2,10 @@
 
 The loop, one small step at a time (each a method, tested alone):
 
-* ``claim`` takes a few ready tasks of the queue for this process (``store.claim``);
+* ``claim`` takes a few ready tasks of the queue for this process (``transitions.claim``);
   the batch grows while tasks are quick and falls back to one as soon as one is slow,
   so a long task never sits on work an idle peer could take;
-* ``run_next`` starts the next claimed task (``store.start``: the attempt counts
+* ``run_next`` starts the next claimed task (``transitions.start``: the attempt counts
   from here; a task no longer ours is skipped), runs it (``execute.run``) and
   records its outcome: a success joins the batch to finish, a failure is written
   at once (``failing.record``);
@@ -37,7 +37,7 @@ from django_q.conf import Conf
 from django_q.signals import post_execute, post_spawn
 from django_q.signing import SignedPackage
 
-from jobs.engine import context, counters, failing, paused, results, stats, store
+from jobs.engine import context, counters, failing, paused, results, stats, transitions
 from jobs.engine.channels import RESUMED
 from jobs.engine.execute import Outcome
 from jobs.engine.execute import run as execute
@@ -85,7 +85,7 @@ class Worker:
         self.slot = slot or (lambda row_id, attempt, deadline: None)
         self.stopping = False
         self.batch = 1
-        self.claimed: deque[store.Claimed] = deque()
+        self.claimed: deque[transitions.Claimed] = deque()
         self.done: list[tuple[context.AckId, dict[str, Any]]] = []
         self.done_since = 0.0
         self.ran = 0
@@ -166,7 +166,7 @@ class Worker:
         if paused.held(self):
             return 0
         try:
-            claimed = store.claim(
+            claimed = transitions.claim(
                 alias=self.connection,
                 queue=self.queue,
                 node=self.node,
@@ -292,7 +292,9 @@ class Worker:
         def write() -> None:
             nonlocal finished
             try:
-                finished = results.finish(self.connection, acks, tasks, owner=self.node, by=self.by)
+                finished = transitions.finish(
+                    self.connection, acks, tasks, owner=self.node, by=self.by
+                )
             except TRANSIENT:
                 raise
             except Exception:
@@ -313,7 +315,7 @@ class Worker:
 
         def write() -> None:
             nonlocal count
-            count = store.give_back(alias=self.connection, node=self.node, row_ids=row_ids)
+            count = transitions.give_back(alias=self.connection, node=self.node, row_ids=row_ids)
 
         self._until_written(write)
         if count:
@@ -336,7 +338,7 @@ class Worker:
         )
 
     def _settle(
-        self, marks: Marks | None, claimed: store.Claimed, attempt: int, *, success: bool
+        self, marks: Marks | None, claimed: transitions.Claimed, attempt: int, *, success: bool
     ) -> int | None:
         """The row's attempt for the outcome's write; None when the task is not ours.
 
@@ -358,12 +360,14 @@ class Worker:
             return None
         return attempt
 
-    def _start(self, claimed: store.Claimed) -> int | None:
+    def _start(self, claimed: transitions.Claimed) -> int | None:
         attempt: int | None = None
 
         def write() -> None:
             nonlocal attempt
-            attempt = store.start(alias=self.connection, row_id=claimed.row_id, node=self.node)
+            attempt = transitions.start(
+                alias=self.connection, row_id=claimed.row_id, node=self.node
+            )
 
         self._until_written(write)
         return attempt
@@ -372,7 +376,9 @@ class Worker:
         self, acks: list[context.AckId], tasks: dict[context.AckId, dict[str, Any]]
     ) -> set[context.AckId]:
         def finish(ack: context.AckId, task: dict[str, Any]) -> set[context.AckId]:
-            return results.finish(self.connection, [ack], {ack: task}, owner=self.node, by=self.by)
+            return transitions.finish(
+                self.connection, [ack], {ack: task}, owner=self.node, by=self.by
+            )
 
         finished: set[context.AckId] = set()
         for ack in acks:
@@ -411,7 +417,7 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
 
-def _timeout(task: dict[str, Any], claimed: store.Claimed) -> float | None:
+def _timeout(task: dict[str, Any], claimed: transitions.Claimed) -> float | None:
     value = task.get("timeout") or claimed.timeout or Conf.TIMEOUT
     try:
         seconds = float(value) if value is not None else 0.0

@@ -13,7 +13,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from jobs.failures import lookups  # noqa: F401 (registers __like_contains)
 from jobs.models import Job, JobAttempt
 
-FAILED_STATES = (Job.State.RETRYING, Job.State.DEAD)
+FAILED_STATES = Job.FAILED_STATES
 # Columns the lists never show: the signed payload can be large.
 HEAVY_FIELDS = ("payload",)
 

@@ -11,8 +11,7 @@ from django.conf import settings
 from django.contrib.admin.models import CHANGE, DELETION
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from jobs import audit
 from jobs.engine import backend
@@ -89,30 +88,15 @@ def retry_failed(*, queryset: QuerySet[Job], user: AbstractBaseUser | None = Non
     (``max_attempts = attempt + the job's max attempts``). Running or queued
     rows are left alone: a retry never makes a task run twice.
     """
-    now = timezone.now()
     changed: list[int] = []
     for batch in _in_batches(queryset):
         by_budget: dict[int, list[int]] = {}
-        attempts = {job.id: job.attempt for job in batch}
         for job in batch:
             by_budget.setdefault(_budget(job.func), []).append(job.id)
         with transaction.atomic():
             done: list[int] = []
             for budget, ids in by_budget.items():
-                rows = Job.objects.filter(id__in=ids, state__in=FAILED_STATES)
-                # Locked like delete_jobs: a row the broker claims meanwhile is
-                # neither counted nor logged as retried.
-                locked = list(rows.select_for_update().values_list("id", flat=True))
-                budgets = {row_id: attempts[row_id] + budget for row_id in locked}
-                locked = sorted(backend.current().requeue(budgets))
-                done += locked
-                Job.objects.filter(id__in=locked).update(
-                    state=Job.State.QUEUED,
-                    run_at=now,
-                    max_attempts=F("attempt") + budget,
-                    claimed_at=None,
-                    claimed_by="",
-                )
+                done += backend.requeue_failed(row_ids=ids, budget=budget)
             done_set = set(done)
             _log(
                 user=user,
@@ -141,10 +125,7 @@ def delete_jobs(
     deleted: list[int] = []
     for batch in _in_batches(queryset, states):
         with transaction.atomic():
-            rows = Job.objects.filter(id__in=[job.id for job in batch], state__in=states)
-            locked = list(rows.select_for_update().values_list("id", flat=True))
-            gone = backend.current().remove_waiting(locked)
-            rows.filter(id__in=gone).delete()
+            gone = backend.delete_waiting(row_ids=[job.id for job in batch], states=states)
             _log(
                 user=user,
                 jobs=[job for job in batch if job.id in gone],

@@ -1,6 +1,6 @@
 """jobs.engine.broker.DatabaseBroker on the test database (PostgreSQL or SQLite): how tasks
 get into the queue and what it answers about it. Claims are ``jobs.engine.store``'s
-(``test_store.py``); these tests take tasks out as a worker does (``jobtable.claim``)."""
+(``test_transitions.py``); these tests take tasks out as a worker does (``jobtable.claim``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.engine import failing, nodes, results, store
+from jobs.engine import failing, nodes, transitions
 from jobs.engine.broker import DatabaseBroker
 from jobs.engine.channels import channel_name
 from jobs.engine.listener import Listener
@@ -96,7 +96,7 @@ def test_finishing_a_task_deletes_its_row_only(broker: DatabaseBroker) -> None:
     other = enqueue(broker)
     [(ack, _), _] = jobtable.claim(queue="broker-test")
 
-    assert results.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
+    assert transitions.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
 
     assert not Job.objects.filter(id=job.id).exists()
     assert Job.objects.filter(id=other.id).exists()
@@ -112,9 +112,9 @@ def test_finishing_a_task_this_node_lost_deletes_nothing(broker: DatabaseBroker)
     nodes.declare_dead(me, why="test")
     Job.objects.filter(id=job.id).update(state=Job.State.RUNNING, attempt=2, owner=None)
 
-    assert results.finish("default", [ack], {}, owner=me) == set()
+    assert transitions.finish("default", [ack], {}, owner=me) == set()
     # The right attempt, but not this node's claim.
-    assert results.finish("default", [(job.id, 2)], {}, owner=me) == set()
+    assert transitions.finish("default", [(job.id, 2)], {}, owner=me) == set()
 
     assert Job.objects.filter(id=job.id, attempt=2).exists()
 
@@ -154,7 +154,7 @@ def test_duplicate_active_unique_task_is_a_no_op(broker: DatabaseBroker) -> None
     ]
     # Once the task finished (row deleted), the key can be enqueued again.
     [(ack, _), _] = jobtable.claim(queue="broker-test")
-    assert results.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
+    assert transitions.finish("default", [ack], {}, owner=jobtable.node()) == {ack}
     async_task(tasks.unique_task, "k1", broker=broker)
     assert Job.objects.filter(unique_key="broker-test:k1").count() == 1
 
@@ -261,7 +261,7 @@ def test_enqueue_stores_a_payload_as_given_and_the_worker_makes_it_dead(
     [claimed] = jobtable.claim_unstarted(queue="broker-test")
     assert claimed.payload == "not a signed package"
     me = jobtable.node("broker-test")
-    attempt = store.start(alias="default", row_id=claimed.row_id, node=me)
+    attempt = transitions.start(alias="default", row_id=claimed.row_id, node=me)
 
     failing.unreadable(claimed, attempt=attempt, node=me, alias="default")
 

@@ -25,7 +25,7 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
 from jobs import pauses
-from jobs.engine import execute, failing, nodes, registry, results, store
+from jobs.engine import execute, failing, nodes, registry, transitions
 from jobs.engine.worker import Worker
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import (
@@ -66,7 +66,7 @@ def run_failed(ack, task, exc: Exception, *, node: int) -> None:
 
 def finish(acks, tasks=None) -> set:
     """What the worker does with the tasks that succeeded: finish them in one batch."""
-    return results.finish("default", list(acks), tasks or {}, owner=jobtable.node())
+    return transitions.finish("default", list(acks), tasks or {}, owner=jobtable.node())
 
 
 def test_a_claim_belongs_to_the_node_and_a_finish_ends_the_task() -> None:
@@ -126,7 +126,7 @@ def test_a_claimed_task_given_back_uses_no_attempt() -> None:
     ids = registry.enqueue_many("tests.echo", [("a",), ("b",)], on_commit=False)
     row_ids = [claimed.row_id for claimed in jobtable.claim_unstarted()]
     assert len(row_ids) == 2
-    assert store.give_back(alias="default", node=jobtable.node(), row_ids=row_ids) == 2
+    assert transitions.give_back(alias="default", node=jobtable.node(), row_ids=row_ids) == 2
     assert not JobAttempt.objects.exists()
     again = claim_all()
     assert sorted(task["id"] for _, task in again) == sorted(ids)

@@ -114,7 +114,7 @@ def test_retry_does_not_count_a_row_a_worker_claims_meanwhile() -> None:
     locked, release = threading.Event(), threading.Event()
     result: list[int] = []
 
-    def claim_and_hold() -> None:  # what a worker's claim (store.claim) does, held open
+    def claim_and_hold() -> None:  # what a worker's claim (transitions.claim) does, held open
         try:
             with transaction.atomic():
                 Job.objects.filter(id=claimed.id).update(state=Job.State.RUNNING)

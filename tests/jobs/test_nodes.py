@@ -12,8 +12,8 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from jobs.engine import nodes
-from jobs.engine.attempts import WorkerInfo, record_failure
 from jobs.engine.broker import DatabaseBroker
+from jobs.engine.transitions import WorkerInfo, fail
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
 from tests.support import jobtable
@@ -165,7 +165,7 @@ def test_a_failure_report_from_a_node_that_lost_the_task_is_dropped(broker) -> N
     nodes.declare_dead(me, why="test")
     history = JobAttempt.objects.count()
 
-    current = record_failure(
+    current = fail(
         task_id=job.task_id,
         attempt=1,
         error_type="RuntimeError",

@@ -13,7 +13,7 @@ from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from jobs.engine import failing, nodes, results, store
+from jobs.engine import failing, nodes, results, transitions
 from jobs.engine.broker import DatabaseBroker
 from jobs.engine.worker import Worker
 from jobs.models import Job
@@ -59,8 +59,8 @@ def test_a_batch_deletes_its_rows_and_writes_results_once(broker, saved) -> None
     acks = [ack for ack, _ in done]
     me = jobtable.node(QUEUE)
 
-    assert results.finish("default", acks, dict(done), owner=me) == set(acks)
-    assert results.finish("default", acks, dict(done), owner=me) == set()  # nothing twice
+    assert transitions.finish("default", acks, dict(done), owner=me) == set(acks)
+    assert transitions.finish("default", acks, dict(done), owner=me) == set()  # nothing twice
 
     assert not Job.objects.exists()
     assert sorted(Task.objects.values_list("result", flat=True)) == [0, 1, 2]
@@ -74,7 +74,7 @@ def test_a_node_that_lost_the_task_writes_no_result(broker, saved) -> None:
     nodes.declare_dead(me, why="test")
     Job.objects.filter(id=ack[0]).update(attempt=2, owner=None)
 
-    assert results.finish("default", [ack], {ack: package}, owner=me) == set()
+    assert transitions.finish("default", [ack], {ack: package}, owner=me) == set()
 
     assert Job.objects.filter(id=ack[0]).exists()
     assert not Task.objects.exists()
@@ -87,7 +87,7 @@ def test_a_batch_finish_of_a_node_that_lost_some_tasks_writes_only_its_own(broke
     # The second task was taken from this node (a peer holds it now as attempt 2).
     Job.objects.filter(id=lost_ack[0]).update(attempt=2, owner=None)
 
-    done = results.finish(
+    done = transitions.finish(
         "default", [kept_ack, lost_ack], {kept_ack: kept, lost_ack: lost}, owner=me
     )
 
@@ -104,7 +104,7 @@ def test_a_finish_that_hits_a_database_error_is_tried_again_until_it_lands(
     worker = Worker(queue=QUEUE, node=jobtable.node(QUEUE))
     assert worker.claim() == 1
     assert worker.run_next().success is True
-    original = results.finish
+    original = transitions.finish
     calls = []
 
     def down_once(*args, **kwargs):
@@ -113,7 +113,7 @@ def test_a_finish_that_hits_a_database_error_is_tried_again_until_it_lands(
             raise OperationalError("database went away")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(results, "finish", down_once)
+    monkeypatch.setattr(transitions, "finish", down_once)
 
     assert worker.finish() == 1
 
@@ -173,7 +173,7 @@ def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) 
 
     # The worker process running it died inside the live node.
     node = jobtable.node(QUEUE)
-    [lost] = store.worker_lost(alias="default", node=node, by=jobtable.BY)
+    [lost] = transitions.worker_lost(alias="default", node=node, by=jobtable.BY)
     failing.lost(lost, reason="its worker process was killed by SIGKILL", owner=node)
 
     assert lost.id == ack[0]
@@ -207,6 +207,6 @@ def test_a_non_text_group_is_stored_as_text(broker) -> None:
     [(ack, package)] = finished(broker)
     package["group"] = 42  # django-q2's scheduler groups a schedule's runs by its id
 
-    results.finish("default", [ack], {ack: package}, owner=jobtable.node(QUEUE))
+    transitions.finish("default", [ack], {ack: package}, owner=jobtable.node(QUEUE))
 
     assert Task.objects.get(id=package["id"]).group == "42"

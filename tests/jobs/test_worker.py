@@ -26,7 +26,7 @@ from django_q.models import Failure, Success, Task
 from django_q.signals import post_execute, pre_execute
 from django_q.tasks import async_task
 
-from jobs.engine import context, failing, nodes, registry, results, store
+from jobs.engine import context, failing, nodes, registry, transitions
 from jobs.engine import worker as worker_module
 from jobs.engine.broker import DatabaseBroker
 from jobs.engine.execute import Outcome
@@ -144,15 +144,15 @@ def announced() -> Iterator[list[dict[str, Any]]]:
 
 @pytest.fixture
 def finishes(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, int]]]:
-    """The acks of each ``results.finish`` call the worker makes."""
+    """The acks of each ``transitions.finish`` call the worker makes."""
     calls: list[list[tuple[int, int]]] = []
-    original = results.finish
+    original = transitions.finish
 
     def spy(alias, acks, tasks, **kwargs):
         calls.append(list(acks))
         return original(alias, acks, tasks, **kwargs)
 
-    monkeypatch.setattr(results, "finish", spy)
+    monkeypatch.setattr(transitions, "finish", spy)
     return calls
 
 
@@ -243,7 +243,7 @@ def test_a_claim_that_hits_a_database_error_claims_nothing_and_the_next_one_work
 ) -> None:
     task_id = enqueue(noop)
     worker = make_worker(poll=0.01)
-    original = store.claim
+    original = transitions.claim
     calls = []
 
     def down_once(**kwargs):
@@ -252,7 +252,7 @@ def test_a_claim_that_hits_a_database_error_claims_nothing_and_the_next_one_work
             raise OperationalError("the database went away")
         return original(**kwargs)
 
-    monkeypatch.setattr(store, "claim", down_once)
+    monkeypatch.setattr(transitions, "claim", down_once)
 
     assert worker.claim() == 0
     assert row(task_id) == ready()
@@ -551,7 +551,7 @@ def test_a_finish_that_hits_a_database_error_is_tried_again_until_it_lands(
     ids = [enqueue(returns, n) for n in range(2)]
     while worker.claim():
         run_claimed(worker)
-    original = results.finish
+    original = transitions.finish
     calls = []
 
     def down_once(alias, acks, tasks, **kwargs):
@@ -560,7 +560,7 @@ def test_a_finish_that_hits_a_database_error_is_tried_again_until_it_lands(
             raise OperationalError("the database went away")
         return original(alias, acks, tasks, **kwargs)
 
-    monkeypatch.setattr(results, "finish", down_once)
+    monkeypatch.setattr(transitions, "finish", down_once)
 
     assert worker.finish() == 2
 

@@ -69,19 +69,19 @@ def node(queue: str | None = None) -> int:
 
 def claim_unstarted(*, bulk: int = 10, queue: str | None = None) -> list:
     """Claim ready tasks as a worker of this process would, without starting them: the
-    ``store.Claimed`` of each (its attempt is not counted yet)."""
+    ``transitions.Claimed`` of each (its attempt is not counted yet)."""
     return _claim(bulk=bulk, queue=queue)[1]
 
 
 def claim(*, bulk: int = 10, queue: str | None = None) -> list[tuple[tuple[int, int], str]]:
     """Claim and start ready tasks as a worker of this process would: ((row id, attempt),
     payload) each. The process registers as a node of its own on its first claim."""
-    from jobs.engine import store
+    from jobs.engine import transitions
 
     me, claimed = _claim(bulk=bulk, queue=queue)
     started = []
     for task in claimed:
-        attempt = store.start(alias="default", row_id=task.row_id, node=me)
+        attempt = transitions.start(alias="default", row_id=task.row_id, node=me)
         if attempt is not None:
             started.append(((task.row_id, attempt), task.payload))
     return started
@@ -90,8 +90,8 @@ def claim(*, bulk: int = 10, queue: str | None = None) -> list[tuple[tuple[int, 
 def _claim(*, bulk: int, queue: str | None) -> tuple[int, list]:
     from django_q.conf import Conf
 
-    from jobs.engine import store
+    from jobs.engine import transitions
 
     queue = queue or Conf.CLUSTER_NAME
     me = node(queue)
-    return me, store.claim(alias="default", queue=queue, node=me, by=BY, limit=bulk)
+    return me, transitions.claim(alias="default", queue=queue, node=me, by=BY, limit=bulk)

@@ -1,6 +1,6 @@
 """jobs.engine.store: a worker claims ready tasks, starts them one by one, gives back the rest.
 
-An attempt counts when a claimed task starts (``store.start``), never at the claim:
+An attempt counts when a claimed task starts (``transitions.start``), never at the claim:
 a task claimed and given back (a stopping worker, a dead worker process, a stopped
 or dead node) comes back as it was, and only a started one gets a ``WorkerLost``
 attempt.
@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from jobs.engine import failing, nodes, store
+from jobs.engine import failing, nodes, transitions
 from jobs.engine.broker import DatabaseBroker
 from jobs.models import Job, JobAttempt, WorkerNode
 from tests.support import broker as tasks
@@ -44,12 +44,13 @@ def live_node(name: str = "here") -> int:
 
 def claim(node: int, *, by: str = "w1", limit: int = 10) -> list[int]:
     return [
-        c.row_id for c in store.claim(alias="default", queue=QUEUE, node=node, by=by, limit=limit)
+        c.row_id
+        for c in transitions.claim(alias="default", queue=QUEUE, node=node, by=by, limit=limit)
     ]
 
 
 def start(node: int, row_id: int) -> int | None:
-    return store.start(alias="default", row_id=row_id, node=node)
+    return transitions.start(alias="default", row_id=row_id, node=node)
 
 
 def row(job: Job) -> dict[str, object]:
@@ -89,13 +90,13 @@ def test_claim_stamps_the_owner_and_the_claimer_and_leaves_the_attempt_uncounted
     me = live_node()
     before = timezone.now()
 
-    claimed = store.claim(alias="default", queue=QUEUE, node=me, by="tablo@host:7", limit=10)
+    claimed = transitions.claim(alias="default", queue=QUEUE, node=me, by="tablo@host:7", limit=10)
 
     assert claimed == [
-        store.Claimed(
+        transitions.Claimed(
             row_id=queued.id, payload=queued.payload, timeout=30, max_attempts=5, attempt=0
         ),
-        store.Claimed(
+        transitions.Claimed(
             row_id=retrying.id, payload=retrying.payload, timeout=None, max_attempts=3, attempt=2
         ),
     ]
@@ -192,8 +193,8 @@ def test_give_back_returns_only_this_nodes_unstarted_tasks_as_they_were() -> Non
     start(me, started.id)
     everything = [unstarted.id, started.id, failed_before.id, peers.id]
 
-    assert store.give_back(alias="default", node=me, row_ids=everything) == 2
-    assert store.give_back(alias="default", node=me, row_ids=everything) == 0  # not ours now
+    assert transitions.give_back(alias="default", node=me, row_ids=everything) == 2
+    assert transitions.give_back(alias="default", node=me, row_ids=everything) == 0  # not ours now
 
     assert row(unstarted) == ready(attempt=0)
     assert row(failed_before) == ready(attempt=1, state=Job.State.RETRYING)
@@ -204,7 +205,7 @@ def test_give_back_returns_only_this_nodes_unstarted_tasks_as_they_were() -> Non
 
 
 def test_give_back_of_nothing_writes_nothing() -> None:
-    assert store.give_back(alias="default", node=live_node(), row_ids=[]) == 0
+    assert transitions.give_back(alias="default", node=live_node(), row_ids=[]) == 0
 
 
 def test_a_lost_worker_process_gives_back_its_unstarted_tasks_and_returns_the_started() -> None:
@@ -214,7 +215,7 @@ def test_a_lost_worker_process_gives_back_its_unstarted_tasks_and_returns_the_st
     assert claim(me, by="w2") == [other_workers.id]
     start(me, started.id)
 
-    lost = store.worker_lost(alias="default", node=me, by="w1")
+    lost = transitions.worker_lost(alias="default", node=me, by="w1")
 
     assert [job.id for job in lost] == [started.id]
     assert row(unstarted) == ready(attempt=0)
@@ -228,7 +229,7 @@ def test_the_started_task_of_a_lost_worker_fails_its_attempt_with_the_reason(set
     me = live_node()
     claim(me, by="w1")
     start(me, started.id)
-    [job] = store.worker_lost(alias="default", node=me, by="w1")
+    [job] = transitions.worker_lost(alias="default", node=me, by="w1")
 
     assert failing.lost(job, reason="its worker process was killed by SIGKILL", owner=me)
 
