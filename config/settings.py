@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "jobs",
     "django_q",
     "django_structlog",
+    "accounts",
     "tablos",
     "files",
 ]
@@ -170,6 +171,29 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "tablos:list"
 LOGOUT_REDIRECT_URL = "login"
+# Sign-up (accounts): a new account stays inactive until the signed link mailed to
+# it is opened; the link expires after this long. Password reset links expire after
+# PASSWORD_RESET_TIMEOUT (Django's own setting, same value by default).
+ACCOUNT_CONFIRMATION_MAX_AGE_SECONDS = env.int(
+    "ACCOUNT_CONFIRMATION_MAX_AGE_SECONDS", default=3 * 24 * 3600
+)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT_SECONDS", default=3 * 24 * 3600)
+
+# --- Mail -------------------------------------------------------------------
+# One URL (django-environ's email_url): smtp+tls://user:password@host:587 in
+# production; the console backend (mails printed by the web process) otherwise
+# (set EMAIL_URL in production, or links reach nobody).
+_mail = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _mail["EMAIL_BACKEND"]
+EMAIL_HOST = _mail.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _mail.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _mail.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _mail.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_mail.get("EMAIL_USE_TLS", False))
+EMAIL_USE_SSL = bool(_mail.get("EMAIL_USE_SSL", False))
+EMAIL_FILE_PATH = _mail.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_SECONDS", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Tablo <noreply@localhost>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -40,7 +40,7 @@ def test_the_code_keeps_the_dependency_rule() -> None:
 
 def _copy_of_the_code(tmp_path: Path) -> Path:
     copy = tmp_path / "repo"
-    for name in ("config", "tablos", "files", "jobs"):
+    for name in ("config", "accounts", "tablos", "files", "jobs"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     return copy
