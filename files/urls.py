@@ -5,6 +5,8 @@ from files import views
 app_name = "files"
 urlpatterns = [
     path("<uuid:file_id>/download/", views.file_download, name="download"),
+    path("<uuid:file_id>/preview/", views.file_preview, name="preview"),
+    path("<uuid:file_id>/inline/", views.file_inline, name="inline"),
     path("<uuid:file_id>/delete/", views.file_delete, name="delete"),
 ]
 

@@ -1,6 +1,10 @@
 import uuid
 
 import structlog
+from csp.constants import HEADER as CSP_HEADER
+from csp.constants import SELF
+from csp.decorators import csp_replace
+from csp.utils import build_policy
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +18,7 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -61,6 +66,7 @@ def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Http
             "upload_form": UploadForm(),
             "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
             "max_files_per_upload": MAX_FILES_PER_UPLOAD,
+            "preview_types": services.PREVIEW_KINDS,
         },
     )
 
@@ -117,9 +123,26 @@ def _uploaded_message(stored: list[TabloFile]) -> str:
 @login_required
 @require_http_methods(["GET"])
 def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+    return _send(_owned_file(request, file_id), inline=False)
+
+
+# The preview page frames this response (a PDF): same-origin framing only, for this
+# view alone; the rest of the site keeps X-Frame-Options DENY and frame-ancestors 'none'.
+@login_required
+@require_http_methods(["GET"])
+@xframe_options_sameorigin
+@csp_replace({"frame-ancestors": [SELF]})  # type: ignore[arg-type]  # typed for HttpRequest
+def file_inline(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+    """The file's bytes for its preview (inline), through the same signed download."""
     tablo_file = _owned_file(request, file_id)
+    if services.preview_kind(tablo_file) is None:
+        raise Http404("This file has no preview.")
+    return _send(tablo_file, inline=True)
+
+
+def _send(tablo_file: TabloFile, *, inline: bool) -> HttpResponseBase:
     try:
-        download = services.file_download(tablo_file=tablo_file)
+        download = services.file_download(tablo_file=tablo_file, inline=inline)
     except FileNotFoundError:
         # Local storage only (S3 answers 404 at the presigned URL itself).
         logger.warning("file object missing", file_id=str(tablo_file.id))
@@ -130,13 +153,36 @@ def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> Http
     else:
         response = FileResponse(
             download.file,
-            as_attachment=True,
+            as_attachment=not download.inline,
             filename=download.filename,
             content_type=download.content_type,
         )
     # The presigned URL is a bearer credential: no shared caches, no reuse.
     response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_http_methods(["GET"])
+def file_preview(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponse:
+    """A page showing an image or a PDF (from ``file_inline``); other types have none."""
+    tablo_file = _owned_file(request, file_id)
+    kind = services.preview_kind(tablo_file)
+    if kind is None:
+        raise Http404("This file has no preview.")
+    response = render(
+        request,
+        "files/preview.html",
+        {"file": tablo_file, "kind": kind, "tablo": owned_tablo(request, tablo_file.tablo_id)},
+    )
+    origin = services.download_origin()
+    if origin is not None:
+        # On S3 the preview's bytes come from the bucket's own origin (file_inline
+        # redirects there): this page, and only it, may load an image or a frame from it.
+        response[CSP_HEADER] = build_policy(
+            update={"img-src": [origin], "frame-src": [SELF, origin]}
+        )
     return response
 
 
