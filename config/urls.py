@@ -22,6 +22,7 @@ urlpatterns = [
         include((tablos_urls.urlpatterns + files_urls.tablo_urlpatterns, tablos_urls.app_name)),
     ),
     path("files/", include("files.urls")),
+    path("search/", include(files_urls.search_urlpatterns)),
 ]
 
 # A database outage is a 503 "try again" page, not a bare "Server Error (500)".

@@ -17,3 +17,6 @@ tablo_urlpatterns = [
     path("<uuid:tablo_id>/", views.tablo_detail, name="detail"),
     path("<uuid:tablo_id>/files/", views.file_upload, name="upload"),
 ]
+
+# /search/ (config/urls.py): the user's tablos and files by name; files sees both apps.
+search_urlpatterns = [path("", views.search, name="search")]

@@ -1,4 +1,5 @@
 import uuid
+from urllib.parse import urlencode
 
 import structlog
 from csp.constants import HEADER as CSP_HEADER
@@ -25,7 +26,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from config.errors import DATABASE_OUTAGE
 from config.http import AuthenticatedHttpRequest
 from files import selectors, services
-from files.forms import UploadForm
+from files.forms import SearchForm, UploadForm
 from files.models import TabloFile
 from files.uploads import (
     MAX_FILES_PER_UPLOAD,
@@ -195,3 +196,36 @@ def file_delete(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpRe
         messages.success(request, f"“{tablo_file.original_name}” deleted.")
         return redirect("tablos:detail", tablo_id=tablo_file.tablo_id)
     return render(request, "files/confirm_delete.html", {"file": tablo_file})
+
+
+SEARCH_PAGE_SIZE = 25  # results per page of a search
+
+
+@login_required
+@require_http_methods(["GET"])
+def search(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The signed-in user's tablos and files whose name contains ``q``, newest first."""
+    if "q" not in request.GET:
+        return render(request, "files/search.html", {"form": SearchForm()})
+    form = SearchForm(request.GET)
+    if not form.is_valid():
+        return render(request, "files/search.html", {"form": form}, status=400)
+    query = form.cleaned_data["q"]
+    page = Paginator(selectors.search(user=request.user, query=query), SEARCH_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    tablo_names = selectors.tablo_names(
+        user=request.user, tablo_ids={row["tablo"] for row in page.object_list}
+    )
+    return render(
+        request,
+        "files/search.html",
+        {
+            "form": form,
+            "query": query,
+            "page": page,
+            "page_query": urlencode({"q": query}),
+            "results": [{**row, "tablo_name": tablo_names.get(row["tablo"], "")} for row in page],
+            "preview_types": services.PREVIEW_KINDS,
+        },
+    )
