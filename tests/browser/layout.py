@@ -85,8 +85,8 @@ class Browser:
     shots: Path
     violations: list[str] = field(default_factory=list)
 
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+    def shot(self, name: str, *, full_page: bool = True) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=full_page)
 
     def assert_no_violations(self) -> None:
         assert self.violations == []
