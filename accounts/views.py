@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import services
 from accounts.forms import (
+    USERNAME_TAKEN,
     LoginForm,
     ResendConfirmationForm,
     SignupForm,
@@ -42,7 +43,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 confirm_url=_confirm_url(request),
             )
         except services.NameTaken:
-            form.add_error("username", "This username is taken: choose another one.")
+            form.add_error("username", USERNAME_TAKEN)
         except MailNotSent:
             messages.error(
                 request,

@@ -98,7 +98,7 @@ def _function_level_imports() -> set[tuple[str, str]]:
             else:
                 visit(child, path, scope, in_function)
 
-    for package in ("config", "tablos", "files", "jobs"):
+    for package in ("config", "accounts", "tablos", "files", "jobs"):
         for file in sorted((ROOT / package).rglob("*.py")):
             if "migrations" not in file.parts:
                 path = file.relative_to(ROOT).as_posix()
