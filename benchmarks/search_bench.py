@@ -68,11 +68,11 @@ def generate(files: int) -> None:
                                             content_type, size_bytes, created_at)
                 SELECT md5('f' || n)::uuid,
                        md5('t' || (SELECT id FROM auth_user WHERE username =
-                           CASE WHEN n % 10 = 0 THEN 'user{USERS}'
-                                ELSE 'user' || (n % {USERS}) END) || '-' || (1 + n % 10))::uuid,
+                           CASE WHEN n %% 10 = 0 THEN 'user{USERS}'
+                                ELSE 'user' || (n %% {USERS}) END) || '-' || (1 + n %% 10))::uuid,
                        'tablos/x/' || n || '/f',
-                       ({words})[1 + (n / 7) % 9] || '-' || n ||
-                         CASE WHEN n % 100000 = 5 THEN '-q7x9' ELSE '' END || '.pdf',
+                       ({words})[1 + (n / 7) %% 9] || '-' || n ||
+                         CASE WHEN n %% 100000 = 5 THEN '-q7x9' ELSE '' END || '.pdf',
                        'application/pdf', 1000, now() - (n || ' seconds')::interval
                 FROM generate_series(1, %s) AS n""",
             [files],

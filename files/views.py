@@ -2,10 +2,6 @@ import uuid
 from urllib.parse import urlencode
 
 import structlog
-from csp.constants import HEADER as CSP_HEADER
-from csp.constants import SELF
-from csp.decorators import csp_replace
-from csp.utils import build_policy
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -23,6 +19,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from config import csp
 from config.errors import DATABASE_OUTAGE
 from config.http import AuthenticatedHttpRequest
 from files import selectors, services
@@ -132,13 +129,14 @@ def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> Http
 @login_required
 @require_http_methods(["GET"])
 @xframe_options_sameorigin
-@csp_replace({"frame-ancestors": [SELF]})  # type: ignore[arg-type]  # typed for HttpRequest
 def file_inline(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
     """The file's bytes for its preview (inline), through the same signed download."""
     tablo_file = _owned_file(request, file_id)
     if services.preview_kind(tablo_file) is None:
         raise Http404("This file has no preview.")
-    return _send(tablo_file, inline=True)
+    response = _send(tablo_file, inline=True)
+    response[csp.HEADER] = csp.policy(replace={"frame-ancestors": [csp.SELF]})
+    return response
 
 
 def _send(tablo_file: TabloFile, *, inline: bool) -> HttpResponseBase:
@@ -181,8 +179,8 @@ def file_preview(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpR
     if origin is not None:
         # On S3 the preview's bytes come from the bucket's own origin (file_inline
         # redirects there): this page, and only it, may load an image or a frame from it.
-        response[CSP_HEADER] = build_policy(
-            update={"img-src": [origin], "frame-src": [SELF, origin]}
+        response[csp.HEADER] = csp.policy(
+            add={"img-src": [origin], "frame-src": [csp.SELF, origin]}
         )
     return response
 
