@@ -130,10 +130,11 @@ def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> Http
 @require_http_methods(["GET"])
 @xframe_options_sameorigin
 def file_inline(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
-    """The file's bytes for its preview (inline), through the same signed download."""
+    """The file's bytes for its preview (inline), through the same signed download;
+    a file of any other type is downloaded instead (as an attachment)."""
     tablo_file = _owned_file(request, file_id)
     if services.preview_kind(tablo_file) is None:
-        raise Http404("This file has no preview.")
+        return redirect("files:download", file_id=tablo_file.id)
     response = _send(tablo_file, inline=True)
     response[csp.HEADER] = csp.policy(replace={"frame-ancestors": [csp.SELF]})
     return response
@@ -165,17 +166,16 @@ def _send(tablo_file: TabloFile, *, inline: bool) -> HttpResponseBase:
 @login_required
 @require_http_methods(["GET"])
 def file_preview(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponse:
-    """A page showing an image or a PDF (from ``file_inline``); other types have none."""
+    """A page showing an image or a PDF (from ``file_inline``); for other types it
+    says there is no preview and offers the download."""
     tablo_file = _owned_file(request, file_id)
     kind = services.preview_kind(tablo_file)
-    if kind is None:
-        raise Http404("This file has no preview.")
     response = render(
         request,
         "files/preview.html",
         {"file": tablo_file, "kind": kind, "tablo": owned_tablo(request, tablo_file.tablo_id)},
     )
-    origin = services.download_origin()
+    origin = services.download_origin() if kind is not None else None
     if origin is not None:
         # On S3 the preview's bytes come from the bucket's own origin (file_inline
         # redirects there): this page, and only it, may load an image or a frame from it.

@@ -79,8 +79,17 @@ def test_image_and_pdf_are_previewed_inline(
 def test_other_types_have_no_preview(local_storage, client_ann, tablo, name, content_type):
     tablo_file = stored(tablo, name, b"<svg onload=alert(1)>", content_type)
 
-    assert client_ann.get(reverse("files:preview", args=[tablo_file.id])).status_code == 404
-    assert client_ann.get(reverse("files:inline", args=[tablo_file.id])).status_code == 404
+    page = client_ann.get(reverse("files:preview", args=[tablo_file.id]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "No preview for this type of file" in html
+    assert "<img " not in html
+    assert "<iframe " not in html
+    assert reverse("files:inline", args=[tablo_file.id]) not in html
+    # Never served inline: the inline address sends to the download.
+    inline = client_ann.get(reverse("files:inline", args=[tablo_file.id]))
+    assert inline.status_code == 302
+    assert inline["Location"] == reverse("files:download", args=[tablo_file.id])
     detail = client_ann.get(reverse("tablos:detail", args=[tablo.id])).content.decode()
     assert reverse("files:preview", args=[tablo_file.id]) not in detail
     assert "Preview" not in detail
