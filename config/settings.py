@@ -9,6 +9,8 @@ The README's configuration table lists every variable.
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_stubs_ext
 from django.utils.csp import CSP
 
@@ -47,6 +49,7 @@ INSTALLED_APPS = [
     "jobs",
     "django_q",
     "django_structlog",
+    "accounts",
     "tablos",
     "files",
 ]
@@ -175,6 +178,34 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "tablos:list"
 LOGOUT_REDIRECT_URL = "login"
+# Sign-up (accounts): a new account stays inactive until the signed link mailed to
+# it is opened; the link expires after this long. Password reset links expire after
+# PASSWORD_RESET_TIMEOUT (Django's own setting, same value by default).
+ACCOUNT_CONFIRMATION_MAX_AGE_SECONDS = env.int(
+    "ACCOUNT_CONFIRMATION_MAX_AGE_SECONDS", default=3 * 24 * 3600
+)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT_SECONDS", default=3 * 24 * 3600)
+
+# --- Mail -------------------------------------------------------------------
+# One URL (django-environ's email_url): smtp+tls://user:password@host:587 in
+# production; the console backend (mails printed by the web process) otherwise
+# (set EMAIL_URL in production, or links reach nobody).
+_mail = env.email_url("EMAIL_URL", default="consolemail://")
+_mail_options: dict[str, Any] = {}
+if _mail["EMAIL_BACKEND"].endswith(".smtp.EmailBackend"):
+    _mail_options = {
+        "host": _mail.get("EMAIL_HOST") or "localhost",
+        "port": _mail.get("EMAIL_PORT") or 25,
+        "username": _mail.get("EMAIL_HOST_USER") or "",
+        "password": _mail.get("EMAIL_HOST_PASSWORD") or "",
+        "use_tls": bool(_mail.get("EMAIL_USE_TLS", False)),
+        "use_ssl": bool(_mail.get("EMAIL_USE_SSL", False)),
+        "timeout": env.int("EMAIL_TIMEOUT_SECONDS", default=10),
+    }
+elif _mail["EMAIL_BACKEND"].endswith(".filebased.EmailBackend"):
+    _mail_options = {"file_path": _mail.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")}
+MAILERS = {"default": {"BACKEND": _mail["EMAIL_BACKEND"], "OPTIONS": _mail_options}}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Tablo <noreply@localhost>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

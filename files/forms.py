@@ -27,3 +27,23 @@ class UploadForm(forms.Form):
     # Empty and oversized files are refused by files.services (and the size by
     # files.uploads while streaming) with messages that name the file.
     file = MultipleFileField(label="Files", allow_empty_file=True)
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(
+        label="Search your tablos and files",
+        max_length=100,
+        error_messages={
+            "required": "Type part of a name to search for.",
+            "max_length": (
+                "Search for at most %(limit_value)d characters (you typed %(show_value)d)."
+            ),
+        },
+    )
+
+    def clean_q(self) -> str:
+        # Control characters match no name (the names are stored without them).
+        query = "".join(c for c in self.cleaned_data["q"] if c.isprintable()).strip()
+        if not query:
+            raise forms.ValidationError("Type part of a name to search for.", code="required")
+        return query

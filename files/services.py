@@ -13,6 +13,7 @@ import mimetypes
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import structlog
 from django.conf import settings
@@ -193,32 +194,70 @@ class DownloadRedirect:
 
 @dataclass(frozen=True, kw_only=True)
 class DownloadStream:
-    """Stream ``file`` (open, binary) as an attachment named ``filename``."""
+    """Stream ``file`` (open, binary) named ``filename``, as an attachment unless ``inline``."""
 
     file: File
     filename: str
     content_type: str
+    inline: bool = False
 
 
 Download = DownloadRedirect | DownloadStream
 
 
-def file_download(*, tablo_file: TabloFile, storage: Storage | None = None) -> Download:
-    """How to download the file, always as an attachment.
+# What a browser shows safely inline: raster images in <img>, PDFs in its own viewer.
+# Nothing that can run a script (SVG, HTML): those are downloads only.
+PREVIEW_KINDS = {
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+    "image/avif": "image",
+    "application/pdf": "pdf",
+}
+
+
+class NoPreview(ValueError):
+    """The file's type is not one the browser may show inline."""
+
+
+def preview_kind(tablo_file: TabloFile) -> str | None:
+    """``"image"``, ``"pdf"``, or None when the file has no preview."""
+    return PREVIEW_KINDS.get(tablo_file.content_type)
+
+
+def download_origin(*, storage: Storage | None = None) -> str | None:
+    """The ``scheme://host[:port]`` S3 serves downloads from (the bucket's endpoint);
+    None on local storage, where this site serves them itself."""
+    storage = storage or default_storage
+    if not storage_ops.is_s3(storage):
+        return None
+    # Presigning is local (no request); every key of the bucket has the same origin.
+    parts = urlsplit(storage.url("origin"))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def file_download(
+    *, tablo_file: TabloFile, storage: Storage | None = None, inline: bool = False
+) -> Download:
+    """How to send the file: as an attachment, or ``inline`` for a preview.
 
     S3: a presigned GET URL (valid FILE_DOWNLOAD_EXPIRY_SECONDS) that makes S3
-    itself answer with ``Content-Disposition: attachment`` and the original
-    name, so the bytes never pass through the web process.
+    itself answer with the Content-Disposition and the original name, so the
+    bytes never pass through the web process.
     Local storage: the opened file, to stream (FileNotFoundError if it is gone).
+    Inline only for the PREVIEW_KINDS types (NoPreview otherwise).
     """
     storage = storage or default_storage
+    if inline and preview_kind(tablo_file) is None:
+        raise NoPreview(tablo_file.content_type)
     content_type = download_content_type(tablo_file)
     if storage_ops.is_s3(storage):
         url = storage.url(  # type: ignore[call-arg]  # S3Storage.url's presigning options
             tablo_file.storage_key,
             parameters={
                 "ResponseContentDisposition": content_disposition_header(
-                    as_attachment=True, filename=tablo_file.original_name
+                    as_attachment=not inline, filename=tablo_file.original_name
                 ),
                 "ResponseContentType": content_type,
             },
@@ -229,4 +268,5 @@ def file_download(*, tablo_file: TabloFile, storage: Storage | None = None) -> D
         file=storage.open(tablo_file.storage_key, "rb"),
         filename=tablo_file.original_name,
         content_type=content_type,
+        inline=inline,
     )

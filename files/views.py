@@ -1,4 +1,5 @@
 import uuid
+from urllib.parse import urlencode
 
 import structlog
 from django.conf import settings
@@ -14,13 +15,15 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from config import csp
 from config.errors import DATABASE_OUTAGE
 from config.http import AuthenticatedHttpRequest
 from files import selectors, services
-from files.forms import UploadForm
+from files.forms import SearchForm, UploadForm
 from files.models import TabloFile
 from files.uploads import (
     MAX_FILES_PER_UPLOAD,
@@ -61,6 +64,7 @@ def tablo_detail(request: AuthenticatedHttpRequest, tablo_id: uuid.UUID) -> Http
             "upload_form": UploadForm(),
             "max_upload_bytes": settings.FILE_UPLOAD_MAX_BYTES,
             "max_files_per_upload": MAX_FILES_PER_UPLOAD,
+            "preview_types": services.PREVIEW_KINDS,
         },
     )
 
@@ -117,9 +121,28 @@ def _uploaded_message(stored: list[TabloFile]) -> str:
 @login_required
 @require_http_methods(["GET"])
 def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+    return _send(_owned_file(request, file_id), inline=False)
+
+
+# The preview page frames this response (a PDF): same-origin framing only, for this
+# view alone; the rest of the site keeps X-Frame-Options DENY and frame-ancestors 'none'.
+@login_required
+@require_http_methods(["GET"])
+@xframe_options_sameorigin
+def file_inline(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+    """The file's bytes for its preview (inline), through the same signed download;
+    a file of any other type is downloaded instead (as an attachment)."""
     tablo_file = _owned_file(request, file_id)
+    if services.preview_kind(tablo_file) is None:
+        return redirect("files:download", file_id=tablo_file.id)
+    response = _send(tablo_file, inline=True)
+    response[csp.HEADER] = csp.policy(replace={"frame-ancestors": [csp.SELF]})
+    return response
+
+
+def _send(tablo_file: TabloFile, *, inline: bool) -> HttpResponseBase:
     try:
-        download = services.file_download(tablo_file=tablo_file)
+        download = services.file_download(tablo_file=tablo_file, inline=inline)
     except FileNotFoundError:
         # Local storage only (S3 answers 404 at the presigned URL itself).
         logger.warning("file object missing", file_id=str(tablo_file.id))
@@ -130,13 +153,35 @@ def file_download(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> Http
     else:
         response = FileResponse(
             download.file,
-            as_attachment=True,
+            as_attachment=not download.inline,
             filename=download.filename,
             content_type=download.content_type,
         )
     # The presigned URL is a bearer credential: no shared caches, no reuse.
     response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_http_methods(["GET"])
+def file_preview(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpResponse:
+    """A page showing an image or a PDF (from ``file_inline``); for other types it
+    says there is no preview and offers the download."""
+    tablo_file = _owned_file(request, file_id)
+    kind = services.preview_kind(tablo_file)
+    response = render(
+        request,
+        "files/preview.html",
+        {"file": tablo_file, "kind": kind, "tablo": owned_tablo(request, tablo_file.tablo_id)},
+    )
+    origin = services.download_origin() if kind is not None else None
+    if origin is not None:
+        # On S3 the preview's bytes come from the bucket's own origin (file_inline
+        # redirects there): this page, and only it, may load an image or a frame from it.
+        response[csp.HEADER] = csp.policy(
+            add={"img-src": [origin], "frame-src": [csp.SELF, origin]}
+        )
     return response
 
 
@@ -149,3 +194,36 @@ def file_delete(request: AuthenticatedHttpRequest, file_id: uuid.UUID) -> HttpRe
         messages.success(request, f"“{tablo_file.original_name}” deleted.")
         return redirect("tablos:detail", tablo_id=tablo_file.tablo_id)
     return render(request, "files/confirm_delete.html", {"file": tablo_file})
+
+
+SEARCH_PAGE_SIZE = 25  # results per page of a search
+
+
+@login_required
+@require_http_methods(["GET"])
+def search(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The signed-in user's tablos and files whose name contains ``q``, newest first."""
+    if "q" not in request.GET:
+        return render(request, "files/search.html", {"form": SearchForm()})
+    form = SearchForm(request.GET)
+    if not form.is_valid():
+        return render(request, "files/search.html", {"form": form}, status=400)
+    query = form.cleaned_data["q"]
+    page = Paginator(selectors.search(user=request.user, query=query), SEARCH_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    tablo_names = selectors.tablo_names(
+        user=request.user, tablo_ids={row["tablo"] for row in page.object_list}
+    )
+    return render(
+        request,
+        "files/search.html",
+        {
+            "form": form,
+            "query": query,
+            "page": page,
+            "page_query": urlencode({"q": query}),
+            "results": [{**row, "tablo_name": tablo_names.get(row["tablo"], "")} for row in page],
+            "preview_types": services.PREVIEW_KINDS,
+        },
+    )

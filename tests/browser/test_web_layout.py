@@ -9,18 +9,17 @@ Screenshots of every width are written to the test's own ``tmp_path``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from files import services as file_services
 from files.models import TabloFile
 from tablos.models import Tablo
-from tests.browser.test_e2e import CHROMIUM_ARGS, sign_in
+from tests.browser.layout import Browser, chromium, no_horizontal_overflow
+from tests.browser.test_e2e import sign_in
 from tests.support.web import upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -31,66 +30,15 @@ PASSWORD = "carol-browser-pass-1"
 LONG_TABLO = "Quarterly-reports-of-the-northern-region-" * 4 + "final"
 LONG_FILE = "scan-of-the-signed-contract-with-every-annex-" * 5 + "v2.pdf"
 
-# Runs in every document before the page's own scripts: a CSP violation is
-# reported to the test, whatever page it happens on.
-CSP_LISTENER = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.reportCspViolation(
-    `${event.violatedDirective} blocked ${event.blockedURI || "inline"} on ${document.URL}`
-  );
-});
-"""
-
-
-@dataclass
-class Browser:
-    page: Page
-    base: str
-    shots: Path
-    violations: list[str] = field(default_factory=list)
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
-
-    def assert_no_violations(self) -> None:
-        assert self.violations == []
-
 
 @pytest.fixture
 def browser(live_server, monkeypatch, tmp_path: Path) -> Iterator[Browser]:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     get_user_model().objects.create_user("carol", password=PASSWORD)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        context = chromium.new_context(viewport={"width": 1440, "height": 900})
-        context.set_default_timeout(20_000)
-        session = Browser(page=context.new_page(), base=live_server.url, shots=tmp_path)
-        context.expose_function(
-            "reportCspViolation", lambda report: session.violations.append(report)
-        )
-        context.add_init_script(CSP_LISTENER)
-        session.page.on(
-            "console",
-            lambda message: (
-                session.violations.append(message.text)
-                if message.type == "error" and "Content Security Policy" in message.text
-                else None
-            ),
-        )
+    with chromium(live_server.url, tmp_path) as session:
         sign_in(session.page, live_server.url, "carol", PASSWORD)
-        try:
-            yield session
-            session.assert_no_violations()
-        finally:
-            context.close()
-            chromium.close()
-            connections.close_all()
-
-
-def no_horizontal_overflow(page: Page) -> bool:
-    return page.evaluate("() => document.scrollingElement.scrollWidth <= window.innerWidth")
+        yield session
+        session.assert_no_violations()
 
 
 def truncated(page: Page, selector: str) -> bool:

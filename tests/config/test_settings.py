@@ -18,6 +18,7 @@ from django.core.cache import cache, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import StorageHandler
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
 from config.env import INSECURE_DEV_SECRET_KEY
 from tests.support.settings import load_settings, settings_of
@@ -69,10 +70,27 @@ def test_production_refuses_to_start_without_allowed_hosts() -> None:
 def test_check_deploy_is_clean_in_production() -> None:
     out = StringIO()
     with settings_of(
-        DJANGO_DEBUG="false", DJANGO_SECRET_KEY=PROD_KEY, DJANGO_ALLOWED_HOSTS="tablo.example.com"
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=PROD_KEY,
+        DJANGO_ALLOWED_HOSTS="tablo.example.com",
+        EMAIL_URL="smtp+tls://tablo:pw@mail.example.com:587",
     ):
         call_command("check", "--deploy", "--fail-level", "WARNING", stdout=out)
     assert "System check identified no issues" in out.getvalue()
+
+
+# Django 6 runs the model checks against the databases (SQLite's JSON support is a query).
+@pytest.mark.django_db
+def test_check_deploy_names_mail_left_on_the_console_in_production() -> None:
+    with (
+        settings_of(
+            DJANGO_DEBUG="false",
+            DJANGO_SECRET_KEY=PROD_KEY,
+            DJANGO_ALLOWED_HOSTS="tablo.example.com",
+        ),
+        pytest.raises(SystemCheckError, match=r"mail\.E001"),
+    ):
+        call_command("check", "--deploy", "--fail-level", "WARNING", stdout=StringIO())
 
 
 # Django 6 runs the model checks against the databases (SQLite's JSON support is a query).

@@ -13,6 +13,7 @@ PROD_ENV = {
     "DJANGO_DEBUG": "false",
     "DJANGO_SECRET_KEY": PROD_SECRET_KEY,
     "DJANGO_ALLOWED_HOSTS": "tablo.example.com",
+    "EMAIL_URL": "smtp+tls://tablo:pw@mail.example.com:587",
 }
 
 
