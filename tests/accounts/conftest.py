@@ -8,7 +8,7 @@ import re
 import pytest
 from django.core import mail
 
-from tests.support.s3 import free_port
+from tests.support.mail import SMTP_DOWN
 
 
 @pytest.fixture
@@ -16,13 +16,6 @@ def mail_server_down(settings):
     """SMTP to a loopback port nobody listens on: every send is refused."""
     settings.MAILERS = {"default": SMTP_DOWN}
     return settings
-
-
-LOCMEM = {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}
-SMTP_DOWN = {
-    "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-    "OPTIONS": {"host": "127.0.0.1", "port": free_port(), "timeout": 5},
-}
 
 
 def link_in_last_mail(pattern: str = r"https?://\S+") -> str:

@@ -17,7 +17,8 @@ from django.utils import timezone
 from accounts import tokens
 from accounts.forms import EMAIL_TAKEN, NOT_CONFIRMED, USERNAME_TAKEN
 from accounts.models import Signup
-from tests.accounts.conftest import LOCMEM, SMTP_DOWN, link_in_last_mail, mail_failures
+from tests.accounts.conftest import link_in_last_mail, mail_failures
+from tests.support.mail import LOCMEM, SMTP_DOWN
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from django.core import mail
 from playwright.sync_api import expect
 
 from tests.browser.layout import Browser, chromium, no_horizontal_overflow
-from tests.support.s3 import free_port
+from tests.support.mail import SMTP_DOWN
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -131,16 +131,15 @@ def test_a_password_is_reset_and_a_failed_mail_is_told(visitor, settings, width)
     fits(visitor, "reset-form", width)
 
     # The mail server is down: the page says the mail was not sent.
-    locmem = settings.EMAIL_BACKEND
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
+    locmem = settings.MAILERS
+    settings.MAILERS = {"default": SMTP_DOWN}
     page.get_by_label("Email").fill("fay@example.com")
     page.get_by_role("button", name="Send the link").click()
     expect(page.get_by_role("alert")).to_contain_text("We could not send the email just now")
     expect(page.get_by_role("heading", name="Check your email")).to_have_count(0)
     fits(visitor, "reset-mail-failed", width)
 
-    settings.EMAIL_BACKEND = locmem
+    settings.MAILERS = locmem
     page.get_by_role("button", name="Send the link").click()
     expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
     fits(visitor, "reset-done", width)
