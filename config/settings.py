@@ -318,6 +318,18 @@ JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
 
+# --- Django's Tasks framework (django.tasks, Django 6+): @task on the same queue ---
+# Each queue name is a Tablo queue: "default" is the site's (Q_SITE_NAME), any other
+# is run by workers started with Q_CLUSTER_NAME=<name>. OPTIONS: the retry policy of
+# every @task and per task path (jobs/django_tasks/options.py, docs/django_tasks.md).
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.django_tasks.TabloBackend",
+        "QUEUES": env.list("TASKS_QUEUES", default=["default"]),
+        "OPTIONS": {"tasks": {}},
+    }
+}
+
 # --- Metrics (/metrics, Prometheus) -----------------------------------------
 # Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed
 # without it. REMOTE_ADDR is used as is: behind a proxy, list the proxy's address.

@@ -9,7 +9,10 @@ import-linter contract enforces it):
 * ``errors.DoNotRetry`` and ``progress.report_progress``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
 * ``supervisor.serve``: ``manage.py qcluster``, a node of worker processes;
-* ``backend.current()``: the queue as the operations see it; ``nodes``: the worker nodes;
+* ``backend.current()``: the queue as the operations see it (its ``enqueue`` stores
+  packages built by ``registry.build_package``; a package may carry ``priority``, an
+  int, and ``run_at``, an aware datetime: its own, instead of the job's and now);
+  ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
 * ``context``: the task running in this process and this process's node;
 * ``counters``, ``stats`` and ``results``: run counts, queue depth samples and kept

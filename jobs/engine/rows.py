@@ -11,6 +11,7 @@ broker's single statement (``async_task``), ``insert_rows`` the registry's batch
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -45,16 +46,24 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         spec.max_attempts if spec is not None and spec.max_attempts is not None else None
     ) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
     now = timezone.now()
+    # A package may carry its own priority and start time (Django's Tasks do: per
+    # enqueue, not per job); the job's declared priority and "now" otherwise.
+    priority = task.get("priority")
+    if not isinstance(priority, int):
+        priority = spec.priority if spec is not None else 0
+    run_at = task.get("run_at")
+    if not isinstance(run_at, datetime) or timezone.is_naive(run_at):
+        run_at = now
     return Job(
         task_id=task["id"],
         queue=queue,
         name=clean(str(task.get("name") or ""))[:139],
         func=clean(func)[:256],
         job_name=spec.name if spec is not None else "",
-        priority=spec.priority if spec is not None else 0,
+        priority=priority,
         payload=payload,
         state=Job.State.QUEUED,
-        run_at=now,
+        run_at=run_at,
         attempt=0,
         max_attempts=max_attempts,
         timeout=timeout if isinstance(timeout, int) and timeout > 0 else None,
