@@ -10,6 +10,7 @@ the real one).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,12 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
+from django.tasks.exceptions import (
+    InvalidTask,
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+)
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django_q.models import Task as ResultRow
@@ -87,7 +93,8 @@ def test_enqueue_writes_one_queue_row_under_the_module_path() -> None:
     assert result.status == TaskResultStatus.READY
     assert (result.args, result.kwargs) == ([1, 2], {})
     assert result.backend == "default"
-    assert result.enqueued_at is not None and timezone.is_aware(result.enqueued_at)
+    assert result.enqueued_at is not None
+    assert timezone.is_aware(result.enqueued_at)
     assert result.started_at is result.finished_at is result.last_attempted_at is None
     assert (result.errors, result.worker_ids) == ([], [])
     job = Job.objects.get(task_id=result.id)
@@ -109,7 +116,8 @@ def test_a_result_runs_reads_back_and_refreshes(worker: Worker) -> None:
     assert result.return_value == 5
     assert result.enqueued_at < before <= result.started_at
     assert result.started_at == result.last_attempted_at <= result.finished_at
-    assert len(result.worker_ids) == 1 and result.worker_ids[0].endswith(f":{_pid()}")
+    assert len(result.worker_ids) == 1
+    assert result.worker_ids[0].endswith(f":{_pid()}")
     assert result.errors == []
     again = tasks.add.get_result(result.id)
     assert (again.status, again.return_value, again.args) == (result.status, 5, [2, 3])
@@ -117,8 +125,6 @@ def test_a_result_runs_reads_back_and_refreshes(worker: Worker) -> None:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 
@@ -154,7 +160,7 @@ def test_a_return_value_that_is_not_json_fails_once_without_retry(worker: Worker
 # -- run_after, priority, queues --------------------------------------------------------
 def test_run_after_must_be_aware() -> None:
     with pytest.raises(InvalidTask, match="aware"):
-        tasks.add.using(run_after=datetime(2030, 1, 1)).enqueue(1, 2)  # noqa: DTZ001
+        tasks.add.using(run_after=datetime(2030, 1, 1)).enqueue(1, 2)
     assert not Job.objects.exists()
 
 
@@ -266,7 +272,8 @@ def test_context_has_the_real_attempt_number(worker: Worker) -> None:
     drain(worker, until=lambda: not Job.objects.filter(task_id=result.id).exists())
     result.refresh()
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 3)
-    assert result.attempts == 3 and len(result.worker_ids) == 3
+    assert result.attempts == 3
+    assert len(result.worker_ids) == 3
     assert [e.exception_class for e in result.errors] == [RuntimeError, RuntimeError]
     assert "attempt 1 fails on purpose" in result.errors[0].traceback
     assert "attempt 2 fails on purpose" in result.errors[1].traceback
@@ -356,10 +363,18 @@ def test_enqueue_in_a_rolled_back_transaction_leaves_nothing() -> None:
     class Rollback(Exception):
         pass
 
-    with pytest.raises(Rollback), transaction.atomic():
-        result = tasks.add.enqueue(1, 2)
-        assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
-        raise Rollback
+    seen: list[Any] = []
+
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            seen.append(tasks.add.enqueue(1, 2))
+            seen.append(tasks.add.get_result(seen[0].id).status)
+            raise Rollback
+
+    with pytest.raises(Rollback):
+        enqueue_then_fail()
+    result, status_inside = seen
+    assert status_inside == TaskResultStatus.READY
     assert not Job.objects.exists()
     with pytest.raises(TaskResultDoesNotExist):
         tasks.add.get_result(result.id)
@@ -396,17 +411,17 @@ def test_options_set_defaults_and_a_per_path_table_wins(settings) -> None:
     fails = registry.get(path)
     # The table wins over @task(max_attempts=3, backoff=[0.2, 0.4]); the default timeout stays.
     assert (fails.max_attempts, fails.timeout) == (2, 30)
-    assert fails.backoff is not None and fails.backoff(1) == fails.backoff(9) == 5
-    assert fails.unique is not None and fails.unique("a") != fails.unique("b")
-    assert Job.objects.none().count() == 0
+    assert fails.backoff is not None
+    assert fails.backoff(1) == fails.backoff(9) == 5
+    assert fails.unique is not None
+    assert fails.unique("a") != fails.unique("b")
     result = tasks.always_fails.enqueue("a")
     assert Job.objects.get(task_id=result.id).max_attempts == 2
 
 
 def test_bad_options_are_refused_at_enqueue(settings) -> None:
     settings.TASKS = backend_settings(max_attempts="many")
-    from django.tasks.exceptions import InvalidTaskBackend
-
     with pytest.raises(InvalidTaskBackend, match="max_attempts must be a whole number"):
         tasks.add.enqueue(1, 2)
-    assert not ResultRow.objects.exists() and not Job.objects.exists()
+    assert not ResultRow.objects.exists()
+    assert not Job.objects.exists()
