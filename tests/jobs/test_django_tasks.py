@@ -35,43 +35,16 @@ from jobs.engine import registry
 from jobs.engine.worker import Worker
 from jobs.models import Job, JobAttempt
 from tests.support import django_tasks as tasks
-from tests.support import jobtable
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 QUEUE = tasks.TEST_QUEUE
-BACKEND = "jobs.django_tasks.TabloBackend"
-
-
-def backend_settings(**options: Any) -> dict[str, Any]:
-    return {"default": {"BACKEND": BACKEND, "QUEUES": ["default", QUEUE], "OPTIONS": options}}
+backend_settings, drain = tasks.backend_settings, tasks.drain
 
 
 @pytest.fixture(autouse=True)
 def _tasks_settings(settings) -> None:
     settings.TASKS = backend_settings()
-
-
-@pytest.fixture
-def worker() -> Iterator[Worker]:
-    made = Worker(queue=QUEUE, node=jobtable.node(QUEUE))
-    yield made
-    made.close()
-
-
-def drain(worker: Worker, *, until: Callable[[], bool] = lambda: True, timeout: float = 10) -> None:
-    """Claim and run the queue's ready tasks, finishing each batch, until ``until()``
-    holds and nothing is ready (a retry waits for its backoff)."""
-
-    def step() -> bool:
-        while worker.claim():
-            while worker.claimed:
-                worker.run_next()
-            worker.finish()
-        return until()
-
-    wait_until(step, timeout=timeout, what="the tasks to run", interval=0.02)
 
 
 def on(queue_task: Any) -> Any:
@@ -104,10 +77,10 @@ def test_enqueue_writes_one_queue_row_under_the_module_path() -> None:
     assert registry.get(path).path == path
 
 
-def test_a_result_runs_reads_back_and_refreshes(worker: Worker) -> None:
+def test_a_result_runs_reads_back_and_refreshes(tasks_worker: Worker) -> None:
     result = on(tasks.add).enqueue(2, 3)
     before = timezone.now()
-    drain(worker)
+    drain(tasks_worker)
     assert result.status == TaskResultStatus.READY  # the object itself is a snapshot
     with pytest.raises(ValueError, match="not finished"):
         _ = result.return_value
@@ -129,12 +102,12 @@ def _pid() -> int:
 
 
 # -- JSON ---------------------------------------------------------------------------
-def test_arguments_and_return_value_round_trip_as_json(worker: Worker) -> None:
+def test_arguments_and_return_value_round_trip_as_json(tasks_worker: Worker) -> None:
     value = {"tuple": (1, 2), "nested": [{"a": None, "b": 1.5}], "text": "é", "bytes": b"x"}
     result = on(tasks.echo).enqueue(value)
     normalised = {"tuple": [1, 2], "nested": [{"a": None, "b": 1.5}], "text": "é", "bytes": "x"}
     assert result.args == [normalised]
-    drain(worker)
+    drain(tasks_worker)
     result.refresh()
     assert result.return_value == normalised
     assert default_task_backend.get_result(result.id).args == [normalised]
@@ -146,9 +119,9 @@ def test_arguments_that_are_not_json_are_refused_and_nothing_is_queued() -> None
     assert not Job.objects.exists()
 
 
-def test_a_return_value_that_is_not_json_fails_once_without_retry(worker: Worker) -> None:
+def test_a_return_value_that_is_not_json_fails_once_without_retry(tasks_worker: Worker) -> None:
     result = on(tasks.returns_a_set).enqueue()
-    drain(worker)
+    drain(tasks_worker)
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     [error] = result.errors
@@ -164,13 +137,13 @@ def test_run_after_must_be_aware() -> None:
     assert not Job.objects.exists()
 
 
-def test_run_after_delays_the_start(worker: Worker) -> None:
+def test_run_after_delays_the_start(tasks_worker: Worker) -> None:
     when = timezone.now() + timedelta(seconds=1)
     result = on(tasks.add).using(run_after=when).enqueue(1, 1)
     assert Job.objects.get(task_id=result.id).run_at == when
     assert result.task.run_after == when
-    assert worker.claim() == 0  # not due yet
-    drain(worker, until=lambda: not Job.objects.filter(task_id=result.id).exists())
+    assert tasks_worker.claim() == 0  # not due yet
+    drain(tasks_worker, until=lambda: not Job.objects.filter(task_id=result.id).exists())
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.started_at >= when
@@ -183,7 +156,7 @@ def test_priority_outside_djangos_range_is_refused(priority: float) -> None:
         tasks.add.using(priority=priority).enqueue(1, 2)
 
 
-def test_priority_orders_the_claims(worker: Worker) -> None:
+def test_priority_orders_the_claims(tasks_worker: Worker) -> None:
     low = on(tasks.add).using(priority=-100).enqueue(1, 0)
     high = on(tasks.add).using(priority=100).enqueue(1, 1)
     middle = on(tasks.add).enqueue(1, 2)
@@ -195,7 +168,7 @@ def test_priority_orders_the_claims(worker: Worker) -> None:
 
     task_started.connect(started, dispatch_uid="test-priority-order")
     try:
-        drain(worker, until=lambda: len(order) == 3)
+        drain(tasks_worker, until=lambda: len(order) == 3)
     finally:
         task_started.disconnect(dispatch_uid="test-priority-order")
     assert order == [high.id, middle.id, low.id]
@@ -233,9 +206,9 @@ def test_a_bad_declared_policy_is_refused() -> None:
         task(backoff=[-1])(tasks.add.func)
 
 
-def test_an_async_function_runs(worker: Worker) -> None:
+def test_an_async_function_runs(tasks_worker: Worker) -> None:
     result = on(tasks.async_add).enqueue(20, 22)
-    drain(worker)
+    drain(tasks_worker)
     result.refresh()
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 42)
 
@@ -258,18 +231,18 @@ def test_get_result_of_another_task_is_a_mismatch() -> None:
         tasks.echo.get_result(result.id)
 
 
-def test_a_running_task_is_running_with_its_worker(worker: Worker) -> None:
+def test_a_running_task_is_running_with_its_worker(tasks_worker: Worker) -> None:
     result = on(tasks.add).enqueue(1, 2)
-    assert worker.claim() == 1
+    assert tasks_worker.claim() == 1
     result.refresh()
     assert result.status == TaskResultStatus.RUNNING
     [worker_id] = result.worker_ids
     assert worker_id == Job.objects.get(task_id=result.id).claimed_by
 
 
-def test_context_has_the_real_attempt_number(worker: Worker) -> None:
+def test_context_has_the_real_attempt_number(tasks_worker: Worker) -> None:
     result = on(tasks.fails_until).enqueue(3)
-    drain(worker, until=lambda: not Job.objects.filter(task_id=result.id).exists())
+    drain(tasks_worker, until=lambda: not Job.objects.filter(task_id=result.id).exists())
     result.refresh()
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 3)
     assert result.attempts == 3
@@ -281,10 +254,10 @@ def test_context_has_the_real_attempt_number(worker: Worker) -> None:
     assert result.started_at == first.started_at < result.last_attempted_at
 
 
-def test_retries_with_backoff_end_failed_with_every_error(worker: Worker) -> None:
+def test_retries_with_backoff_end_failed_with_every_error(tasks_worker: Worker) -> None:
     result = on(tasks.always_fails).enqueue("disk full")
     dead = Job.objects.filter(task_id=result.id, state=Job.State.DEAD)
-    drain(worker, until=dead.exists)
+    drain(tasks_worker, until=dead.exists)
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert len(result.errors) == 3 == result.attempts
@@ -300,10 +273,10 @@ def test_retries_with_backoff_end_failed_with_every_error(worker: Worker) -> Non
         _ = result.return_value
 
 
-def test_a_discarded_dead_task_still_reads_failed(worker: Worker) -> None:
+def test_a_discarded_dead_task_still_reads_failed(tasks_worker: Worker) -> None:
     result = on(tasks.always_fails).enqueue("gone")
     dead = Job.objects.filter(task_id=result.id, state=Job.State.DEAD)
-    drain(worker, until=dead.exists)
+    drain(tasks_worker, until=dead.exists)
     dead.delete()  # what "discard" does to the row; the history and result stay
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
@@ -338,10 +311,10 @@ def signals_seen() -> Iterator[list[tuple[str, Any, Any]]]:
         signal.disconnect(receive)
 
 
-def test_signals_at_the_moments_django_documents(worker: Worker, signals_seen: list) -> None:
+def test_signals_at_the_moments_django_documents(tasks_worker: Worker, signals_seen: list) -> None:
     on(tasks.add).enqueue(1, 2)
     assert signals_seen == [("enqueued", TabloBackend, (TaskResultStatus.READY,) * 2)]
-    drain(worker, until=lambda: len(signals_seen) == 3)
+    drain(tasks_worker, until=lambda: len(signals_seen) == 3)
     assert signals_seen[1:] == [
         ("started", TabloBackend, (TaskResultStatus.RUNNING,) * 2),
         # Sent once the outcome is written: a receiver reads it back.
@@ -350,10 +323,10 @@ def test_signals_at_the_moments_django_documents(worker: Worker, signals_seen: l
 
 
 def test_each_failed_attempt_finishes_with_the_status_it_leaves(
-    worker: Worker, signals_seen: list
+    tasks_worker: Worker, signals_seen: list
 ) -> None:
     result = on(tasks.always_fails).enqueue("x")
-    drain(worker, until=Job.objects.filter(task_id=result.id, state="dead").exists)
+    drain(tasks_worker, until=Job.objects.filter(task_id=result.id, state="dead").exists)
     finished = [status for name, _, (status, _stored) in signals_seen if name == "finished"]
     assert finished == [TaskResultStatus.READY, TaskResultStatus.READY, TaskResultStatus.FAILED]
 
@@ -386,13 +359,13 @@ def test_enqueue_in_a_committed_transaction_is_queued_with_it() -> None:
     assert Job.objects.filter(task_id=result.id).exists()
 
 
-def test_a_unique_task_is_queued_once_while_active(worker: Worker) -> None:
+def test_a_unique_task_is_queued_once_while_active(tasks_worker: Worker) -> None:
     first = on(tasks.unique_echo).enqueue("k")
     second = on(tasks.unique_echo).enqueue("k")
     other = on(tasks.unique_echo).enqueue("other")
     assert second.id == first.id != other.id
     assert Job.objects.count() == 2
-    drain(worker)
+    drain(tasks_worker)
     assert on(tasks.unique_echo).enqueue("k").id != first.id  # done: a new one
 
 

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.tasks import TaskContext, task
 
+from jobs.engine.worker import Worker
 from tests.reliability.jobs import record
+from tests.support.waiting import wait_until
 
-# Queues the tests declare in TASKS["default"]["QUEUES"] (TASKS_QUEUES in a worker).
+# The queue the tests declare in TASKS["default"]["QUEUES"] (TASKS_QUEUES in a worker).
 TEST_QUEUE = "djtasks-test"
+BACKEND = "jobs.django_tasks.TabloBackend"
+
+
+def backend_settings(**options: Any) -> dict[str, Any]:
+    """``TASKS`` with Tablo's backend, the test queue declared, and ``options``."""
+    return {"default": {"BACKEND": BACKEND, "QUEUES": ["default", TEST_QUEUE], "OPTIONS": options}}
+
+
+def drain(worker: Worker, *, until: Callable[[], bool] = lambda: True, timeout: float = 10) -> None:
+    """Claim and run the queue's ready tasks with a worker of this process, finishing each
+    batch, until ``until()`` holds (a retry waits for its backoff)."""
+
+    def step() -> bool:
+        while worker.claim():
+            while worker.claimed:
+                worker.run_next()
+            worker.finish()
+        return until()
+
+    wait_until(step, timeout=timeout, what="the tasks to run", interval=0.02)
 
 
 @task
