@@ -1,9 +1,10 @@
 """``manage.py startjob <app> <name>``: a new job module and a test that runs it.
 
 The job goes to ``<app>/jobs/<name>.py``, a Tablo ``@job`` or, with ``--django-task``,
-a Django ``@task`` (Django 6's Tasks on the same queue, docs/django_tasks.md); ``<app>/jobs/__init__.py`` (written
-once) imports every module of the package, and ``jobs.apps`` autodiscovers
-``<app>.jobs`` next to ``<app>.tasks``, so the job is registered in every process.
+a Django ``@task`` (Django 6's Tasks on the same queue, docs/django_tasks.md);
+``<app>/jobs/__init__.py`` (written once) imports every module of the package, and
+``jobs.apps`` autodiscovers ``<app>.jobs`` next to ``<app>.tasks``, so the job is
+registered in every process.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def test_{name}_runs_through_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
 """
 
 
-DJANGO_TASK_TEMPLATE = '''"""The Django task ``{task_path}`` (runs on qcluster: docs/django_tasks.md)."""
+DJANGO_TASK_TEMPLATE = '''"""The Django task ``{name}``, run by qcluster (docs/django_tasks.md)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_{name}_is_queued_and_read_back() -> None:
 
 
 def test_{name}_runs_inline_on_djangos_immediate_backend(settings) -> None:
-    settings.TASKS = {{"default": {{"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}}}
+    immediate = "django.tasks.backends.immediate.ImmediateBackend"
+    settings.TASKS = {{"default": {{"BACKEND": immediate}}}}
     result = {name}.enqueue("42")
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, "42")
 """
@@ -189,7 +191,6 @@ def plan_job(
         if path.exists():
             raise ScaffoldError(f"{path} already exists.")
     values = {
-        "task_path": job_name,
         "app": app.name,
         "name": name,
         "job_name": job_name,
