@@ -310,6 +310,9 @@ JOBS_RESULT_MAX_BYTES = env.int("JOBS_RESULT_MAX_BYTES", default=1024 * 1024)
 # One INFO line per successful task ("task finished"); off, a success is logged at
 # DEBUG only (its result row keeps when and how long). Failures are always logged.
 JOBS_LOG_SUCCESSES = env.bool("JOBS_LOG_SUCCESSES", default=False)
+# Django's Tasks log every start and finish at INFO ("Task id=... state=..."): as for
+# "task finished", only with JOBS_LOG_SUCCESSES; a task that ends FAILED logs at ERROR.
+LOGGING["loggers"]["django.tasks"] = {"level": "INFO" if JOBS_LOG_SUCCESSES else "WARNING"}
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 # Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
 # (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.

@@ -48,7 +48,7 @@ print(json.dumps({
 
 
 def test_retries_with_backoff_end_failed_with_every_error(worker_factory) -> None:
-    worker = worker_factory()
+    worker = worker_factory(JOBS_LOG_SUCCESSES="true")  # Django's INFO lines per attempt
     result = tasks.always_fails.enqueue("disk full")
     dead = Job.objects.filter(task_id=result.id, state=Job.State.DEAD)
     wait_until(dead.exists, timeout=60, what="the task to be dead")
