@@ -41,6 +41,8 @@ META = "django_task"
 # The keys of a successful Django task's stored result (``outcome``).
 RETURN_VALUE = "return_value"
 WORKER_ID = "worker_id"
+# The package key of the attempt's RUNNING result, in the worker process only.
+RUNNING = "django_task_running"
 
 _STATUS = {
     Job.State.QUEUED: TaskResultStatus.READY,
@@ -293,6 +295,16 @@ def first_success(package: Mapping[str, Any], *, backend: BaseTaskBackend) -> Ta
     """A task that succeeded at its first attempt, from the package the worker finished
     (no query: ``task_finished`` is sent for every such task)."""
     stored = package["result"]
+    result = package.get(RUNNING)
+    if isinstance(result, TaskResult):
+        # The object task_started carried, finished in place (as Django's own backends do).
+        for name, value in (
+            ("status", TaskResultStatus.SUCCESSFUL),
+            ("finished_at", package.get("stopped")),
+            ("_return_value", stored[RETURN_VALUE]),
+        ):
+            object.__setattr__(result, name, value)
+        return result
     task = task_as_enqueued(str(package["func"]), stored[META])
     result = _result(
         task,

@@ -64,6 +64,8 @@ class Runner:
             package=package,
             backend=backend,
         )
+        # task_finished reuses it for a first-attempt success (results.first_success).
+        package[results.RUNNING] = result
         task_started.send(sender=type(backend), task_result=result)
         if task.takes_context:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)

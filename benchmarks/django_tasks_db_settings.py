@@ -1,0 +1,11 @@
+"""The project's settings with django-tasks-db as the Tasks backend (the benchmark's peer).
+
+Only benchmarks/django_tasks_bench.py uses it, with benchmarks/requirements-django-tasks-db.txt
+installed: ``DJANGO_SETTINGS_MODULE=benchmarks.django_tasks_db_settings``.
+"""
+
+from config.settings import *  # noqa: F403
+from config.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
