@@ -116,17 +116,8 @@ class Bench:
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json", LOG_LEVEL="WARNING")
         env["DJANGO_SETTINGS_MODULE"] = SETTINGS[self.mode]
         if self.mode == PEER:
-            argvs = [
-                [
-                    sys.executable,
-                    "manage.py",
-                    "db_worker",
-                    "--no-startup-delay",
-                    "--no-reload",
-                    "--interval",
-                    str(self.peer_interval),
-                ]  # fmt: skip
-            ] * 2
+            worker = [sys.executable, "manage.py", "db_worker", "--no-startup-delay"]
+            argvs = [[*worker, "--no-reload", "--interval", str(self.peer_interval)]] * 2
         else:
             argvs = [[sys.executable, "manage.py", "qcluster"]]
         started = []
@@ -140,7 +131,7 @@ class Bench:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             )
         return started
 
