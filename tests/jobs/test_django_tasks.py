@@ -398,3 +398,14 @@ def test_bad_options_are_refused_at_enqueue(settings) -> None:
         tasks.add.enqueue(1, 2)
     assert not ResultRow.objects.exists()
     assert not Job.objects.exists()
+
+
+def test_djangos_log_lines_follow_the_worker_policy(
+    tasks_worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # JOBS_LOG_SUCCESSES is off: starts and successes are not logged, a FAILED task is.
+    on(tasks.add).enqueue(1, 2)
+    failing = on(tasks.returns_a_set).enqueue()
+    drain(tasks_worker, until=Job.objects.filter(task_id=failing.id, state="dead").exists)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django.tasks"]
+    assert lines == [("ERROR", f"Task id={failing.id} path={failing.task.module_path} state=FAILED")]
