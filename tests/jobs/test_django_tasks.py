@@ -408,4 +408,5 @@ def test_djangos_log_lines_follow_the_worker_policy(
     failing = on(tasks.returns_a_set).enqueue()
     drain(tasks_worker, until=Job.objects.filter(task_id=failing.id, state="dead").exists)
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django.tasks"]
-    assert lines == [("ERROR", f"Task id={failing.id} path={failing.task.module_path} state=FAILED")]
+    failed = f"Task id={failing.id} path={failing.task.module_path} state=FAILED"
+    assert lines == [("ERROR", failed)]
