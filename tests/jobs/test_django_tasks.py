@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
 from django.tasks.exceptions import (
@@ -211,6 +212,16 @@ def test_an_async_function_runs(tasks_worker: Worker) -> None:
     drain(tasks_worker)
     result.refresh()
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 42)
+
+
+def test_enqueue_and_get_result_from_async_code() -> None:
+    async def enqueue_and_read() -> tuple[Any, Any]:
+        result = await tasks.add.aenqueue(1, 2)
+        return result, await tasks.add.aget_result(result.id)
+
+    result, again = async_to_sync(enqueue_and_read)()
+    assert (again.id, again.status, again.args) == (result.id, TaskResultStatus.READY, [1, 2])
+    assert Job.objects.filter(task_id=result.id).exists()
 
 
 # -- results ------------------------------------------------------------------------
