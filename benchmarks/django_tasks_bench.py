@@ -1,7 +1,7 @@
 """Django's Tasks on Tablo's engine: ``@task(...).enqueue()`` against ``async_task()`` on the
 same engine, and against django-tasks-db's own ``db_worker``, in one run, as ratios.
 
-Modes, each in its own process (settings are read once per process), on one database:
+The APIs, on one database:
 
 * ``async_task``: django-q2's API on Tablo's engine (``manage.py qcluster``, Q_WORKERS=2);
 * ``task``: Django's ``@task`` with ``TASKS`` on ``jobs.django_tasks.TabloBackend``, the
@@ -11,13 +11,18 @@ Modes, each in its own process (settings are read once per process), on one data
   polling every ``--peer-interval`` seconds, its default 1 s), with
   benchmarks/requirements-django-tasks-db.txt installed.
 
+``async_task`` and ``task`` share their settings and are measured in one process, in
+turns (sample by sample, drain round by drain round), so that the machine's load weighs on
+both alike; the peer needs other settings and runs after them, in its own process.
+
 Phases: the cost of one enqueue as a view makes it (autocommit, p50/p99); idle pickup
 latency (enqueue -> start); drain (N tasks enqueued through the API in transactions of
-500, then the workers start: tasks/s from the first one done to the last).
+500, then the workers start: tasks/s from a tenth done to the last; the median of
+``--rounds``), with the enqueue rate of that fill.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tablo_djtasks_bench \\
         .venv/bin/python benchmarks/django_tasks_bench.py --peer      # full
-    .venv/bin/python benchmarks/django_tasks_bench.py --quick --peer  # ~1 min
+    .venv/bin/python benchmarks/django_tasks_bench.py --quick --peer  # a few minutes
 
 The database is created if missing, migrated, and emptied between phases: never point
 it at a database whose data you want to keep. Needs Django 6.0+.
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,19 +67,28 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-# --- one mode, in its own process ------------------------------------------------------
+# --- one settings module, in its own process ------------------------------------------
 class Bench:
-    def __init__(self, *, mode: str, workdir: Path, peer_interval: float) -> None:
+    """The APIs that share one settings module (``async_task`` and ``task``; or the peer),
+    measured in turns: each sample, pickup and drain round alternates between them, so a
+    change in the machine's load weighs on both alike."""
+
+    def __init__(self, *, apis: list[str], workdir: Path, peer_interval: float) -> None:
         import django
 
         django.setup()
-        self.mode = mode
+        self.apis = apis
+        self.peer = apis == [PEER]
         self.workdir = workdir
         self.peer_interval = peer_interval
 
-    # The mode's API: enqueue one task of benchmarks.django_tasks_funcs / queue_tasks.
-    def enqueue(self, name: str, *args: Any) -> None:
-        if self.mode == "async_task":
+    def turns(self, i: int) -> list[str]:
+        return self.apis if i % 2 == 0 else self.apis[::-1]
+
+    @staticmethod
+    def enqueue(api: str, name: str, *args: Any) -> None:
+        """One task of benchmarks.queue_tasks (async_task) or benchmarks.django_tasks_funcs."""
+        if api == "async_task":
             from django_q.tasks import async_task
 
             from benchmarks import queue_tasks
@@ -90,7 +105,7 @@ class Bench:
         from jobs.models import Job, JobAttempt
 
         tables = [Job._meta.db_table, JobAttempt._meta.db_table, Task._meta.db_table]
-        if self.mode == PEER:
+        if self.peer:
             from django_tasks_db.models import DBTaskResult
 
             tables.append(DBTaskResult._meta.db_table)
@@ -103,7 +118,7 @@ class Bench:
             cursor.execute(f"TRUNCATE {', '.join(self.tables())} RESTART IDENTITY")
 
     def remaining(self) -> int:
-        if self.mode == PEER:
+        if self.peer:
             from django_tasks_db.models import DBTaskResult
 
             return DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).count()
@@ -114,15 +129,15 @@ class Bench:
     def start_workers(self, name: str) -> list[subprocess.Popen[bytes]]:
         """The mode's workers: one qcluster (2 worker processes), or 2 db_workers."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json", LOG_LEVEL="WARNING")
-        env["DJANGO_SETTINGS_MODULE"] = SETTINGS[self.mode]
-        if self.mode == PEER:
+        env["DJANGO_SETTINGS_MODULE"] = SETTINGS[self.apis[0]]
+        if self.peer:
             worker = [sys.executable, "manage.py", "db_worker", "--no-startup-delay"]
             argvs = [[*worker, "--no-reload", "--interval", str(self.peer_interval)]] * 2
         else:
             argvs = [[sys.executable, "manage.py", "qcluster"]]
         started = []
         for i, argv in enumerate(argvs):
-            log = (self.workdir / f"{self.mode}-{name}-{i}.log").open("ab")
+            log = (self.workdir / f"{self.apis[0]}-{name}-{i}.log").open("ab")
             started.append(
                 subprocess.Popen(
                     argv,
@@ -145,44 +160,54 @@ class Bench:
             worker.wait()
 
     # 1. one enqueue, as a view makes it ---------------------------------------------------
-    def enqueue_cost(self, samples: int) -> dict[str, float]:
+    def enqueue_cost(self, samples: int) -> dict[str, dict[str, float]]:
         from django.core.signals import request_finished, request_started
 
         self.reset()
-        times = []
+        times: dict[str, list[float]] = {api: [] for api in self.apis}
         for i in range(samples + 20):
-            request_started.send(sender=None)
-            start = time.perf_counter()
-            self.enqueue("noop")
-            elapsed = time.perf_counter() - start
-            request_finished.send(sender=None)
-            if i >= 20:  # warm-up: imports, the first connection, statement caches
-                times.append(elapsed)
-        return {"enqueue_p50_ms": ms(pct(times, 50)), "enqueue_p99_ms": ms(pct(times, 99))}
+            for api in self.turns(i):
+                request_started.send(sender=None)
+                start = time.perf_counter()
+                self.enqueue(api, "noop")
+                elapsed = time.perf_counter() - start
+                request_finished.send(sender=None)
+                if i >= 20:  # warm-up: imports, the first connection, statement caches
+                    times[api].append(elapsed)
+        return {
+            api: {"enqueue_p50_ms": ms(pct(t, 50)), "enqueue_p99_ms": ms(pct(t, 99))}
+            for api, t in times.items()
+        }
 
     # 2. idle pickup latency ------------------------------------------------------------
-    def pickup(self, samples: int) -> dict[str, float]:
+    def pickup(self, samples: int) -> dict[str, dict[str, float]]:
         from django.db import connection
 
         self.reset()
-        out = self.workdir / f"{self.mode}-pickup.txt"
-        out.unlink(missing_ok=True)
+        outs = {api: self.workdir / f"{api}-pickup.txt" for api in self.apis}
+        for out in outs.values():
+            out.unlink(missing_ok=True)
         workers = self.start_workers("pickup")
-        latencies = []
+        latencies: dict[str, list[float]] = {api: [] for api in self.apis}
         try:
-            # Ready when a first task runs (each worker logs readiness its own way).
-            self.enqueue("stamp", time.time(), str(out))
-            self.wait_lines(out, 1, timeout=60)
+            # Ready when a first task of each API ran (the workers log readiness their way).
+            for api in self.apis:
+                self.enqueue(api, "stamp", time.time(), str(outs[api]))
+                self.wait_lines(outs[api], 1, timeout=60)
             for i in range(1, samples + 1):
-                time.sleep(random.uniform(0.02, 0.06))  # idle, out of phase with polls
-                self.enqueue("stamp", time.time(), str(out))
-                connection.close_if_unusable_or_obsolete()
-                lines = self.wait_lines(out, i + 1, timeout=30)
-                a, b = (float(x) for x in lines[i].split())
-                latencies.append(b - a)
+                for api in self.turns(i):
+                    time.sleep(random.uniform(0.02, 0.06))  # idle, out of phase with polls
+                    self.enqueue(api, "stamp", time.time(), str(outs[api]))
+                    connection.close_if_unusable_or_obsolete()
+                    lines = self.wait_lines(outs[api], i + 1, timeout=30)
+                    a, b = (float(x) for x in lines[i].split())
+                    latencies[api].append(b - a)
         finally:
             self.stop(workers)
-        return {"pickup_p50_ms": ms(pct(latencies, 50)), "pickup_p99_ms": ms(pct(latencies, 99))}
+        return {
+            api: {"pickup_p50_ms": ms(pct(t, 50)), "pickup_p99_ms": ms(pct(t, 99))}
+            for api, t in latencies.items()
+        }
 
     @staticmethod
     def wait_lines(path: Path, count: int, *, timeout: float) -> list[str]:
@@ -195,7 +220,24 @@ class Bench:
         raise RuntimeError(f"{count} tasks did not run within {timeout} s")
 
     # 3. drain -------------------------------------------------------------------------
-    def drain(self, count: int) -> dict[str, float]:
+    def drain(self, count: int, rounds: int) -> dict[str, dict[str, float]]:
+        """Medians over ``rounds`` rounds per API, the APIs in turns."""
+        fill: dict[str, list[float]] = {api: [] for api in self.apis}
+        rate: dict[str, list[float]] = {api: [] for api in self.apis}
+        for i in range(rounds):
+            for api in self.turns(i):
+                filled, drained = self.drain_once(api, count)
+                fill[api].append(filled)
+                rate[api].append(drained)
+        return {
+            api: {
+                "enqueue_in_txn_per_s": round(statistics.median(fill[api]), 1),
+                "drain_tasks_per_s": round(statistics.median(rate[api]), 1),
+            }
+            for api in self.apis
+        }
+
+    def drain_once(self, api: str, count: int) -> tuple[float, float]:
         from django.db import transaction
 
         self.reset()
@@ -203,8 +245,8 @@ class Bench:
         for offset in range(0, count, 500):
             with transaction.atomic():
                 for _ in range(min(500, count - offset)):
-                    self.enqueue("noop")
-        filled = time.perf_counter() - start
+                    self.enqueue(api, "noop")
+        filled = count / (time.perf_counter() - start)
         workers = self.start_workers("drain")
         samples: list[tuple[float, int]] = []
         try:
@@ -219,23 +261,25 @@ class Bench:
                 raise RuntimeError(f"drain not finished: {samples[-1][1]} left")
         finally:
             self.stop(workers)
-        first = max(0, next(i for i, (_, left) in enumerate(samples) if left < count) - 1)
-        t0, left0 = samples[first]
-        return {
-            "enqueue_in_txn_per_s": round(count / filled, 1),
-            "drain_tasks": count,
-            "drain_tasks_per_s": round(left0 / (samples[-1][0] - t0), 1),
-        }
+        # Steady state: from a tenth done to the empty queue (each worker process imports
+        # the task's module, and what it needs, on its first task).
+        t0, left0 = next((t, left) for t, left in samples if left <= count * 0.9)
+        return filled, left0 / (samples[-1][0] - t0)
 
 
-def run_mode(args: argparse.Namespace) -> None:
-    bench = Bench(mode=args.mode, workdir=Path(args.workdir), peer_interval=args.peer_interval)
-    result: dict[str, Any] = {"mode": args.mode}
-    result.update(bench.enqueue_cost(args.enqueue_samples))
-    result.update(bench.pickup(args.pickup_samples))
-    result.update(bench.drain(args.drain))
+def run_child(args: argparse.Namespace) -> None:
+    apis = args.apis.split(",")
+    bench = Bench(apis=apis, workdir=Path(args.workdir), peer_interval=args.peer_interval)
+    results: dict[str, dict[str, Any]] = {api: {} for api in apis}
+    for phase in (
+        bench.enqueue_cost(args.enqueue_samples),
+        bench.pickup(args.pickup_samples),
+        bench.drain(args.drain, args.rounds),
+    ):
+        for api, figures in phase.items():
+            results[api].update(figures)
     bench.reset()
-    print("RESULT " + json.dumps(result), flush=True)
+    print("RESULT " + json.dumps(results), flush=True)
 
 
 # --- the parent: every mode, one table -------------------------------------------------
@@ -263,7 +307,7 @@ def ratio(metric: str, ours: float, theirs: float) -> str:
 
 def report(results: dict[str, dict[str, Any]]) -> None:
     modes = [m for m in MODES if m in results]
-    metrics = [k for k in results[modes[0]] if k != "mode"]
+    metrics = list(results[modes[0]])
     head = f"{'metric':<22}" + "".join(f"{m:>18}" for m in modes)
     comparisons = [("task", "async_task"), ("task", PEER)]
     comparisons = [(a, b) for a, b in comparisons if a in results and b in results]
@@ -279,41 +323,44 @@ def report(results: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--apis", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="small numbers, about a minute")
+    parser.add_argument("--quick", action="store_true", help="small numbers, a few minutes")
     parser.add_argument("--peer", action="store_true", help="also run django-tasks-db's db_worker")
     parser.add_argument("--peer-interval", type=float, default=1.0,
                         help="db_worker's --interval (its default: 1 s)")  # fmt: skip
     parser.add_argument("--enqueue-samples", type=int, default=1000)
     parser.add_argument("--pickup-samples", type=int, default=100)
-    parser.add_argument("--drain", type=int, default=5000)
+    parser.add_argument("--drain", type=int, default=5000, help="tasks per drain round")
+    parser.add_argument("--rounds", type=int, default=3, help="drain rounds per API")
     args = parser.parse_args()
     if args.quick:
-        args.enqueue_samples, args.pickup_samples, args.drain = 200, 20, 1000
-    if args.mode:
-        run_mode(args)
+        args.enqueue_samples, args.pickup_samples, args.drain, args.rounds = 200, 20, 1000, 2
+    if args.apis:
+        run_child(args)
         return
 
     url = os.environ.get("DATABASE_URL") or DEFAULT_DB
     if not url.startswith("postgres"):
         sys.exit("the benchmark runs on PostgreSQL: set DATABASE_URL=postgres://...")
-    modes = [m for m in MODES if args.peer or m != PEER]
-    prepare_database(url, modes)
+    # async_task and task share their settings: one process measures them in turns.
+    groups = [["async_task", "task"]] + ([[PEER]] if args.peer else [])
+    prepare_database(url, [api for group in groups for api in group])
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="djtasks-bench-") as workdir:
-        for mode in modes:
-            env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=SETTINGS[mode])
+        for apis in groups:
+            env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=SETTINGS[apis[0]])
             env["LOG_LEVEL"] = "WARNING"
-            argv = [sys.executable, __file__, "--mode", mode, "--workdir", workdir]
-            for option in ("peer_interval", "enqueue_samples", "pickup_samples", "drain"):
+            argv = [sys.executable, __file__, "--apis", ",".join(apis), "--workdir", workdir]
+            for option in ("peer_interval", "enqueue_samples", "pickup_samples", "drain", "rounds"):
                 argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
             done = subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
-                sys.exit(f"mode {mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            results[mode] = json.loads(lines[-1][len("RESULT ") :])
-            print(f"{mode}: {results[mode]}", flush=True)
+                sys.exit(f"{apis} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            for api, figures in json.loads(lines[-1][len("RESULT ") :]).items():
+                results[api] = figures
+                print(f"{api}: {figures}", flush=True)
     report(results)
 
 
