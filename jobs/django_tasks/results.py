@@ -79,13 +79,21 @@ def meta(
     run_after: datetime | None,
     enqueued_at: datetime,
 ) -> dict[str, Any]:
+    # Times as ISO text: an aware datetime costs some twenty times more to pickle, and
+    # these details are pickled with every payload and every result.
     return {
         "backend": backend,
         "queue_name": queue_name,
         "priority": priority,
-        "run_after": run_after,
-        "enqueued_at": enqueued_at,
+        "run_after": run_after.isoformat() if run_after is not None else None,
+        "enqueued_at": enqueued_at.isoformat(),
     }
+
+
+def when(details: Mapping[str, Any], key: str) -> datetime | None:
+    """A time of ``meta``'s details (ISO text), as a datetime."""
+    value = details.get(key)
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +142,12 @@ def declared_task(path: str) -> Task[..., Any]:
 def task_as_enqueued(path: str, details: Mapping[str, Any]) -> Task[..., Any]:
     """The declared task with the options it was enqueued with (``.using(...)``)."""
     task = declared_task(path)
+    given = {key: details.get(key) for key in ("backend", "queue_name", "priority")}
+    given["run_after"] = when(details, "run_after")
     changes = {
-        key: details[key]
-        for key in ("backend", "queue_name", "priority", "run_after")
-        if details.get(key) is not None and details[key] != getattr(task, key)
+        key: value
+        for key, value in given.items()
+        if value is not None and value != getattr(task, key)
     }
     if not changes:
         return task
@@ -180,7 +190,7 @@ def _from_job(job: Job, *, backend: BaseTaskBackend) -> TaskResult[..., Any]:
         task,
         result_id=job.task_id,
         status=status,
-        enqueued_at=details.get("enqueued_at") or job.created_at,
+        enqueued_at=when(details, "enqueued_at") or job.created_at,
         started_at=started_at,
         last_attempted_at=last_attempted_at,
         finished_at=job.last_failed_at if status == TaskResultStatus.FAILED else None,
@@ -207,7 +217,7 @@ def _from_result(row: ResultRow, *, backend: BaseTaskBackend) -> TaskResult[...,
         task,
         result_id=row.id,
         status=TaskResultStatus.SUCCESSFUL if row.success else TaskResultStatus.FAILED,
-        enqueued_at=details.get("enqueued_at"),
+        enqueued_at=when(details, "enqueued_at"),
         started_at=(attempts[0].started_at if attempts else None) or row.started,
         last_attempted_at=row.started,
         finished_at=row.stopped,
@@ -279,7 +289,7 @@ def running(
         task,
         result_id=result_id,
         status=TaskResultStatus.RUNNING,
-        enqueued_at=(package.get(META) or {}).get("enqueued_at"),
+        enqueued_at=when(package.get(META) or {}, "enqueued_at"),
         started_at=(failed[0].started_at if failed else None) or started_at,
         last_attempted_at=started_at,
         finished_at=None,
@@ -310,7 +320,7 @@ def first_success(package: Mapping[str, Any], *, backend: BaseTaskBackend) -> Ta
         task,
         result_id=str(package["id"]),
         status=TaskResultStatus.SUCCESSFUL,
-        enqueued_at=stored[META].get("enqueued_at"),
+        enqueued_at=when(stored[META], "enqueued_at"),
         started_at=package.get("started_at"),
         last_attempted_at=package.get("started_at"),
         finished_at=package.get("stopped"),
