@@ -11,9 +11,10 @@ The APIs, on one database:
   polling every ``--peer-interval`` seconds, its default 1 s), with
   benchmarks/requirements-django-tasks-db.txt installed.
 
-``async_task`` and ``task`` share their settings and are measured in one process, in
-turns (sample by sample, drain round by drain round), so that the machine's load weighs on
-both alike; the peer needs other settings and runs after them, in its own process.
+The APIs are measured in one process, in turns (sample by sample, drain round by drain
+round), so that the machine's load weighs on each alike; with ``--peer`` the settings are
+benchmarks/django_tasks_db_settings.py (both Tasks backends, Tablo's under the alias
+``tablo``).
 
 Phases: the cost of one enqueue as a view makes it (autocommit, p50/p99); idle pickup
 latency (enqueue -> start); drain (N tasks enqueued through the API in transactions of
@@ -49,11 +50,8 @@ if str(BASE_DIR) not in sys.path:
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_djtasks_bench"
 PEER = "django-tasks-db"
 MODES = ("async_task", "task", PEER)
-SETTINGS = {
-    "async_task": "config.settings",
-    "task": "config.settings",
-    PEER: "benchmarks.django_tasks_db_settings",
-}
+SETTINGS = "config.settings"
+PEER_SETTINGS = "benchmarks.django_tasks_db_settings"
 LOWER_IS_BETTER = {"enqueue_p50_ms", "enqueue_p99_ms", "pickup_p50_ms", "pickup_p99_ms"}
 
 
@@ -78,15 +76,15 @@ class Bench:
 
         django.setup()
         self.apis = apis
-        self.peer = apis == [PEER]
+        # Tablo's backend alias: "default", or "tablo" beside the peer's (its settings).
+        self.tablo = "tablo" if PEER in apis else "default"
         self.workdir = workdir
         self.peer_interval = peer_interval
 
     def turns(self, i: int) -> list[str]:
         return self.apis if i % 2 == 0 else self.apis[::-1]
 
-    @staticmethod
-    def enqueue(api: str, name: str, *args: Any) -> None:
+    def enqueue(self, api: str, name: str, *args: Any) -> None:
         """One task of benchmarks.queue_tasks (async_task) or benchmarks.django_tasks_funcs."""
         if api == "async_task":
             from django_q.tasks import async_task
@@ -94,10 +92,11 @@ class Bench:
             from benchmarks import queue_tasks
 
             async_task(getattr(queue_tasks, name), *args)
-        else:
-            from benchmarks import django_tasks_funcs
+            return
+        from benchmarks import django_tasks_funcs
 
-            getattr(django_tasks_funcs, name).enqueue(*args)
+        task = getattr(django_tasks_funcs, name)
+        task.using(backend=self.tablo if api == "task" else "default").enqueue(*args)
 
     def tables(self) -> list[str]:
         from django_q.models import Task
@@ -105,7 +104,7 @@ class Bench:
         from jobs.models import Job, JobAttempt
 
         tables = [Job._meta.db_table, JobAttempt._meta.db_table, Task._meta.db_table]
-        if self.peer:
+        if PEER in self.apis:
             from django_tasks_db.models import DBTaskResult
 
             tables.append(DBTaskResult._meta.db_table)
@@ -117,8 +116,8 @@ class Bench:
         with connection.cursor() as cursor:
             cursor.execute(f"TRUNCATE {', '.join(self.tables())} RESTART IDENTITY")
 
-    def remaining(self) -> int:
-        if self.peer:
+    def remaining(self, api: str) -> int:
+        if api == PEER:
             from django_tasks_db.models import DBTaskResult
 
             return DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).count()
@@ -126,18 +125,18 @@ class Bench:
 
         return Job.objects.count()
 
-    def start_workers(self, name: str) -> list[subprocess.Popen[bytes]]:
-        """The mode's workers: one qcluster (2 worker processes), or 2 db_workers."""
+    def start_workers(self, name: str, api: str) -> list[subprocess.Popen[bytes]]:
+        """The API's workers: one qcluster (2 worker processes), or 2 db_workers."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_FORMAT="json", LOG_LEVEL="WARNING")
-        env["DJANGO_SETTINGS_MODULE"] = SETTINGS[self.apis[0]]
-        if self.peer:
+        env["DJANGO_SETTINGS_MODULE"] = PEER_SETTINGS if PEER in self.apis else SETTINGS
+        if api == PEER:
             worker = [sys.executable, "manage.py", "db_worker", "--no-startup-delay"]
             argvs = [[*worker, "--no-reload", "--interval", str(self.peer_interval)]] * 2
         else:
             argvs = [[sys.executable, "manage.py", "qcluster"]]
         started = []
         for i, argv in enumerate(argvs):
-            log = (self.workdir / f"{self.apis[0]}-{name}-{i}.log").open("ab")
+            log = (self.workdir / f"{api}-{name}-{i}.log").open("ab")
             started.append(
                 subprocess.Popen(
                     argv,
@@ -187,7 +186,9 @@ class Bench:
         outs = {api: self.workdir / f"{api}-pickup.txt" for api in self.apis}
         for out in outs.values():
             out.unlink(missing_ok=True)
-        workers = self.start_workers("pickup")
+        # One qcluster serves both of Tablo's APIs; the peer has its own workers.
+        kinds = {"qcluster" if api != PEER else PEER: api for api in self.apis}
+        workers = [w for api in kinds.values() for w in self.start_workers("pickup", api)]
         latencies: dict[str, list[float]] = {api: [] for api in self.apis}
         try:
             # Ready when a first task of each API ran (the workers log readiness their way).
@@ -247,12 +248,12 @@ class Bench:
                 for _ in range(min(500, count - offset)):
                     self.enqueue(api, "noop")
         filled = count / (time.perf_counter() - start)
-        workers = self.start_workers("drain")
+        workers = self.start_workers("drain", api)
         samples: list[tuple[float, int]] = []
         try:
             deadline = time.monotonic() + max(300, count / 5)
             while time.monotonic() < deadline:
-                left = self.remaining()
+                left = self.remaining(api)
                 samples.append((time.monotonic(), left))
                 if left == 0:
                     break
@@ -282,19 +283,18 @@ def run_child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(results), flush=True)
 
 
-# --- the parent: every mode, one table -------------------------------------------------
-def prepare_database(url: str, modes: list[str]) -> None:
+# --- the parent: the child's figures, one table ---------------------------------------
+def prepare_database(url: str, settings: str) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
-    for settings in sorted({SETTINGS[m] for m in modes}):
-        env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=settings)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True
-        )
+    env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=settings)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True
+    )
 
 
 def ratio(metric: str, ours: float, theirs: float) -> str:
@@ -343,24 +343,20 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL") or DEFAULT_DB
     if not url.startswith("postgres"):
         sys.exit("the benchmark runs on PostgreSQL: set DATABASE_URL=postgres://...")
-    # async_task and task share their settings: one process measures them in turns.
-    groups = [["async_task", "task"]] + ([[PEER]] if args.peer else [])
-    prepare_database(url, [api for group in groups for api in group])
-    results: dict[str, dict[str, Any]] = {}
+    apis = ["async_task", "task"] + ([PEER] if args.peer else [])
+    settings = PEER_SETTINGS if args.peer else SETTINGS
+    prepare_database(url, settings)
     with tempfile.TemporaryDirectory(prefix="djtasks-bench-") as workdir:
-        for apis in groups:
-            env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=SETTINGS[apis[0]])
-            env["LOG_LEVEL"] = "WARNING"
-            argv = [sys.executable, __file__, "--apis", ",".join(apis), "--workdir", workdir]
-            for option in ("peer_interval", "enqueue_samples", "pickup_samples", "drain", "rounds"):
-                argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-            done = subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode != 0 or not lines:
-                sys.exit(f"{apis} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            for api, figures in json.loads(lines[-1][len("RESULT ") :]).items():
-                results[api] = figures
-                print(f"{api}: {figures}", flush=True)
+        env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE=settings)
+        env["LOG_LEVEL"] = "WARNING"
+        argv = [sys.executable, __file__, "--apis", ",".join(apis), "--workdir", workdir]
+        for option in ("peer_interval", "enqueue_samples", "pickup_samples", "drain", "rounds"):
+            argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+        done = subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            sys.exit(f"the benchmark failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        results: dict[str, dict[str, Any]] = json.loads(lines[-1][len("RESULT ") :])
     report(results)
 
 
