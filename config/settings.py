@@ -353,6 +353,9 @@ JOBS_RESULT_MAX_BYTES = env.int("JOBS_RESULT_MAX_BYTES", default=1024 * 1024)
 # One INFO line per successful task ("task finished"); off, a success is logged at
 # DEBUG only (its result row keeps when and how long). Failures are always logged.
 JOBS_LOG_SUCCESSES = env.bool("JOBS_LOG_SUCCESSES", default=False)
+# Django's Tasks log every start and finish at INFO ("Task id=... state=..."): as for
+# "task finished", only with JOBS_LOG_SUCCESSES; a task that ends FAILED logs at ERROR.
+LOGGING["loggers"]["django.tasks"] = {"level": "INFO" if JOBS_LOG_SUCCESSES else "WARNING"}
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 # Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
 # (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.
@@ -363,6 +366,18 @@ JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
 # A running task an operator cancels gets this long to stop on its own (it checks
 # cancel_requested()) before its worker process is killed; a cancel may give its own.
 JOBS_CANCEL_GRACE_SECONDS = env.int("JOBS_CANCEL_GRACE_SECONDS", default=30)
+
+# --- Django's Tasks framework (django.tasks, Django 6+): @task on the same queue ---
+# Each queue name is a Tablo queue: "default" is the site's (Q_SITE_NAME), any other
+# is run by workers started with Q_CLUSTER_NAME=<name>. OPTIONS: the retry policy of
+# every @task and per task path (jobs/django_tasks/options.py, docs/django_tasks.md).
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.django_tasks.TabloBackend",
+        "QUEUES": env.list("TASKS_QUEUES", default=["default"]),
+        "OPTIONS": {"tasks": {}},
+    }
+}
 
 # --- Metrics (/metrics, Prometheus) -----------------------------------------
 # Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed

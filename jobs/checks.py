@@ -123,6 +123,35 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return messages
 
 
+# Django's own Tasks backends that run nothing in the background: for tests and development.
+INLINE_TASK_BACKENDS = {
+    "django.tasks.backends.immediate.ImmediateBackend": "runs every task inside the request",
+    "django.tasks.backends.dummy.DummyBackend": "stores tasks in memory and never runs them",
+}
+
+
+@register(Tags.compatibility)
+def check_task_backends(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Django's Tasks (``TASKS``): a test backend left in production. Read from the
+    settings only, so the check holds whichever Django this is."""
+    if settings.DEBUG:
+        return []
+    messages: list[CheckMessage] = []
+    for alias, conf in (getattr(settings, "TASKS", None) or {}).items():
+        backend = str((conf or {}).get("BACKEND", ""))
+        if backend in INLINE_TASK_BACKENDS:
+            messages.append(
+                Warning(
+                    f"TASKS[{alias!r}] uses {backend.rpartition('.')[2]} with DEBUG off: it "
+                    f"{INLINE_TASK_BACKENDS[backend]}.",
+                    hint="Use 'jobs.django_tasks.TabloBackend' (config/settings.py does): "
+                    "@task functions then run on qcluster with retries and results.",
+                    id="jobs.W203",
+                )
+            )
+    return messages
+
+
 @register(Tags.security)
 def check_metrics_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     import ipaddress

@@ -1,8 +1,10 @@
 """``manage.py startjob <app> <name>``: a new job module and a test that runs it.
 
-The job goes to ``<app>/jobs/<name>.py``; ``<app>/jobs/__init__.py`` (written
-once) imports every module of the package, and ``jobs.apps`` autodiscovers
-``<app>.jobs`` next to ``<app>.tasks``, so the job is registered in every process.
+The job goes to ``<app>/jobs/<name>.py``, a Tablo ``@job`` or, with ``--django-task``,
+a Django ``@task`` (Django 6's Tasks on the same queue, docs/django_tasks.md);
+``<app>/jobs/__init__.py`` (written once) imports every module of the package, and
+``jobs.apps`` autodiscovers ``<app>.jobs`` next to ``<app>.tasks``, so the job is
+registered in every process.
 """
 
 from __future__ import annotations
@@ -70,6 +72,55 @@ def test_{name}_runs_through_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
 """
 
 
+DJANGO_TASK_TEMPLATE = '''"""The Django task ``{name}``, run by qcluster (docs/django_tasks.md)."""
+
+from __future__ import annotations
+
+import structlog
+from django.tasks import task
+
+logger = structlog.stdlib.get_logger(__name__)
+
+
+@task(max_attempts=5, timeout=60)
+def {name}(item_id: str) -> str:
+    """Take JSON-friendly arguments (ids as strings), load what is needed, call a service.
+
+    Enqueue it with ``{name}.enqueue("42")``; read its outcome with
+    ``{name}.get_result(result_id)``.
+    """
+    logger.info("{name} ran", item_id=item_id)
+    return item_id
+'''
+
+DJANGO_TASK_TEST_TEMPLATE = """from __future__ import annotations
+
+import pytest
+from django.tasks import TaskResultStatus
+
+from {app}.jobs.{name} import {name}
+
+pytestmark = pytest.mark.django_db
+
+
+def test_{name}_returns_its_argument() -> None:
+    assert {name}.call("42") == "42"
+
+
+def test_{name}_is_queued_and_read_back() -> None:
+    result = {name}.enqueue("42")
+    assert result.status == TaskResultStatus.READY
+    assert {name}.get_result(result.id).args == ["42"]
+
+
+def test_{name}_runs_inline_on_djangos_immediate_backend(settings) -> None:
+    immediate = "django.tasks.backends.immediate.ImmediateBackend"
+    settings.TASKS = {{"default": {{"BACKEND": immediate}}}}
+    result = {name}.enqueue("42")
+    assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, "42")
+"""
+
+
 TRANSACTIONAL_DOC = """
 
     transactional=True: the database writes of this function commit in one transaction
@@ -90,9 +141,20 @@ class Scaffold:
 
 
 def plan_job(
-    *, app_label: str, name: str, tests_dir: Path | None = None, transactional: bool = False
+    *,
+    app_label: str,
+    name: str,
+    tests_dir: Path | None = None,
+    transactional: bool = False,
+    django_task: bool = False,
 ) -> Scaffold:
-    """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot."""
+    """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot.
+
+    ``django_task``: a Django ``@task`` (its ``job_name`` is then its module path)."""
+    if transactional and django_task:
+        raise ScaffoldError(
+            "--transactional declares a Tablo @job; a Django task cannot be transactional."
+        )
     # ASCII and short: the name becomes a file name and part of a dotted path.
     if not _JOB_NAME.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(
@@ -112,6 +174,8 @@ def plan_job(
     if not _is_project_app(app_path):
         raise ScaffoldError(f"app {app_label!r} is not part of this project ({app_path}).")
     job_name = f"{app.label}.{name}"
+    if django_task:
+        job_name = f"{app.name}.jobs.{name}.{name}"  # a Django task is known by its path
     module = app_path / "jobs" / f"{name}.py"
     if (app_path / "jobs.py").exists():
         raise ScaffoldError(f"{app_path / 'jobs.py'} exists: jobs/ cannot be a package there.")
@@ -134,8 +198,8 @@ def plan_job(
         "doc": TRANSACTIONAL_DOC.rstrip() + "\n    " if transactional else "",
     }
     files = {
-        module: JOB_TEMPLATE.format(**values),
-        test_file: TEST_TEMPLATE.format(**values),
+        module: (DJANGO_TASK_TEMPLATE if django_task else JOB_TEMPLATE).format(**values),
+        test_file: (DJANGO_TASK_TEST_TEMPLATE if django_task else TEST_TEMPLATE).format(**values),
     }
     if not (module.parent / "__init__.py").exists():
         files[module.parent / "__init__.py"] = PACKAGE_INIT

@@ -11,8 +11,10 @@ import-linter contract enforces it):
   ``progress.report_progress`` and ``progress.cancel_requested``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
 * ``supervisor.serve``: ``manage.py qcluster``, a node of worker processes;
-* ``backend``: the queue as the operations see it (depth, running tasks, operators' retry,
-  delete and cancel); ``nodes``: the worker nodes;
+* ``backend``: the queue as the operations see it (depth, running tasks, ``enqueue`` of
+  packages built by ``registry.build_package``, which may carry their own ``priority``, an
+  int, and ``run_at``, an aware datetime; operators' retry, delete and cancel);
+  ``nodes``: the worker nodes;
   ``channels.notify``: wake a queue's workers;
 * ``context``: the task running in this process and this process's node, and the
   finished task whose chain's next link is being enqueued (``following``);

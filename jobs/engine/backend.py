@@ -37,6 +37,11 @@ def running_counts(node_ids: Sequence[int]) -> dict[int, int]:
     return {owner: n for owner, n in counts if owner is not None}
 
 
+def enqueue(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
+    """Store task packages; for a unique job already active, its task id."""
+    return transitions.insert_many(tasks, queue=queue)
+
+
 def requeue_failed(*, row_ids: Collection[int], budget: int) -> list[int]:
     """Operators retry failed tasks (inside their transaction): the ids queued again."""
     return transitions.requeue_failed(row_ids=row_ids, budget=budget)

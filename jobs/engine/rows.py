@@ -35,16 +35,24 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
     now = timezone.now()
     expires = task.get("expires")
     batch = task.get("batch")
+    # A package may carry its own priority and start time (Django's Tasks do: per
+    # enqueue, not per job); the job's declared priority and "now" otherwise.
+    priority = task.get("priority")
+    if not isinstance(priority, int):
+        priority = spec.priority if spec is not None else 0
+    run_at = task.get("run_at")
+    if not isinstance(run_at, datetime) or timezone.is_naive(run_at):
+        run_at = now
     return Job(
         task_id=task["id"],
         queue=queue,
         name=clean(str(task.get("name") or ""))[:139],
         func=clean(func)[:256],
         job_name=spec.name if spec is not None else "",
-        priority=spec.priority if spec is not None else 0,
+        priority=priority,
         payload=payload,
         state=Job.State.QUEUED,
-        run_at=now,
+        run_at=run_at,
         attempt=0,
         max_attempts=max_attempts,
         timeout=timeout if isinstance(timeout, int) and timeout > 0 else None,

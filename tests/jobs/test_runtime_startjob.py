@@ -41,6 +41,7 @@ def project_files() -> set[Path]:
         (["nope", "send_digest"], "unknown app 'nope'; the project's apps are: "),
         (["django_q", "send_digest"], "is not part of this project"),
         (["files", "purge_tablo"], "job 'files.purge_tablo' already exists"),
+        (["files", "x", "--django-task", "--transactional"], "cannot be transactional"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_write_nothing(args: list[str], message: str) -> None:
@@ -61,7 +62,11 @@ def _copy_project(target: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags", [[], ["--transactional"]], ids=["plain", "transactional"])
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--transactional"], ["--django-task"]],
+    ids=["plain", "transactional", "django_task"],
+)
 def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[str]) -> None:
     project = _copy_project(tmp_path / "project")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "S3_"))}
@@ -77,18 +82,21 @@ def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[st
     created = run("manage.py", "startjob", "tablos", name, *flags)
     assert created.returncode == 0, created.stderr
     module = (project / f"tablos/jobs/{name}.py").read_text()
-    assert ("transactional=True" in module) == bool(flags)
+    assert ("transactional=True" in module) == (flags == ["--transactional"])
+    assert ("from django.tasks import task" in module) == (flags == ["--django-task"])
     assert f"created tablos/jobs/{name}.py" in created.stdout
     assert f"created tests/tablos/test_job_{name}.py" in created.stdout
     assert (project / "tablos/jobs/__init__.py").exists()
 
-    again = run("manage.py", "startjob", "tablos", name)
+    again = run("manage.py", "startjob", "tablos", name, *flags)
     assert again.returncode != 0
-    assert f"job 'tablos.{name}' already exists" in again.stderr
+    # A Django task is known by its module path, registered at start like a job.
+    known = f"tablos.jobs.{name}.{name}" if flags == ["--django-task"] else f"tablos.{name}"
+    assert f"job '{known}' already exists" in again.stderr
 
     tested = run("-m", "pytest", f"tests/tablos/test_job_{name}.py", "-p", "no:cacheprovider", "-q")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "2 passed" in tested.stdout
+    assert f"{3 if flags == ['--django-task'] else 2} passed" in tested.stdout
     linted = subprocess.run(
         [str(project / ".venv/bin/ruff"), "check", "tablos/jobs", "tests/tablos"],
         cwd=project,

@@ -19,16 +19,31 @@ class Command(BaseCommand):
             action="store_true",
             help="its database writes commit with the task's completion (applied once)",
         )
+        parser.add_argument(
+            "--django-task",
+            action="store_true",
+            help="a Django @task (django.tasks) instead of a Tablo @job, on the same queue",
+        )
 
     def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
         try:
             scaffold = plan_job(
-                app_label=app, name=name, transactional=options.get("transactional", False)
+                app_label=app,
+                name=name,
+                transactional=options.get("transactional", False),
+                django_task=options.get("django_task", False),
             )
         except ScaffoldError as exc:
             raise CommandError(str(exc)) from exc
         for path in write(scaffold):
             self.stdout.write(f"created {path.relative_to(settings.BASE_DIR)}")
+        if options.get("django_task"):
+            module, _, func = scaffold.job_name.rpartition(".")
+            self.stdout.write(
+                f"task {scaffold.job_name!r} runs on qcluster; enqueue it with "
+                f"from {module} import {func}; {func}.enqueue(...)"
+            )
+            return
         self.stdout.write(
             f"job {scaffold.job_name!r} is registered on the next start; enqueue it with "
             f'jobs.engine.registry.enqueue("{scaffold.job_name}", ...)'
