@@ -317,6 +317,18 @@ JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=20)
 JOBS_BACKOFF_MAX_SECONDS = env.int("JOBS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 JOBS_BACKOFF_SCALE = env.float("JOBS_BACKOFF_SCALE", default=1.0)
 JOBS_HISTORY_RETENTION_DAYS = env.int("JOBS_HISTORY_RETENTION_DAYS", default=14)
+# Task arguments whose name is listed here are shown as **** on the task page and kept
+# out of the searchable argument text (case-insensitive; keyword names, parameter names
+# of positional arguments, and dictionary keys inside arguments).
+JOBS_MASKED_ARGUMENTS = env.list(
+    "JOBS_MASKED_ARGUMENTS",
+    default=[
+        "password", "passwd", "secret", "token", "api_key", "apikey", "access_token",
+        "refresh_token", "authorization", "credentials", "private_key", "secret_key",
+    ],
+)  # fmt: skip
+# Where the site is reached, for links printed outside a request (commands' --json).
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
 
 # --- Metrics (/metrics, Prometheus) -----------------------------------------
 # Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
+from jobs.arguments import search_text
 from jobs.engine import specs
 from jobs.engine.channels import channel_name, notify
 from jobs.engine.execute import clean
@@ -60,6 +61,7 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         timeout=timeout if isinstance(timeout, int) and timeout > 0 else None,
         unique_key=unique_key,
         created_at=now,
+        search_text=search_text(task),
     )
 
 

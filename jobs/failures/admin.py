@@ -47,6 +47,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         "first_failed_at",
         "last_failed_at",
         "next_retry",
+        "task_page",
     )
     list_display_links = ("task",)
     list_filter = LIST_FILTERS

@@ -53,6 +53,7 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         "created_at",
         "claimed_by",
         "progress",
+        "task_page",
     )
     list_display_links = ("task_name",)
     list_filter = (QueuedStateFilter,)

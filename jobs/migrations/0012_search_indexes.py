@@ -1,0 +1,68 @@
+"""The task search (jobs.taskpage): the arguments as text, and the indexes its filters use.
+
+``search_text`` is filled at enqueue from now on; tasks queued before this migration
+are found by every filter but their arguments. The trigram index on it is
+PostgreSQL-only (the error text already has one, migration 0003), so it is not in
+the model state and the migration runs on SQLite too.
+"""
+
+from django.db import migrations, models
+
+TRIGRAM = "jobs_job_search_text_trgm"
+
+
+def create_trigram(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        schema_editor.execute(
+            f"CREATE INDEX IF NOT EXISTS {TRIGRAM} ON jobs_job "
+            "USING gin (search_text gin_trgm_ops)"
+        )
+
+
+def drop_trigram(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f"DROP INDEX IF EXISTS {TRIGRAM}")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("jobs", "0011_job_started_at")]
+
+    operations = [
+        migrations.CreateModel(
+            name="Task",
+            fields=[],
+            options={
+                "verbose_name": "task",
+                "verbose_name_plural": "tasks",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
+            },
+            bases=("jobs.job",),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="search_text",
+            field=models.TextField(blank=True, default=""),
+        ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(fields=["created_at"], name="jobs_job_created_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(fields=["func", "created_at"], name="jobs_job_func_created_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(fields=["queue", "created_at"], name="jobs_job_queue_created_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="jobattempt",
+            index=models.Index(
+                fields=["host", "pid", "finished_at"], name="jobs_attempt_node_idx"
+            ),
+        ),
+        migrations.RunPython(create_trigram, drop_trigram),
+    ]
