@@ -41,9 +41,11 @@ def test_queued_task_page_shows_its_enqueue_and_masked_arguments(admin_client: C
     assert "customer_id 42" in shown
     assert "token ****" in shown
     assert "&#x27;password&#x27;: ****" in html
-    assert "tok_live_123" not in html and "hunter2" not in html
+    assert "tok_live_123" not in html
+    assert "hunter2" not in html
     assert "Trace not recorded" in shown
-    assert "Retry now" not in html and "Discard" not in html  # nothing applies to it
+    assert "Retry now" not in html
+    assert "Discard" not in html
 
 
 def test_running_task_page_shows_the_node_and_progress(admin_client: Client) -> None:
@@ -72,11 +74,13 @@ def test_failed_task_page_shows_each_attempt_with_its_traceback(admin_client: Cl
     html = page(admin_client, row.task_id)
     shown = text(html)
     assert 'id="task-state">dead' in html
-    assert 'id="attempt-1"' in html and 'id="attempt-2"' in html
+    assert 'id="attempt-1"' in html
+    assert 'id="attempt-2"' in html
     assert "attempt 1 failed: RuntimeError w1 pid 11 (tablo)" in shown
     assert "attempt 2 failed: RuntimeError w2 pid 22 (tablo)" in shown
     assert "RuntimeError: gateway timed out</pre>" in html  # the traceback, whole
-    assert "Retry now" in html and "Discard…" in html
+    assert "Retry now" in html
+    assert "Discard…" in html
 
 
 def test_finished_task_page_reads_its_result_row(admin_client: Client) -> None:
@@ -95,7 +99,8 @@ def test_a_task_that_succeeded_after_failing_shows_its_whole_history(admin_clien
     html = page(admin_client, row.task_id)
     shown = text(html)
     assert 'id="task-state">succeeded' in html
-    assert "attempt 1 failed: RuntimeError" in shown and "attempt 2 succeeded" in shown
+    assert "attempt 1 failed: RuntimeError" in shown
+    assert "attempt 2 succeeded" in shown
     assert "Not kept: the task's queue row and result are gone." in shown
 
 
@@ -135,7 +140,8 @@ def test_discard_from_the_page_asks_first_then_keeps_the_history(admin_client: C
     row = task_row(1, "t", state=Job.State.RETRYING)
     fail(row, attempt=1, message="boom")
     confirm = admin_client.get(url("admin:jobs_task_discard", row.task_id))
-    assert confirm.status_code == 200 and Job.objects.filter(id=row.id).exists()
+    assert confirm.status_code == 200
+    assert Job.objects.filter(id=row.id).exists()
     response = admin_client.post(url("admin:jobs_task_discard", row.task_id), follow=True)
     assert messages_of(response) == ["Discarded: removed from the queue."]
     assert not Job.objects.filter(id=row.id).exists()
@@ -163,7 +169,8 @@ def test_view_permission_sees_the_page_without_actions(staff: User, client: Clie
     fail(row, attempt=4, message="boom")
     client.force_login(grant(staff, "view_task"))
     html = page(client, row.task_id)
-    assert "Retry now" not in html and "Discard…" not in html
+    assert "Retry now" not in html
+    assert "Discard…" not in html
     assert client.post(url("admin:jobs_task_discard", row.task_id)).status_code == 403
     client.force_login(grant(staff, "view_task", "change_failedjob"))
     assert "Retry now" in page(client, row.task_id)
@@ -190,7 +197,8 @@ def test_search_filters_narrow_the_list(admin_client: Client) -> None:
     assert listed(admin_client, "arguments=customer_id%3D102") == [reports.task_id]
     assert listed(admin_client, "error=timed+out") == [dead.task_id]
     assert listed(admin_client, "q=customer_id%3D101") == [queued.task_id]
-    assert listed(admin_client, "created=1h") == [t.task_id for t in (running, dead, reports, queued)]
+    everything = [t.task_id for t in (running, dead, reports, queued)]
+    assert listed(admin_client, "created=1h") == everything
     assert listed(admin_client, "created_from=2000-01-01&created_until=2000-01-02") == []
 
 
@@ -225,7 +233,8 @@ def test_the_search_page_never_counts_or_distincts_the_whole_table(admin_client:
     sql = " ".join(q["sql"].upper() for q in queries.captured_queries)
     assert "DISTINCT" not in sql
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
-    assert counts and all("LIMIT" in q.upper() for q in counts)
+    assert counts
+    assert all("LIMIT" in q.upper() for q in counts)
 
 
 # --- links from the other lists -------------------------------------------------------

@@ -98,4 +98,3 @@ def test_filters_combine(tasks: dict[str, Job]) -> None:
 def test_like_wildcards_in_a_term_are_plain_characters(tasks: dict[str, Job]) -> None:
     assert found(arguments="%") == []
     assert found(error="_") == []
-

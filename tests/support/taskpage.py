@@ -70,7 +70,9 @@ def fail(row: Job, *, attempt: int, message: str, host: str = "w1", pid: int = 1
         finished_at=now,
         error_type="RuntimeError",
         error_message=message,
-        traceback=f'Traceback (most recent call last):\n  File "card.py", line 9\nRuntimeError: {message}',
+        traceback=(
+            f'Traceback (most recent call last):\n  File "card.py", line 9\nRuntimeError: {message}'
+        ),
         cluster="tablo",
         host=host,
         pid=pid,
