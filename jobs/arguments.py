@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 
 MASK = "****"
 SEARCH_TEXT_MAX = 1000  # characters of argument text stored per task
-_SEARCH_ITEMS = 20  # items of a list or dict walked for the search text
+_SEARCH_ITEMS = 10  # items of a list or dict walked for the search text
 
 
 class _Masked:

@@ -57,6 +57,8 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     sortable_by = ()  # one order, the one the indexes serve
     paginator = CappedPaginator
     show_full_result_count = False
+    # "Show counts" would count every choice of every filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = ("retry_selected", "discard_selected")
     change_list_template = "admin/jobs/failedjob/change_list.html"

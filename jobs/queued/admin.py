@@ -63,6 +63,8 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     sortable_by = ()
     paginator = CappedPaginator
     show_full_result_count = False
+    # "Show counts" would count every choice of every filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = ("cancel_selected",)
 

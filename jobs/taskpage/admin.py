@@ -67,6 +67,8 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     sortable_by = ()  # one order, the one the indexes serve
     paginator = CappedPaginator
     show_full_result_count = False
+    # "Show counts" would count every choice of every filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = None
 
@@ -158,7 +160,7 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         term = request.GET.get("q", "").strip()
         if set(request.GET) == {"q"} and _TASK_ID.fullmatch(term) and _known(term):
             return HttpResponseRedirect(task_url(term))
-        return super().changelist_view(request, extra_context)
+        return super().changelist_view(request, {"title": "Tasks", **(extra_context or {})})
 
     def _context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
         return {**self.admin_site.each_context(request), "opts": self.opts, **extra}
