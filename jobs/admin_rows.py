@@ -100,6 +100,13 @@ class JobRowsMixin:
     def attempts(self, obj: Job) -> str:
         return f"{obj.attempt} of {obj.max_attempts}"
 
+    @admin.display(description="progress")
+    def progress(self, obj: Job) -> str:
+        if obj.progress_done is None:
+            return "—"
+        total = f"/{obj.progress_total}" if obj.progress_total else ""
+        return f"{obj.progress_done}{total} {obj.progress_message}".strip()
+
     @admin.display(description="task page")
     def task_page(self, obj: Job) -> str:
         return format_html(

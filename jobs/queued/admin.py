@@ -83,17 +83,6 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     def runs_at(self, obj: Job) -> Any:
         return obj.run_at
 
-    @admin.display(description="progress")
-    def progress(self, obj: Job) -> str:
-        if obj.progress_done is None:
-            return "—"
-        done = (
-            f"{obj.progress_done}/{obj.progress_total}"
-            if obj.progress_total
-            else str(obj.progress_done)
-        )
-        return f"{done} {obj.progress_message}".strip()
-
     # --- read-only rows; the one action goes through the service --------------
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -113,13 +113,6 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     def worker(self, obj: Job) -> str:
         return obj.claimed_by or "—"
 
-    @admin.display(description="progress")
-    def progress(self, obj: Job) -> str:
-        if obj.progress_done is None:
-            return "—"
-        total = f"/{obj.progress_total}" if obj.progress_total else ""
-        return f"{obj.progress_done}{total} {obj.progress_message}".strip()
-
     @admin.display(description="arguments")
     def arguments(self, obj: Job) -> str:
         return format_html("<code>{}</code>", Truncator(obj.search_text).chars(ARGUMENTS_WIDTH))

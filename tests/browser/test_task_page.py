@@ -8,6 +8,7 @@ Screenshots are written to ``artifacts/browser/taskpage/``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -31,14 +32,23 @@ LONG = "botocore.exceptions.EndpointConnectionError: could not connect to " + "x
 def operator(live_server, monkeypatch) -> Iterator[tuple[Page, str, dict[str, Job]]]:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     get_user_model().objects.create_superuser("root", password="root-browser-pass-1")
+    now = timezone.now()
     dead = task_row(
         4711,
         "tok_live_secret",
         options={"password": "hunter2", "path": "tablos/" + "deep/" * 40 + "file.pdf"},
         state=Job.State.DEAD,
+        created_at=now - timedelta(minutes=10),
     )
-    fail(dead, attempt=1, message=LONG, host="a-very-long-worker-host-name.internal", pid=123456)
-    fail(dead, attempt=2, message="gateway timed out", host="w2", pid=22)
+    fail(
+        dead,
+        attempt=1,
+        message=LONG,
+        host="a-very-long-worker-host-name.internal",
+        pid=123456,
+        at=now - timedelta(minutes=9),
+    )
+    fail(dead, attempt=2, message="gateway timed out", host="w2", pid=22, at=now)
     running = run_on(
         task_row(42, "t"),
         node(host="worker-7", pid=4242),

@@ -52,9 +52,18 @@ def task_row(
     return row
 
 
-def fail(row: Job, *, attempt: int, message: str, host: str = "w1", pid: int = 11) -> JobAttempt:
-    """Record a failed attempt on ``row`` as the failure hook does (summary and history)."""
-    now = timezone.now()
+def fail(
+    row: Job,
+    *,
+    attempt: int,
+    message: str,
+    host: str = "w1",
+    pid: int = 11,
+    at: datetime | None = None,
+) -> JobAttempt:
+    """Record a failed attempt on ``row`` ending ``at`` (default now), as the failure
+    hook does (summary and history)."""
+    now = at or timezone.now()
     row.attempt = attempt
     row.first_failed_at = row.first_failed_at or now
     row.last_failed_at = now
