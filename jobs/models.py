@@ -183,8 +183,13 @@ class JobAttempt(models.Model):
             models.Index(fields=["task_id", "attempt"], name="jobs_attempt_task_idx"),
             # Retention pruning and /healthz "failed in the last hour".
             models.Index(fields=["finished_at"], name="jobs_attempt_finished_idx"),
-            # The task search by worker node: the attempts a node's process ran.
-            models.Index(fields=["host", "pid", "finished_at"], name="jobs_attempt_node_idx"),
+            # The task search by worker node: the tasks a node's process ran attempts of,
+            # read from the index alone on PostgreSQL (task_id included).
+            models.Index(
+                fields=["host", "pid", "finished_at"],
+                include=["task_id"],
+                name="jobs_attempt_node_idx",
+            ),
         ]
 
     def __str__(self) -> str:

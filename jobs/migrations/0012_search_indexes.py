@@ -11,17 +11,27 @@ from django.db import migrations, models
 TRIGRAM = "jobs_job_search_text_trgm"
 
 
+# Text columns searched by substring: statistics from a larger sample, so that the
+# planner tells a term in 1% of the rows (walk the newest first) from a rare one (read
+# the trigram index), instead of guessing ~100 rows for both.
+STATISTICS = (
+    "ALTER TABLE jobs_job ALTER COLUMN search_text SET STATISTICS {0}, "
+    "ALTER COLUMN last_error_message SET STATISTICS {0}"
+)
+
+
 def create_trigram(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {TRIGRAM} ON jobs_job "
-            "USING gin (search_text gin_trgm_ops)"
+            f"CREATE INDEX IF NOT EXISTS {TRIGRAM} ON jobs_job USING gin (search_text gin_trgm_ops)"
         )
+        schema_editor.execute(STATISTICS.format(1000))
 
 
 def drop_trigram(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(STATISTICS.format(-1))
         schema_editor.execute(f"DROP INDEX IF EXISTS {TRIGRAM}")
 
 
@@ -61,7 +71,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="jobattempt",
             index=models.Index(
-                fields=["host", "pid", "finished_at"], name="jobs_attempt_node_idx"
+                fields=["host", "pid", "finished_at"],
+                include=["task_id"],
+                name="jobs_attempt_node_idx",
             ),
         ),
         migrations.RunPython(create_trigram, drop_trigram),

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,23 +25,27 @@ from django.utils.text import Truncator
 from django.views.decorators.http import require_http_methods, require_POST
 from django_q.models import Task as Result
 
-from jobs.admin_rows import (
-    COUNT_CAP,
-    SEARCH_COUNT_CAP,
-    CappedPaginator,
-    JobRowsMixin,
-    admin_user,
-    task_url,
-)
+from jobs.admin_rows import CappedPaginator, JobRowsMixin, admin_user, task_url
 from jobs.failures import services
 from jobs.models import Job, JobAttempt, Task
-from jobs.taskpage.filters import LIST_FILTERS, TEXT_PARAMETERS, check_text
+from jobs.taskpage.filters import LIST_FILTERS, SEARCH_PARAMETERS, check_text
 from jobs.taskpage.life import TASK_ID_MAX, task_life
+from jobs.taskpage.paging import paginator_for
 from jobs.taskpage.selectors import TaskFilters, narrow, ordered
 
 ARGUMENTS_WIDTH = 80
 ERROR_WIDTH = 80
 _TASK_ID = re.compile(rf"^[0-9A-Za-z_-]{{1,{TASK_ID_MAX}}}$")
+
+
+class TaskChangeList(ChangeList):
+    """Django reads a single page as the whole query, without the paginator: here the
+    paginator reads it too, with the plan that holds for a rare match (jobs.taskpage.paging)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if not self.multi_page:
+            self.result_list = self.paginator.page(1).object_list
 
 
 @admin.register(Task)
@@ -70,7 +75,11 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     # "Show counts" would count every choice of every filter over the whole table.
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+    list_max_show_all = 50  # no "Show all": every page goes through the paginator
     actions = None
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return TaskChangeList
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return ordered(super().get_queryset(request))
@@ -83,9 +92,13 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         orphans: int = 0,
         allow_empty_first_page: bool = True,
     ) -> CappedPaginator:
-        searching = any(request.GET.get(name, "").strip() for name in TEXT_PARAMETERS)
-        cap = SEARCH_COUNT_CAP if searching else COUNT_CAP
-        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
+        return paginator_for(
+            queryset,
+            searching=any(request.GET.get(name, "").strip() for name in SEARCH_PARAMETERS),
+            per_page=per_page,
+            orphans=orphans,
+            allow_empty_first_page=allow_empty_first_page,
+        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str

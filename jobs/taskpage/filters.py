@@ -236,7 +236,13 @@ class CreatedUntilFilter(TextFilter):
         return TaskFilters(created_until=parse_moment(value))
 
 
-TEXT_PARAMETERS = ("q", ArgumentsFilter.parameter_name, ErrorFilter.parameter_name)
+# Text and node searches: counted up to the lower cap, paged by jobs.taskpage.paging.
+SEARCH_PARAMETERS = (
+    "q",
+    ArgumentsFilter.parameter_name,
+    ErrorFilter.parameter_name,
+    NodeFilter.parameter_name,
+)
 LIST_FILTERS = (
     StateFilter,
     JobFilter,

@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from jobs.failures import lookups  # noqa: F401 (registers __like_contains)
 from jobs.failures.selectors import HEAVY_FIELDS
 from jobs.models import Job, JobAttempt, WorkerNode
 
 STATES = tuple(Job.State.values)
+NODE_TASKS_LISTED = 5000  # task ids a node filter passes as a list
 _ROW_ID = re.compile(r"^[0-9]{1,18}$")  # within a bigint
 
 
@@ -51,14 +52,23 @@ def _error(term: str) -> Q:
 
 
 def _on_node(node_id: int) -> Q:
-    """Tasks the node holds now, or whose attempts one of its processes ran."""
+    """Tasks the node holds now, or whose attempts one of its processes ran.
+
+    A node that ran few attempts gives their task ids as a list (probes of the task id
+    index); a busy one a condition checked per row, which finds a page of its tasks
+    among the newest without reading all of its attempts first.
+    """
     node = WorkerNode.objects.filter(id=node_id).first()
     if node is None:
         return Q(pk__in=[])
+    held = Q(state=Job.State.RUNNING, owner=node.id)  # jobs_job_running_owner_idx
     attempts = JobAttempt.objects.filter(
         host=node.host, pid=node.pid, finished_at__gte=node.started_at
     )
-    return Q(owner=node.id) | Q(task_id__in=attempts.values("task_id"))
+    few = set(attempts.values_list("task_id", flat=True)[: NODE_TASKS_LISTED + 1])
+    if len(few) <= NODE_TASKS_LISTED:
+        return held | Q(task_id__in=few)
+    return held | Q(Exists(attempts.filter(task_id=OuterRef("task_id"))))
 
 
 def narrow(queryset: QuerySet[Job], filters: TaskFilters) -> QuerySet[Job]:
