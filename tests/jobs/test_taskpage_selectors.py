@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job
+from jobs.taskpage import selectors
 from jobs.taskpage.selectors import TaskFilters, search_tasks
 from tests.support.taskpage import fail, node, run_on, task_row
 
@@ -64,6 +65,15 @@ def test_by_worker_node_held_now_or_ran_an_attempt(tasks: dict[str, Job]) -> Non
     # w1 pid 11 holds "running" and ran the failed attempt of "retrying"; w2 ran "dead"'s.
     assert found(node=worker) == ids(tasks, "running", "retrying")
     assert found(node=worker + 1000) == []
+
+
+def test_by_a_busy_worker_node_the_same_rows(
+    tasks: dict[str, Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past this many task ids the filter checks each row instead of listing them.
+    monkeypatch.setattr(selectors, "NODE_TASKS_LISTED", 0)
+    worker = Job.objects.get(task_id=tasks["running"].task_id).owner
+    assert found(node=worker) == ids(tasks, "running", "retrying")
 
 
 def test_by_time_range(tasks: dict[str, Job]) -> None:
