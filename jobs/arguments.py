@@ -40,14 +40,30 @@ _short.maxlist = _short.maxtuple = _short.maxset = _short.maxdict = _SEARCH_ITEM
 _short.maxlevel = 3
 
 
-@functools.lru_cache(maxsize=8)
-def _names(configured: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(name.strip().lower() for name in configured if name.strip())
+_names: tuple[object, frozenset[str]] = (None, frozenset())
+
+
+def _masked_names() -> frozenset[str]:
+    # Rebuilt when the setting is another object (tests override it), else reused.
+    global _names
+    configured = settings.JOBS_MASKED_ARGUMENTS
+    if _names[0] is not configured:
+        _names = (configured, frozenset(n.strip().lower() for n in configured if n.strip()))
+    return _names[1]
 
 
 def is_masked(name: object) -> bool:
     """Whether an argument or key of this name is a secret (``JOBS_MASKED_ARGUMENTS``)."""
-    return isinstance(name, str) and name.lower() in _names(tuple(settings.JOBS_MASKED_ARGUMENTS))
+    return isinstance(name, str) and name.lower() in _masked_names()
+
+
+def _short_repr(value: Any) -> str:
+    """A bounded repr: the builtin one for plain short values, reprlib's otherwise."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= _short.maxstring:
+        return repr(value)
+    return _short.repr(masked(value, limit=_SEARCH_ITEMS))
 
 
 def masked(value: Any, *, limit: int | None = None, depth: int = 4) -> Any:
@@ -142,8 +158,7 @@ def search_text(task: Mapping[str, Any]) -> str:
             load=False,
         )  # fmt: skip
         text = " ".join(
-            f"{name}={MASK if is_masked(name) else _short.repr(masked(value, limit=_SEARCH_ITEMS))}"
-            for name, value in pairs
+            f"{name}={MASK if is_masked(name) else _short_repr(value)}" for name, value in pairs
         )
     except Exception:  # an argument whose repr raises must not stop the enqueue
         return ""
