@@ -24,6 +24,7 @@ from jobs.admin_rows import (
     admin_user,
     decode_payload,
     job_id,
+    task_url,
 )
 from jobs.failures.selectors import HEAVY_FIELDS
 from jobs.models import Job, QueuedJob
@@ -53,7 +54,6 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         "created_at",
         "claimed_by",
         "progress",
-        "task_page",
     )
     list_display_links = ("task_name",)
     list_filter = (QueuedStateFilter,)
@@ -77,7 +77,12 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
 
     @admin.display(description="job / function")
     def job(self, obj: Job) -> str:
-        return format_html("{}<br><small>{}</small>", obj.job_name or "(unregistered)", obj.func)
+        return format_html(
+            '{}<br><small>{}</small><br><small><a href="{}">task page</a></small>',
+            obj.job_name or "(unregistered)",
+            obj.func,
+            task_url(obj.task_id),
+        )
 
     @admin.display(description="runs at")
     def runs_at(self, obj: Job) -> Any:
