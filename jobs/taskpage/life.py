@@ -73,14 +73,18 @@ def trace_id(*, job: Job | None, package: dict[str, Any] | None) -> str | None:
     """The trace id of the trace the task was enqueued in, if one was stored with it.
 
     The one place that reads it: from a W3C ``traceparent`` stored on the queue row
-    (a ``traceparent`` field) or in the task package, whichever exists; None when
-    tracing stored nothing.
+    (a ``traceparent`` field) or in the task package (``trace["traceparent"]``, as
+    ``jobs.tracing`` stores it, or a bare key), whichever exists; None when tracing
+    stored nothing.
     """
     value = None
     if job is not None and any(f.name == "traceparent" for f in Job._meta.concrete_fields):
         value = getattr(job, "traceparent", None)
     if not value and package:
-        value = package.get("traceparent")
+        # jobs.tracing keeps the W3C context under "trace"; a bare key is read too.
+        carrier = package.get("trace")
+        value = carrier.get("traceparent") if isinstance(carrier, dict) else None
+        value = value or package.get("traceparent")
     match = _TRACEPARENT.fullmatch(str(value or "").strip().lower())
     if match is None or set(match.group(1)) == {"0"}:
         return None

@@ -111,8 +111,14 @@ def test_an_unreadable_payload_is_shown_as_such(admin_client: Client) -> None:
     assert 'id="payload-error">Unreadable payload (BadSignature:' in html
 
 
-def test_the_trace_id_comes_from_the_traceparent_stored_with_the_task(admin_client: Client) -> None:
-    row = task_row(1, "t", extra={"traceparent": TRACEPARENT})
+@pytest.mark.parametrize(
+    "stored",
+    [{"trace": {"traceparent": TRACEPARENT, "tracestate": ""}}, {"traceparent": TRACEPARENT}],
+)
+def test_the_trace_id_comes_from_the_traceparent_stored_with_the_task(
+    admin_client: Client, stored: dict[str, object]
+) -> None:
+    row = task_row(1, "t", extra=stored)
     assert 'id="task-trace"><code>4bf92f3577b34da6a3ce929d0e0e4736</code>' in page(
         admin_client, row.task_id
     )
