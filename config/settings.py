@@ -378,6 +378,18 @@ TASKS = {
         "OPTIONS": {"tasks": {}},
     }
 }
+# Task arguments whose name is listed here are shown as **** on the task page and kept
+# out of the searchable argument text (case-insensitive; keyword names, parameter names
+# of positional arguments, and dictionary keys inside arguments).
+JOBS_MASKED_ARGUMENTS = env.list(
+    "JOBS_MASKED_ARGUMENTS",
+    default=[
+        "password", "passwd", "secret", "token", "api_key", "apikey", "access_token",
+        "refresh_token", "authorization", "credentials", "private_key", "secret_key",
+    ],
+)  # fmt: skip
+# Where the site is reached, for links printed outside a request (commands' --json).
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
 
 # --- Metrics (/metrics, Prometheus) -----------------------------------------
 # Off unless one is set: a bearer token, or addresses/networks (CIDR) allowed

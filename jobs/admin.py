@@ -18,15 +18,17 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django_q.admin import ScheduleAdmin
+from django_q.admin import TaskAdmin as ResultAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 # Importing the pages registers them.
 import jobs.dashboard.admin
 import jobs.failures.admin
 import jobs.queued.admin
-import jobs.queued.batches  # noqa: F401
+import jobs.queued.batches
+import jobs.taskpage.admin  # noqa: F401
 from jobs import schedules
-from jobs.admin_rows import admin_user
+from jobs.admin_rows import admin_user, task_url
 from jobs.models import FailedJob
 
 # Importing django_q.admin (above) registered its pages first, whatever the order of
@@ -38,6 +40,18 @@ with contextlib.suppress(NotRegistered):
 with contextlib.suppress(NotRegistered):
     admin.site.unregister(OrmQ)
 admin.site.unregister(Schedule)
+admin.site.unregister(Success)
+
+
+@admin.register(Success)
+class SuccessAdmin(ResultAdmin):  # type: ignore[misc]  # django-q2 ships no types
+    """django-q2's Successful tasks page, each row linking to the task's page."""
+
+    list_display = (*ResultAdmin.list_display, "task_page")
+
+    @admin.display(description="task page")
+    def task_page(self, obj: Success) -> str:
+        return format_html('<a href="{}">{}…</a>', task_url(obj.id), obj.id[:8])
 
 
 @admin.register(Schedule)

@@ -12,6 +12,7 @@ import pprint
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -19,8 +20,10 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 from django_q.signing import SignedPackage
 
 from jobs.engine import registry
@@ -80,12 +83,35 @@ def decode_payload(payload: str) -> dict[str, Any]:
     }
 
 
+def task_url(task_id: str) -> str:
+    """The task page (jobs.taskpage.admin) of a task id: every list links to it."""
+    return reverse("admin:jobs_task_change", args=[task_id])
+
+
+def absolute_task_url(task_id: str) -> str:
+    """The task page's address for use outside a request (``SITE_URL``)."""
+    return f"{settings.SITE_URL}{task_url(task_id)}"
+
+
 class JobRowsMixin:
     """Columns and row markup shared by the admin pages over ``Job`` rows."""
 
     @admin.display(description="attempts")
     def attempts(self, obj: Job) -> str:
         return f"{obj.attempt} of {obj.max_attempts}"
+
+    @admin.display(description="progress")
+    def progress(self, obj: Job) -> str:
+        if obj.progress_done is None:
+            return "—"
+        total = f"/{obj.progress_total}" if obj.progress_total else ""
+        return f"{obj.progress_done}{total} {obj.progress_message}".strip()
+
+    @admin.display(description="task page")
+    def task_page(self, obj: Job) -> str:
+        return format_html(
+            '<a href="{}" title="{}">{}…</a>', task_url(obj.task_id), obj.task_id, obj.task_id[:8]
+        )
 
 
 class StateFilter(admin.SimpleListFilter):

@@ -113,6 +113,10 @@ class Job(models.Model):
     progress_message = models.CharField(max_length=255, blank=True, default="")
     progress_updated_at = models.DateTimeField(null=True, blank=True)
 
+    # The arguments as "name=value" text, secrets masked (jobs.arguments.search_text),
+    # for the task search; written at enqueue, never read by the engine.
+    search_text = models.TextField(blank=True, default="")
+
     class Meta:
         indexes = [
             # jobs.engine.broker claim: WHERE queue = %s AND state IN claimable AND
@@ -173,6 +177,11 @@ class Job(models.Model):
             models.Index(
                 "batch", "id", condition=Q(batch__isnull=False), name="jobs_job_batch_idx"
             ),
+            # The task search (jobs.taskpage.selectors): newest first, over every task,
+            # or one job's, or one queue's (state has the index above).
+            models.Index(fields=["created_at"], name="jobs_job_created_idx"),
+            models.Index(fields=["func", "created_at"], name="jobs_job_func_created_idx"),
+            models.Index(fields=["queue", "created_at"], name="jobs_job_queue_created_idx"),
         ]
         constraints = [
             # jobs.engine.registry uniqueness: one active task per unique key.
@@ -255,6 +264,12 @@ class JobAttempt(models.Model):
             models.Index(fields=["task_id", "attempt"], name="jobs_attempt_task_idx"),
             # Retention pruning and /healthz "failed in the last hour".
             models.Index(fields=["finished_at"], name="jobs_attempt_finished_idx"),
+            # The task search by worker node: the tasks a node's process ran attempts of,
+            # read from the index alone (task_id as its last key column: SQLite has no INCLUDE).
+            models.Index(
+                fields=["host", "pid", "finished_at", "task_id"],
+                name="jobs_attempt_node_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -333,6 +348,16 @@ class QueuedJob(Job):
         proxy = True
         verbose_name = "queued task"
         verbose_name_plural = "queued tasks"
+
+
+class Task(Job):
+    """Every task with a queue row, for the search and the task page (jobs.taskpage.admin);
+    the page also shows finished tasks from their history and result."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "task"
+        verbose_name_plural = "tasks"
 
 
 class SyncedSchedule(models.Model):

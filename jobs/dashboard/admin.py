@@ -48,8 +48,11 @@ class OverviewAdmin(admin.ModelAdmin[Overview]):
 
     def _tables(self, request: HttpRequest, figures: dict[str, Any]) -> str:
         failed_url = reverse("admin:jobs_failedjob_changelist")
+        tasks_url = reverse("admin:jobs_task_changelist")
         for row in figures["jobs"]:
-            row["failed_url"] = f"{failed_url}?{urlencode({'func': row['func']})}"
+            query = urlencode({"func": row["func"]})
+            row["failed_url"] = f"{failed_url}?{query}"
+            row["tasks_url"] = f"{tasks_url}?{query}"
         return render_to_string(
             "admin/jobs/overview/_tables.html",
             {
@@ -75,6 +78,7 @@ class OverviewAdmin(admin.ModelAdmin[Overview]):
                 "charts": figures["charts"],
                 "tables": self._tables(request, figures),
                 "data_url": reverse("admin:jobs_overview_data"),
+                "search_url": reverse("admin:jobs_task_changelist"),
                 "refresh_ms": REFRESH_SECONDS * 1000,
                 "refresh_seconds": REFRESH_SECONDS,
             },

@@ -13,6 +13,7 @@ from django_q.humanhash import uuid as human_uuid
 from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
 
+from jobs.arguments import search_text
 from jobs.engine import specs
 from jobs.engine.execute import clean
 from jobs.engine.funcs import func_path
@@ -60,6 +61,7 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         created_at=now,
         expires_at=expires if isinstance(expires, datetime) else None,
         batch=batch if isinstance(batch, int) else None,
+        search_text=search_text(task),
     )
 
 

@@ -47,6 +47,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         "first_failed_at",
         "last_failed_at",
         "next_retry",
+        "task_page",
     )
     list_display_links = ("task",)
     list_filter = LIST_FILTERS
@@ -56,6 +57,8 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     sortable_by = ()  # one order, the one the indexes serve
     paginator = CappedPaginator
     show_full_result_count = False
+    # "Show counts" would count every choice of every filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = ("retry_selected", "discard_selected")
     change_list_template = "admin/jobs/failedjob/change_list.html"

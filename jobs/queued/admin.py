@@ -29,6 +29,7 @@ from jobs.admin_rows import (
     admin_user,
     decode_payload,
     job_id,
+    task_url,
 )
 from jobs.failures.selectors import HEAVY_FIELDS
 from jobs.models import Job, QueuedJob
@@ -76,6 +77,8 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     sortable_by = ()
     paginator = CappedPaginator
     show_full_result_count = False
+    # "Show counts" would count every choice of every filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = ("cancel_selected",)
     change_list_template = "admin/jobs/queuedjob/change_list.html"
@@ -89,7 +92,12 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
 
     @admin.display(description="job / function")
     def job(self, obj: Job) -> str:
-        return format_html("{}<br><small>{}</small>", obj.job_name or "(unregistered)", obj.func)
+        return format_html(
+            '{}<br><small>{}</small><br><small><a href="{}">task page</a></small>',
+            obj.job_name or "(unregistered)",
+            obj.func,
+            task_url(obj.task_id),
+        )
 
     @admin.display(description="state")
     def state_shown(self, obj: Job) -> str:
@@ -110,17 +118,6 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
     @admin.display(description="runs at")
     def runs_at(self, obj: Job) -> Any:
         return obj.run_at
-
-    @admin.display(description="progress")
-    def progress(self, obj: Job) -> str:
-        if obj.progress_done is None:
-            return "—"
-        done = (
-            f"{obj.progress_done}/{obj.progress_total}"
-            if obj.progress_total
-            else str(obj.progress_done)
-        )
-        return f"{done} {obj.progress_message}".strip()
 
     # --- read-only rows; the one action goes through the service --------------
     def has_add_permission(self, request: HttpRequest) -> bool:

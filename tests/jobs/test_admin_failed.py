@@ -57,6 +57,15 @@ def test_superuser_opens_every_admin_url(admin_client: Client) -> None:
         url("admin:jobs_queuedjob_change", running.id),
         url("admin:django_q_schedule_change", schedules[0].id),
         url("admin:django_q_success_change", "s" * 32),
+        url("admin:jobs_task_change", job.task_id),
+        url("admin:jobs_task_change", unreadable.task_id),
+        url("admin:jobs_task_change", running.task_id),
+        url("admin:jobs_task_change", "s" * 32),
+        url("admin:jobs_task_change", discarded.task_id),
+        url("admin:jobs_task_discard", job.task_id),
+        url("admin:jobs_task_changelist", query="state=dead&queue=default&created=24h"),
+        url("admin:jobs_task_changelist", query="arguments=x&error=boom&q=boom"),
+        url("admin:jobs_task_changelist", query="created_from=2026-01-01T10%3A00"),
     ]
     for page in pages:
         response = admin_client.get(page)

@@ -59,7 +59,8 @@ def test_list_table_newest_first(two_failures: tuple[Job, Job]) -> None:
 
 
 @pytest.mark.django_db
-def test_list_json_schema(two_failures: tuple[Job, Job]) -> None:
+def test_list_json_schema(two_failures: tuple[Job, Job], settings) -> None:
+    settings.SITE_URL = "https://tablo.example.com"
     dead, retrying = two_failures
     data = json.loads(run("list_failed_jobs", "--json"))
     assert [row["id"] for row in data] == [retrying.id, dead.id]
@@ -77,6 +78,7 @@ def test_list_json_schema(two_failures: tuple[Job, Job]) -> None:
         "next_retry_at": "2026-11-24T10:00:07+00:00",
         "error_type": "ValueError",
         "error_message": "bad value " + "x" * 80 + " 0",
+        "url": f"https://tablo.example.com/admin/jobs/task/{retrying.task_id}/",
     }
     assert data[1]["next_retry_at"] is None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from jobs.admin_rows import absolute_task_url
 from jobs.failures import cli
 from jobs.models import Job
 
@@ -27,6 +28,7 @@ def as_json(job: Job) -> dict[str, Any]:
         "next_retry_at": job.run_at.isoformat() if job.state == Job.State.RETRYING else None,
         "error_type": job.last_error_type,
         "error_message": job.last_error_message,
+        "url": absolute_task_url(job.task_id),
     }
 
 
