@@ -310,6 +310,9 @@ JOBS_RESULT_MAX_BYTES = env.int("JOBS_RESULT_MAX_BYTES", default=1024 * 1024)
 # One INFO line per successful task ("task finished"); off, a success is logged at
 # DEBUG only (its result row keeps when and how long). Failures are always logged.
 JOBS_LOG_SUCCESSES = env.bool("JOBS_LOG_SUCCESSES", default=False)
+# Flow control per queue (jobs.engine.limits): "queue=N,other=M", at most N tasks of the
+# queue running at once across every node (per-job limits are declared with @job).
+JOBS_QUEUE_CONCURRENCY = env.dict("JOBS_QUEUE_CONCURRENCY", cast={"value": int}, default={})
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 # Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
 # (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.

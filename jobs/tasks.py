@@ -9,7 +9,7 @@ from django_q.conf import Conf
 from django_q.signals import post_spawn
 
 from jobs import health
-from jobs.engine import context, results, stats
+from jobs.engine import backend, context, results, stats
 from jobs.engine.registry import Every, enqueue, job
 
 logger = structlog.stdlib.get_logger("jobs.tasks")
@@ -35,6 +35,7 @@ def heartbeat() -> None:
     )
     stats.sample_queue(queue=run.cluster)
     stats.prune()
+    backend.prune_rate_starts()
     logger.info(
         "worker heartbeat",
         task_id=run.task_id,

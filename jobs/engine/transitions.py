@@ -7,9 +7,10 @@ deleted (its result and history live in django-q2's ``Task`` and in ``JobAttempt
 transition     function                                 row
 =============  =======================================  ===============================
 enqueue        ``insert``, ``insert_many``              new: ``queued``
-claim          ``claim``                                ``queued``/``retrying`` ->
+claim          ``claim``, ``claim_limited``             ``queued``/``retrying`` ->
                                                         ``running``, owner and claimer
-                                                        stamped, not started
+                                                        stamped, not started; a rated
+                                                        task's start in ``RateStart``
 start          ``start``, ``mark_started``              ``attempt`` + 1, ``started_at``
 finish         ``finish``, ``finish_in_transaction``    deleted (result written)
 fail           ``fail``                                 -> ``retrying`` at its backoff,
@@ -41,23 +42,25 @@ import contextlib
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
-from jobs.engine import bound, results
-from jobs.engine.channels import channel_name, notify
+from jobs.engine import bound, limits, results
+from jobs.engine.channels import LIMITED, channel_name, notify
 from jobs.engine.context import AckId
 from jobs.engine.rows import job_row_from_task
-from jobs.models import Job, JobAttempt, WorkerNode
+from jobs.engine.specs import MAX_RATE_SECONDS
+from jobs.models import Job, JobAttempt, RateStart, WorkerNode
 
 _TABLE = Job._meta.db_table
 _NODE_TABLE = WorkerNode._meta.db_table
+_RATE_TABLE = RateStart._meta.db_table
 # A claim, a start or a finish lost in a database crash only means the task runs
 # again (delivery is at least once), so those single statements commit without
 # waiting for the WAL flush; the task's own writes keep the server's setting.
@@ -91,8 +94,8 @@ def insert(job: Job, *, alias: str) -> int | None:
     with db.cursor() as cursor:
         if postgresql:
             cursor.execute(
-                f"WITH ins AS ({statement}) SELECT id, pg_notify(%s, '') FROM ins",
-                [*values, channel_name(job.queue)],
+                f"WITH ins AS ({statement}) SELECT id, pg_notify(%s, %s) FROM ins",
+                [*values, channel_name(job.queue), _payload([job])],
             )
         else:
             cursor.execute(statement, values)
@@ -123,10 +126,16 @@ def insert_many(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
         Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
         keys = {row.unique_key for row in rows if row.unique_key is not None}
         active = _active_task_ids(alias, keys) if keys else {}
-        notify(alias, [queue])
+        notify(alias, [queue], payload=_payload(rows))
     return [
         active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
     ]
+
+
+def _payload(rows: Iterable[Job]) -> str:
+    """The NOTIFY payload for these rows: ``LIMITED`` when one has a limit."""
+    limited = any(r.limit_key is not None or r.rate_key is not None for r in rows)
+    return LIMITED if limited else ""
 
 
 def _active_task_ids(alias: str, keys: Collection[str | None]) -> dict[str | None, str]:
@@ -182,6 +191,7 @@ def _claim_postgresql(
             SELECT id FROM {_TABLE}
             WHERE queue = %(queue)s
               AND state IN ('queued', 'retrying')
+              AND limit_key IS NULL AND rate_key IS NULL
               AND run_at <= %(now)s
               AND EXISTS (SELECT 1 FROM me)
             ORDER BY priority DESC, run_at, id
@@ -220,20 +230,348 @@ def _claim_sqlite(
         cursor.execute(
             f"""
             SELECT id, payload, timeout, max_attempts, attempt, priority, run_at FROM {_TABLE}
-            WHERE queue = %s AND state IN ('queued', 'retrying') AND run_at <= %s
+            WHERE queue = %s AND state IN ('queued', 'retrying')
+              AND limit_key IS NULL AND rate_key IS NULL AND run_at <= %s
             ORDER BY priority DESC, run_at, id
             LIMIT %s
             """,
             [queue, stamp, limit],
         )
         rows = list(cursor.fetchall())
-        if rows:
-            cursor.executemany(
-                f"UPDATE {_TABLE} SET state = 'running', claimed_at = %s, claimed_by = %s, "
-                "owner = %s, started_at = NULL WHERE id = %s",
-                [[stamp, by, node, r[0]] for r in rows],
-            )
+        _mark_claimed_sqlite(cursor, rows, stamp=stamp, by=by, node=node)
     return rows
+
+
+def _mark_claimed_sqlite(
+    cursor: Any, rows: Sequence[Sequence[Any]], *, stamp: Any, by: str, node: int
+) -> None:
+    if rows:
+        cursor.executemany(
+            f"UPDATE {_TABLE} SET state = 'running', claimed_at = %s, claimed_by = %s, "
+            "owner = %s, started_at = NULL WHERE id = %s",
+            [[stamp, by, node, r[0]] for r in rows],
+        )
+
+
+# -- claim with flow control (jobs.engine.limits) -------------------------------------
+# Advisory locks of the limits' keys live in their own space (the two-integer form).
+_LOCK_SPACE = 0x7461626C
+
+
+@dataclass(frozen=True)
+class LimitedClaim:
+    claimed: list[Claimed]
+    took: int  # of them, tasks with a limit
+    found: int  # ready tasks with a limit this claim looked at
+    retry_in: float | None  # seconds until a rate window frees a start a task waits for
+
+
+def claim_limited(
+    *, alias: str, queue: str, node: int, by: str, limit: int, queue_limit: int | None
+) -> LimitedClaim:
+    """``claim``, with every limit enforced: the ready tasks with a limit first (those the
+    limits allow, ``limits.choose``), then tasks without one up to ``limit``, all within
+    ``queue_limit`` (the queue's own limit) when given.
+
+    On PostgreSQL the claim reads the candidates and takes, in the order of their hashes,
+    a transaction-level advisory lock per key (so two claimers never wait on each other
+    in a cycle); then, in a new statement and so a new snapshot, it counts what runs
+    under those keys. Two claimers of one key are thus serialized from the count to their
+    commit: both cannot take the last slot. The candidates are not row-locked: a claimer
+    of the same key waits for the lock anyway, and the ``UPDATE`` re-checks that a row is
+    still ready, so a row claimed meanwhile is skipped, never taken twice. On SQLite the
+    write lock (``BEGIN IMMEDIATE``) serializes the whole claim.
+    """
+    now = timezone.now()
+    postgresql = connections[alias].vendor == "postgresql"
+    run = _claim_limited_postgresql if postgresql else _claim_limited_sqlite
+    with transaction.atomic(using=alias):
+        rows, found, retry_in = run(
+            alias, queue=queue, node=node, by=by, limit=limit, now=now, queue_limit=queue_limit
+        )
+    # rows: (id, payload, timeout, max_attempts, attempt, priority, run_at, limited)
+    rows.sort(key=lambda r: (not r[7], -r[5], r[6], r[0]))
+    claimed = [
+        Claimed(row_id=r[0], payload=r[1], timeout=r[2], max_attempts=r[3], attempt=r[4])
+        for r in rows
+    ]
+    took = sum(1 for r in rows if r[7])
+    return LimitedClaim(claimed=claimed, took=took, found=found, retry_in=retry_in)
+
+
+_LIMITED_READY = (
+    "queue = %(queue)s AND state IN ('queued', 'retrying') AND run_at <= %(now)s "
+    "AND (limit_key IS NOT NULL OR rate_key IS NOT NULL) "
+    # A key already at its concurrency limit would only fill the scan with blocked rows.
+    f"AND (limit_key IS NULL OR limit_key NOT IN (SELECT limit_key FROM {_TABLE} "
+    "WHERE state = 'running' AND limit_key IS NOT NULL "
+    "GROUP BY limit_key HAVING count(*) >= max(limit_max)))"
+)
+_CANDIDATE_COLUMNS = "id, limit_key, limit_max, rate_key, rate_max, rate_seconds"
+
+
+def _candidates(rows: Iterable[Sequence[Any]]) -> list[limits.Candidate]:
+    return [
+        limits.Candidate(row_id=r[0], limit_key=r[1], limit_max=r[2], rate_key=r[3], rate_max=r[4])
+        for r in rows
+    ]
+
+
+def _usage(counts: Iterable[Sequence[Any]]) -> tuple[limits.Usage, dict[str, datetime]]:
+    """From the count rows ``(kind, key, count, oldest start)``: the usage, and the oldest
+    start in each rate key's window."""
+    running: dict[str, int] = {}
+    started: dict[str, int] = {}
+    oldest: dict[str, datetime] = {}
+    queue_running = 0
+    for kind, key, count, first in counts:
+        if kind == "c":
+            running[key] = int(count)
+        elif kind == "r":
+            started[key] = int(count)
+            if first is not None:
+                oldest[key] = first
+        elif kind == "q":
+            queue_running = int(count)
+    return limits.Usage(running=running, started=started, queue_running=queue_running), oldest
+
+
+def _choose(
+    candidates: list[limits.Candidate],
+    counts: Iterable[Sequence[Any]],
+    *,
+    windows: dict[str, float],
+    now: datetime,
+    limit: int,
+    queue_limit: int | None,
+) -> tuple[limits.Choice, float | None]:
+    """What to claim, and when the first full rate window that holds a candidate back
+    frees a start (seconds from ``now``, by the clock that stamped the starts)."""
+    usage, oldest = _usage(counts)
+    choice = limits.choose(candidates, usage, batch=limit, queue_limit=queue_limit)
+    chosen = set(choice.row_ids)
+    waits = [
+        (oldest[c.rate_key] - now).total_seconds() + windows[c.rate_key]
+        for c in candidates
+        if c.row_id not in chosen
+        and c.rate_key is not None
+        and c.rate_key in oldest
+        and c.rate_max is not None
+        and usage.started.get(c.rate_key, 0) >= c.rate_max
+    ]
+    return choice, (min(waits) if waits else None)
+
+
+def _claim_limited_postgresql(
+    alias: str,
+    *,
+    queue: str,
+    node: int,
+    by: str,
+    limit: int,
+    now: datetime,
+    queue_limit: int | None,
+) -> tuple[list[tuple[Any, ...]], int, float | None]:
+    queue_key = f"queue:{queue}" if queue_limit is not None else None
+    lock_and_pick = f"""
+        WITH cand AS MATERIALIZED (
+            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
+            WHERE {_LIMITED_READY}
+            ORDER BY priority DESC, run_at, id
+            LIMIT %(scan)s
+        ), locked AS (
+            SELECT count(pg_advisory_xact_lock(%(space)s::int, h)) AS n FROM (
+                SELECT DISTINCT hashtext(k) AS h FROM (
+                    SELECT unnest(ARRAY[limit_key, rate_key]) AS k FROM cand
+                    UNION ALL SELECT %(queue_key)s::text
+                ) AS keys WHERE k IS NOT NULL ORDER BY h
+            ) AS ordered
+        )
+        SELECT cand.{_CANDIDATE_COLUMNS.replace(", ", ", cand.")}
+        FROM locked LEFT JOIN cand ON true
+        WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+        ORDER BY cand.priority DESC, cand.run_at, cand.id
+    """
+    with bound.cursor(alias) as cursor:
+        cursor.execute(
+            lock_and_pick,
+            {"queue": queue, "now": now, "scan": limits.SCAN, "space": _LOCK_SPACE,
+             "queue_key": queue_key},
+        )  # fmt: skip
+        picked = [r for r in cursor.fetchall() if r[0] is not None]
+        if not picked and queue_limit is None:
+            return [], 0, None
+        candidates = _candidates(picked)
+        windows = {r[3]: float(r[5]) for r in picked if r[3] is not None}
+        limit_keys = sorted({c.limit_key for c in candidates if c.limit_key is not None})
+        # A new statement: its snapshot sees every claim committed before our locks.
+        cursor.execute(
+            f"""
+            WITH w AS (SELECT * FROM unnest(%(rate_keys)s::text[], %(seconds)s::float8[])
+                       AS w(key, seconds)),
+            pruned AS (
+                DELETE FROM {_RATE_TABLE} AS s USING w
+                WHERE s.key = w.key
+                  AND s.started_at <= clock_timestamp() - make_interval(secs => w.seconds)
+            )
+            SELECT 'c', limit_key, count(*), NULL::timestamptz FROM {_TABLE}
+            WHERE state = 'running' AND limit_key = ANY(%(limit_keys)s::text[])
+            GROUP BY limit_key
+            UNION ALL
+            SELECT 'r', w.key, count(*), min(s.started_at) FROM w JOIN {_RATE_TABLE} AS s
+              ON s.key = w.key
+             AND s.started_at > clock_timestamp() - make_interval(secs => w.seconds)
+            GROUP BY w.key
+            UNION ALL
+            SELECT 'q', '', count(*), NULL FROM {_TABLE}
+            WHERE state = 'running' AND queue = %(queue)s AND %(queue_limited)s
+            UNION ALL
+            SELECT 'now', '', 0, clock_timestamp()
+            """,
+            {"rate_keys": list(windows), "seconds": list(windows.values()),
+             "limit_keys": limit_keys, "queue": queue,
+             "queue_limited": queue_limit is not None},
+        )  # fmt: skip
+        counts = cursor.fetchall()
+        choice, retry_in = _choose(
+            candidates,
+            counts,
+            windows=windows,
+            now=next(r[3] for r in counts if r[0] == "now"),
+            limit=limit,
+            queue_limit=queue_limit,
+        )
+        if not choice.row_ids and not choice.room:
+            return [], len(picked), retry_in
+        cursor.execute(
+            f"""
+            WITH me AS (
+                SELECT id FROM {_NODE_TABLE}
+                WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
+                FOR SHARE
+            ), fill AS (
+                SELECT id FROM {_TABLE}
+                WHERE queue = %(queue)s
+                  AND state IN ('queued', 'retrying')
+                  AND limit_key IS NULL AND rate_key IS NULL
+                  AND run_at <= %(now)s
+                  AND EXISTS (SELECT 1 FROM me)
+                ORDER BY priority DESC, run_at, id
+                LIMIT %(room)s
+                FOR UPDATE SKIP LOCKED
+            ), picked AS (
+                SELECT id FROM unnest(%(ids)s::bigint[]) AS p(id) WHERE EXISTS (SELECT 1 FROM me)
+                UNION ALL SELECT id FROM fill
+            ), claimed AS (
+                UPDATE {_TABLE} AS j
+                SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
+                    owner = %(node)s, started_at = NULL
+                FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
+                RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
+                          j.run_at, j.limit_key, j.rate_key
+            ), rated AS (
+                INSERT INTO {_RATE_TABLE} (key, started_at)
+                SELECT rate_key, clock_timestamp() FROM claimed WHERE rate_key IS NOT NULL
+            )
+            SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
+                   limit_key IS NOT NULL OR rate_key IS NOT NULL
+            FROM claimed
+            """,
+            {"node": node, "queue": queue, "now": now, "room": choice.room,
+             "ids": choice.row_ids, "by": by},
+        )  # fmt: skip
+        return list(cursor.fetchall()), len(picked), retry_in
+
+
+def _claim_limited_sqlite(
+    alias: str,
+    *,
+    queue: str,
+    node: int,
+    by: str,
+    limit: int,
+    now: datetime,
+    queue_limit: int | None,
+) -> tuple[list[tuple[Any, ...]], int, float | None]:
+    db = connections[alias]
+    stamp = db.ops.adapt_datetimefield_value(now)
+    params = {"queue": queue, "now": stamp, "scan": limits.SCAN}
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_NODE_TABLE} WHERE id = %s AND dead_at IS NULL AND stopped_at IS NULL",
+            [node],
+        )
+        if cursor.fetchone() is None:
+            return [], 0, None
+        cursor.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM {_TABLE} WHERE {_LIMITED_READY} "
+            "ORDER BY priority DESC, run_at, id LIMIT %(scan)s",
+            params,
+        )
+        picked = list(cursor.fetchall())
+        if not picked and queue_limit is None:
+            return [], 0, None
+        candidates = _candidates(picked)
+        windows = {r[3]: float(r[5]) for r in picked if r[3] is not None}
+        counts: list[tuple[Any, ...]] = []
+        for key in sorted({c.limit_key for c in candidates if c.limit_key is not None}):
+            cursor.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE state = 'running' AND limit_key = %s",
+                [key],
+            )
+            counts.append(("c", key, cursor.fetchone()[0], None))
+        for key, seconds in windows.items():
+            cutoff = db.ops.adapt_datetimefield_value(now - timedelta(seconds=seconds))
+            cursor.execute(
+                f"DELETE FROM {_RATE_TABLE} WHERE key = %s AND started_at <= %s", [key, cutoff]
+            )
+            cursor.execute(
+                f"SELECT count(*), min(started_at) FROM {_RATE_TABLE} WHERE key = %s", [key]
+            )
+            count, first = cursor.fetchone()
+            first = _aware(db, first)
+            counts.append(("r", key, count, first))
+        if queue_limit is not None:
+            cursor.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE state = 'running' AND queue = %s", [queue]
+            )
+            counts.append(("q", "", cursor.fetchone()[0], None))
+        choice, retry_in = _choose(
+            candidates, counts, windows=windows, now=now, limit=limit, queue_limit=queue_limit
+        )
+        rows: list[tuple[Any, ...]] = []
+        if choice.row_ids:
+            marks = ", ".join(["%s"] * len(choice.row_ids))
+            cursor.execute(
+                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 1, "
+                f"rate_key FROM {_TABLE} WHERE id IN ({marks})",
+                choice.row_ids,
+            )
+            limited = list(cursor.fetchall())
+            rows += [r[:8] for r in limited]
+            cursor.executemany(
+                f"INSERT INTO {_RATE_TABLE} (key, started_at) VALUES (%s, %s)",
+                [[r[8], stamp] for r in limited if r[8] is not None],
+            )
+        if choice.room:
+            cursor.execute(
+                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 0 "
+                f"FROM {_TABLE} WHERE queue = %s AND state IN ('queued', 'retrying') "
+                "AND limit_key IS NULL AND rate_key IS NULL AND run_at <= %s "
+                "ORDER BY priority DESC, run_at, id LIMIT %s",
+                [queue, stamp, choice.room],
+            )
+            rows += list(cursor.fetchall())
+        _mark_claimed_sqlite(cursor, rows, stamp=stamp, by=by, node=node)
+    return [(*r[:7], bool(r[7])) for r in rows], len(picked), retry_in
+
+
+def _aware(db: Any, value: Any) -> datetime | None:
+    """A datetime SQLite returned as text, as the aware datetime Django would make."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 _START = (
@@ -277,20 +615,23 @@ def _delete_sql(
     flush = _NO_FLUSH if postgresql else ""
     return (
         f"DELETE FROM {_TABLE} WHERE {owned} {claimed}{flush}"
-        f"AND (id, attempt) IN (VALUES {pairs}) RETURNING id, attempt"
+        f"AND (id, attempt) IN (VALUES {pairs}) "
+        "RETURNING id, attempt, CASE WHEN limit_key IS NOT NULL THEN queue END AS freed"
     ), ([by] if by is not None else [])
 
 
-def _delete_finished(
-    alias: str, acks: list[AckId], owner: int | None, by: str | None
-) -> set[AckId]:
+# (row id, attempt, the queue whose limited slot it freed or None) of deleted rows.
+_Deleted = list[tuple[int, int, str | None]]
+
+
+def _delete_finished(alias: str, acks: list[AckId], owner: int | None, by: str | None) -> _Deleted:
     if not acks:
-        return set()
+        return []
     db = connections[alias]
     sql, params = _delete_sql(acks, owner, by, postgresql=db.vendor == "postgresql")
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
 
 
 def _delete_and_save_postgresql(
@@ -299,15 +640,15 @@ def _delete_and_save_postgresql(
     kept: dict[AckId, dict[str, Any]],
     owner: int | None,
     by: str | None,
-) -> set[AckId]:
+) -> _Deleted:
     """One statement: delete the owned rows, insert the results of exactly those."""
     ordered = list(kept)
     delete, params = _delete_sql(acks, owner, by, postgresql=True)
     insert, values = results.insert_joined([kept[ack] for ack in ordered], ordered, joined="done")
-    sql = f"WITH done AS ({delete}), saved AS ({insert}) SELECT id, attempt FROM done"
+    sql = f"WITH done AS ({delete}), saved AS ({insert}) SELECT id, attempt, freed FROM done"
     with bound.cursor(alias) as cursor:
         cursor.execute(sql, [*params, *values])
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
 
 
 def finish(
@@ -340,11 +681,18 @@ def finish(
     with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and results.saved(tasks[ack])}
         if kept and db.vendor == "postgresql":
-            deleted = _delete_and_save_postgresql(alias, acks, kept, owner, by)
+            gone = _delete_and_save_postgresql(alias, acks, kept, owner, by)
+        else:
+            gone = _delete_finished(alias, acks, owner, by)
+        deleted = {(row_id, attempt) for row_id, attempt, _freed in gone}
+        if kept and db.vendor == "postgresql":
             rows = [results.result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
-            deleted = _delete_finished(alias, acks, owner, by)
             rows = results.save_rows(alias, [t for ack, t in kept.items() if ack in deleted])
+        # A finished task with a concurrency limit freed a slot: wake its queue's workers.
+        freed = {queue for _row_id, _attempt, queue in gone if queue is not None}
+        if freed:
+            notify(alias, freed, payload=LIMITED)
         done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
         results.continue_chains(done, broker)
         results.close_histories(done)
@@ -364,10 +712,14 @@ def finish_in_transaction(alias: str, *, row_id: int, attempt: int, owner: int |
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned}",
+            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} "
+            "RETURNING CASE WHEN limit_key IS NOT NULL THEN queue END",
             [row_id, attempt],
         )
-        if cursor.rowcount == 1:
+        gone = cursor.fetchone()
+        if gone is not None:
+            if gone[0] is not None:
+                notify(alias, [gone[0]], payload=LIMITED)
             return ""
         cursor.execute(f"SELECT attempt, owner, state FROM {_TABLE} WHERE id = %s", [row_id])
         now = cursor.fetchone()
@@ -444,7 +796,16 @@ def fail(
         job = (
             Job.objects.filter(task_id=task_id)
             .only(
-                "id", "func", "job_name", "first_failed_at", "owner", "attempt", "state", "payload"
+                "id",
+                "func",
+                "job_name",
+                "first_failed_at",
+                "owner",
+                "attempt",
+                "state",
+                "payload",
+                "queue",
+                "limit_key",
             )
             .first()
         )
@@ -464,6 +825,8 @@ def fail(
             updated = current.update(**fields, owner=None)
             if updated:
                 payload = job.payload
+                if job.limit_key is not None and job.state == Job.State.RUNNING:
+                    notify(DEFAULT_DB_ALIAS, [job.queue], payload=LIMITED)  # a slot freed
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,
@@ -496,6 +859,7 @@ def fail(
 # What handing a row out again needs to read.
 HELD_FIELDS = (
     "id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue", "started_at",
+    "limit_key", "rate_key",
 )  # fmt: skip
 
 
@@ -549,7 +913,7 @@ def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
             state=_ready_state(), owner=None, claimed_at=None, claimed_by=""
         )
     if again or unstarted:
-        notify(alias, {job.queue for job in again + unstarted})
+        notify(alias, {job.queue for job in again + unstarted}, payload=_payload(again + unstarted))
 
 
 def give_back(*, alias: str, node: int, row_ids: Sequence[int]) -> int:
@@ -612,6 +976,14 @@ def rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
         )
         _hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
     return len(rows)
+
+
+def prune_rate_starts() -> int:
+    """Rate starts older than the longest window (a claim prunes its own keys; this
+    catches the keys no task uses any more). How many were deleted."""
+    cutoff = timezone.now() - timedelta(seconds=MAX_RATE_SECONDS)
+    deleted, _ = RateStart.objects.filter(started_at__lt=cutoff).delete()
+    return deleted
 
 
 # -- progress ------------------------------------------------------------------------

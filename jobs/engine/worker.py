@@ -37,8 +37,8 @@ from django_q.conf import Conf
 from django_q.signals import post_execute, post_spawn
 from django_q.signing import SignedPackage
 
-from jobs.engine import context, failing, paused, results, stats, transitions
-from jobs.engine.channels import RESUMED
+from jobs.engine import context, failing, limits, paused, results, stats, transitions
+from jobs.engine.channels import LIMITED, RESUMED, notify
 from jobs.engine.execute import Outcome
 from jobs.engine.execute import run as execute
 from jobs.engine.funcs import func_path
@@ -93,6 +93,7 @@ class Worker:
         # On PostgreSQL a thread marks the tasks that run a while (jobs.engine.marks).
         self.marks = Marks(alias, node) if connections[alias].vendor == "postgresql" else None
         self.log_successes = bool(settings.JOBS_LOG_SUCCESSES)
+        self.gate = limits.Gate(queue_limit=settings.JOBS_QUEUE_CONCURRENCY.get(queue))
 
     @property
     def db(self) -> Any:
@@ -165,13 +166,7 @@ class Worker:
         if paused.held(self):
             return 0
         try:
-            claimed = transitions.claim(
-                alias=self.connection,
-                queue=self.queue,
-                node=self.node,
-                by=self.by,
-                limit=self.batch,
-            )
+            claimed = self._claim()
         except TRANSIENT:
             logger.exception("claim failed; trying again", queue=self.queue)
             self.db.close()
@@ -179,6 +174,29 @@ class Worker:
             return 0
         self.claimed.extend(claimed)
         return len(claimed)
+
+    def _claim(self) -> list[transitions.Claimed]:
+        """The limited path when the gate says so (``jobs.engine.limits``), else the plain
+        claim, which never takes a task with a limit."""
+        if self.gate.due():
+            result = transitions.claim_limited(
+                alias=self.connection,
+                queue=self.queue,
+                node=self.node,
+                by=self.by,
+                limit=self.batch,
+                queue_limit=self.gate.queue_limit,
+            )
+            self.gate.after(took=result.took, found=result.found, retry_in=result.retry_in)
+            if result.found or self.gate.queue_limit is not None:
+                return result.claimed
+        return transitions.claim(
+            alias=self.connection,
+            queue=self.queue,
+            node=self.node,
+            by=self.by,
+            limit=self.batch,
+        )
 
     def wait(self) -> bool:
         """Sleep until a task of the queue may be ready; True when woken by a NOTIFY."""
@@ -189,9 +207,11 @@ class Worker:
             return False
         if self.listener is None:
             self.listener = Listener(self.connection, self.queue)
-        payloads = self.listener.wait(self.poll)
+        payloads = self.listener.wait(self.gate.wait_bound(self.poll))
         if payloads and RESUMED in payloads:
             paused.forget(self)
+        if payloads and LIMITED in payloads:
+            self.gate.wake()
         return payloads is not None
 
     def run_next(self) -> Outcome | None:
@@ -273,6 +293,7 @@ class Worker:
                         owner=self.node,
                     )
                 )
+                self._freed()
                 _announce([task])
         finally:
             context.enter(None)
@@ -301,8 +322,16 @@ class Worker:
                 finished = self._finish_one_by_one(acks, tasks)
 
         self._until_written(write)
+        if finished:
+            self._freed()
         _announce([tasks[ack] for ack in acks if ack in finished])
         return len(finished)
+
+    def _freed(self) -> None:
+        """Wake the queue's workers when it has a limit of its own: a slot is free."""
+        if self.gate.queue_limit is not None:
+            with contextlib.suppress(*TRANSIENT):  # a lost wake-up costs one poll at most
+                notify(self.connection, [self.queue], payload=LIMITED)
 
     def give_back(self) -> int:
         """Return the claimed tasks not started (a stopping worker)."""

@@ -1,0 +1,137 @@
+"""Flow control: which limited tasks a claim may take, and when a worker looks for them.
+
+A job declares ``concurrency=N`` (optionally per ``concurrency_key``) and ``rate=(N,
+seconds)`` (optionally per ``rate_key``); a queue may have a limit of its own
+(``JOBS_QUEUE_CONCURRENCY``). The row carries its keys and limits from its enqueue
+(``jobs.engine.rows``); the claim (``jobs.engine.transitions.claim_limited``) locks the
+keys it may take from, counts what the database holds for them and asks ``choose``
+which candidates fit. A task that would exceed a limit is simply not claimed: no
+attempt is used, nothing is written to it, and the next eligible task is taken.
+
+``Gate`` is the worker's side: whether its next claim takes the limited path. Tasks
+without limits never pay for it: while the queue has no ready limited task, a worker
+claims with the plain statement and looks again at most every ``CHECK_SECONDS``, or at
+once when a NOTIFY of its queue wakes it (an enqueue, a freed slot).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# A worker not on the limited path looks for ready limited tasks at most this often.
+CHECK_SECONDS = 0.5
+# A claim takes at most this share of a key's free slots (at least one): a binding
+# limit is spread over workers, one task each, instead of queueing behind one worker;
+# a loose limit still lets a worker take a full batch.
+SHARE = 4
+# The ready limited rows one claim looks at, oldest first (a key at its concurrency
+# limit is left out of them; one at its rate limit is not).
+SCAN = 64
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row_id: int
+    limit_key: str | None
+    limit_max: int | None
+    rate_key: str | None
+    rate_max: int | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the database holds for the candidates' keys, read under their locks."""
+
+    running: dict[str, int] = field(default_factory=dict)  # limit_key -> running rows
+    started: dict[str, int] = field(default_factory=dict)  # rate_key -> starts in window
+    queue_running: int = 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    row_ids: list[int]
+    room: int  # how many tasks without limits may join the claim
+    blocked: bool  # a candidate was left for a limit (not for the batch size)
+
+
+def _share(free: int) -> int:
+    return max(1, free // SHARE) if free > 0 else 0
+
+
+def choose(
+    candidates: Sequence[Candidate], usage: Usage, *, batch: int, queue_limit: int | None
+) -> Choice:
+    """The candidates this claim takes, in their order, within every limit.
+
+    A rate-limited key gives at most one task per claim: the tasks of one claim run one
+    after the other, so a batch would start its last task late, outside the window
+    that counted it.
+    """
+    if queue_limit is not None:
+        batch = min(batch, _share(queue_limit - usage.queue_running))
+    taken: list[int] = []
+    per_limit: Counter[str] = Counter()
+    per_rate: Counter[str] = Counter()
+    blocked = False
+    for c in candidates:
+        if len(taken) >= batch:
+            break
+        if c.limit_key is not None and c.limit_max is not None:
+            free = c.limit_max - usage.running.get(c.limit_key, 0)
+            if per_limit[c.limit_key] >= _share(free):
+                blocked = True
+                continue
+        if c.rate_key is not None and c.rate_max is not None:
+            free = c.rate_max - usage.started.get(c.rate_key, 0)
+            if per_rate[c.rate_key] >= min(free, 1):
+                blocked = True
+                continue
+        taken.append(c.row_id)
+        if c.limit_key is not None:
+            per_limit[c.limit_key] += 1
+        if c.rate_key is not None:
+            per_rate[c.rate_key] += 1
+    if queue_limit is not None and batch == 0:
+        blocked = True
+    return Choice(row_ids=taken, room=max(batch - len(taken), 0), blocked=blocked)
+
+
+class Gate:
+    """Whether a worker's next claim takes the limited path (see the module docstring).
+
+    On a queue with a limit of its own every claim does. Otherwise: after a limited claim
+    that took something, the next one does too; after one that found nothing ready, or
+    only tasks held back by a limit, the worker claims plainly until ``wake()`` (a NOTIFY
+    of its queue: a new task, a slot freed by a finish) or ``CHECK_SECONDS`` pass, or
+    sooner when a rate window frees a start.
+    """
+
+    def __init__(self, *, queue_limit: int | None) -> None:
+        self.queue_limit = queue_limit
+        self.next_at = 0.0
+        self.rate_at = 0.0  # when a rate window frees a start a held-back task waits for
+
+    def due(self) -> bool:
+        return self.queue_limit is not None or time.monotonic() >= self.next_at
+
+    def after(self, *, took: int, found: int, retry_in: float | None) -> None:
+        now = time.monotonic()
+        self.rate_at = now + max(retry_in, 0.0) if retry_in is not None else 0.0
+        if took:
+            self.next_at = 0.0
+        elif retry_in is not None:
+            self.next_at = now + min(max(retry_in, 0.0), CHECK_SECONDS)
+        else:
+            self.next_at = now + CHECK_SECONDS
+
+    def wake(self) -> None:
+        self.next_at = 0.0
+
+    def wait_bound(self, poll: float) -> float:
+        """The longest idle wait: a rate window may free a start before any NOTIFY."""
+        if not self.rate_at:
+            return poll
+        return min(poll, max(self.rate_at - time.monotonic(), 0.0) + 0.005)
