@@ -229,6 +229,9 @@ class WorkerNode(models.Model):
     tasks_rescued = models.PositiveIntegerField(
         default=0, help_text="running tasks handed out again when it was declared dead"
     )
+    workers = models.PositiveSmallIntegerField(
+        default=1, help_text="worker processes that claim for it (bounds concurrent claims)"
+    )
 
     class Meta:
         indexes = [

@@ -27,9 +27,20 @@ CHECK_SECONDS = 0.5
 # limit is spread over workers, one task each, instead of queueing behind one worker;
 # a loose limit still lets a worker take a full batch.
 SHARE = 4
-# The ready limited rows one claim looks at, oldest first (a key at its concurrency
-# limit is left out of them; one at its rate limit is not).
+# On PostgreSQL a key so far from its limit that every worker process of the queue
+# could claim this many at once without reaching it is claimed under a shared lock
+# (claimers side by side), at most this many per claim.
+LOOSE = 10
+# The most ready limited rows one claim looks at, oldest first (a key at its
+# concurrency limit is left out of them; one at its rate limit is not).
 SCAN = 64
+
+
+def scan(batch: int) -> int:
+    """The candidates a claim of ``batch`` looks at: enough to pass over a few held back
+    by a limit, few enough that a concurrent claimer (which skips the rows this claim has
+    locked) still finds its own."""
+    return min(SCAN, 4 * batch + 4)
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,8 @@ class Choice:
     blocked: bool  # a candidate was left for a limit (not for the batch size)
 
 
-def _share(free: int) -> int:
+def share(free: int) -> int:
+    """How many of a key's ``free`` slots one claim may take."""
     return max(1, free // SHARE) if free > 0 else 0
 
 
@@ -66,34 +78,32 @@ def choose(
 ) -> Choice:
     """The candidates this claim takes, in their order, within every limit.
 
-    A rate-limited key gives at most one task per claim: the tasks of one claim run one
-    after the other, so a batch would start its last task late, outside the window
-    that counted it.
+    The n-th candidate of a key (in claim order) is taken only if n is within that key's
+    share of its free slots, whether or not the ones before it were taken (the
+    PostgreSQL claim ranks them the same way, in SQL). A rate-limited key gives at most
+    one task per claim: the tasks of one claim run one after the other, so a batch would
+    start its last task late, outside the window that counted it.
     """
     if queue_limit is not None:
-        batch = min(batch, _share(queue_limit - usage.queue_running))
+        batch = min(batch, share(queue_limit - usage.queue_running))
     taken: list[int] = []
-    per_limit: Counter[str] = Counter()
-    per_rate: Counter[str] = Counter()
+    limit_rank: Counter[str] = Counter()
+    rate_rank: Counter[str] = Counter()
     blocked = False
     for c in candidates:
-        if len(taken) >= batch:
-            break
+        fits = True
         if c.limit_key is not None and c.limit_max is not None:
+            limit_rank[c.limit_key] += 1
             free = c.limit_max - usage.running.get(c.limit_key, 0)
-            if per_limit[c.limit_key] >= _share(free):
-                blocked = True
-                continue
+            fits = limit_rank[c.limit_key] <= share(free)
         if c.rate_key is not None and c.rate_max is not None:
+            rate_rank[c.rate_key] += 1
             free = c.rate_max - usage.started.get(c.rate_key, 0)
-            if per_rate[c.rate_key] >= min(free, 1):
-                blocked = True
-                continue
-        taken.append(c.row_id)
-        if c.limit_key is not None:
-            per_limit[c.limit_key] += 1
-        if c.rate_key is not None:
-            per_rate[c.rate_key] += 1
+            fits = fits and rate_rank[c.rate_key] <= min(free, 1)
+        if not fits:
+            blocked = True
+        elif len(taken) < batch:
+            taken.append(c.row_id)
     if queue_limit is not None and batch == 0:
         blocked = True
     return Choice(row_ids=taken, room=max(batch - len(taken), 0), blocked=blocked)

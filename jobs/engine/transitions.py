@@ -273,22 +273,20 @@ def claim_limited(
     limits allow, ``limits.choose``), then tasks without one up to ``limit``, all within
     ``queue_limit`` (the queue's own limit) when given.
 
-    On PostgreSQL the claim reads the candidates and takes, in the order of their hashes,
-    a transaction-level advisory lock per key (so two claimers never wait on each other
-    in a cycle); then, in a new statement and so a new snapshot, it counts what runs
-    under those keys. Two claimers of one key are thus serialized from the count to their
-    commit: both cannot take the last slot. The candidates are not row-locked: a claimer
-    of the same key waits for the lock anyway, and the ``UPDATE`` re-checks that a row is
-    still ready, so a row claimed meanwhile is skipped, never taken twice. On SQLite the
-    write lock (``BEGIN IMMEDIATE``) serializes the whole claim.
+    On PostgreSQL it is one statement (``_CLAIM_LIMITED_POSTGRESQL``): it locks its
+    candidates (``SKIP LOCKED``: a concurrent claimer looks at the next ones), takes a
+    transaction-level advisory lock per key in hash order (so two claimers never wait on
+    each other in a cycle), and counts what runs under those keys with a fresh snapshot
+    taken after the locks. Two claimers of a key near its limit are thus serialized from
+    the count to their commit: both cannot take the last slot. On SQLite the write lock
+    (``BEGIN IMMEDIATE``) serializes the whole claim.
     """
     now = timezone.now()
     postgresql = connections[alias].vendor == "postgresql"
     run = _claim_limited_postgresql if postgresql else _claim_limited_sqlite
-    with transaction.atomic(using=alias):
-        rows, found, retry_in = run(
-            alias, queue=queue, node=node, by=by, limit=limit, now=now, queue_limit=queue_limit
-        )
+    rows, found, retry_in = run(
+        alias, queue=queue, node=node, by=by, limit=limit, now=now, queue_limit=queue_limit
+    )
     # rows: (id, payload, timeout, max_attempts, attempt, priority, run_at, limited)
     rows.sort(key=lambda r: (not r[7], -r[5], r[6], r[0]))
     claimed = [
@@ -308,6 +306,11 @@ _LIMITED_READY = (
     "GROUP BY limit_key HAVING count(*) >= max(limit_max)))"
 )
 _CANDIDATE_COLUMNS = "id, limit_key, limit_max, rate_key, rate_max, rate_seconds"
+
+
+def _share(free: str) -> str:
+    """``limits.share`` in SQL, of the expression ``free``."""
+    return f"(CASE WHEN ({free}) <= 0 THEN 0 ELSE GREATEST(1, ({free}) / {limits.SHARE}) END)"
 
 
 def _candidates(rows: Iterable[Sequence[Any]]) -> list[limits.Candidate]:
@@ -362,6 +365,131 @@ def _choose(
     return choice, (min(waits) if waits else None)
 
 
+# The claim with limits in one statement (PostgreSQL). Its locks are taken in ``locked``
+# and the counts read after them by ``jobs_flow_usage`` (migration 0013), a VOLATILE
+# function: each of its queries takes a new snapshot, so it sees every claim committed
+# before the locks were granted, which the statement's own snapshot may not. A key near
+# its limit is locked exclusively: one claimer at a time counts and takes. A key far
+# from it is locked shared: its claimers run side by side, each taking at most LOOSE,
+# and the recheck bounds what they can take together by the worker processes of all
+# live nodes (only a live node claims); an exclusive claimer waits for them, they for it.
+_QUEUE_SHARE = _share("%(queue_limit)s::int - coalesce((SELECT n FROM usage WHERE kind = 'q'), 0)")
+_LIMIT_SHARE = _share("c.limit_max - coalesce(running.n, 0)")
+# Rechecked under the shared lock with what the locks let through: every other claimer
+# in flight holds the same shared lock and takes at most LOOSE of the key.
+_STILL_LOOSE = (
+    "coalesce(running.n, 0) + %(loose)s::int * (SELECT n FROM usage WHERE kind = 'k') "
+    "<= c.limit_max"
+)
+_CLAIM_LIMITED_POSTGRESQL = f"""
+    WITH cand AS MATERIALIZED (
+        SELECT {_CANDIDATE_COLUMNS},
+               row_number() OVER (ORDER BY priority DESC, run_at, id) AS ord
+        FROM (
+            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
+            WHERE {_LIMITED_READY}
+            ORDER BY priority DESC, run_at, id
+            LIMIT %(scan)s
+            FOR UPDATE SKIP LOCKED
+        ) AS ready
+    ), windows AS MATERIALIZED (
+        SELECT rate_key AS key, max(rate_seconds) AS seconds, max(rate_max) AS most
+        FROM cand WHERE rate_key IS NOT NULL GROUP BY rate_key
+    ), pre AS MATERIALIZED (
+        -- A first count, in the statement's own snapshot: a key whose limit stays out of
+        -- reach even if every live worker process claimed LOOSE at once is taken
+        -- under a shared lock, so that claimers of it do not queue behind each other.
+        SELECT c.limit_key AS key,
+               count(r.id) + %(loose)s::int * (
+                   SELECT coalesce(sum(workers), 0) FROM {_NODE_TABLE}
+                   WHERE dead_at IS NULL AND stopped_at IS NULL
+               ) <= max(c.limit_max) AS shared
+        FROM cand AS c
+        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.limit_key
+        WHERE c.limit_key IS NOT NULL
+        GROUP BY c.limit_key
+    ), locked AS MATERIALIZED (
+        -- In hash order, so two claimers never wait on each other in a cycle.
+        SELECT count(CASE WHEN o.shared THEN pg_advisory_xact_lock_shared(%(space)s::int, o.h)
+                          ELSE pg_advisory_xact_lock(%(space)s::int, o.h) END) AS n
+        FROM (
+            SELECT hashtext(k.key) AS h, bool_and(k.shared) AS shared FROM (
+                SELECT key, shared FROM pre
+                UNION ALL SELECT rate_key, false FROM cand WHERE rate_key IS NOT NULL
+                UNION ALL SELECT %(queue_key)s::text, false WHERE %(queue_key)s::text IS NOT NULL
+            ) AS k
+            GROUP BY 1 ORDER BY 1
+        ) AS o
+    ), usage AS MATERIALIZED (
+        SELECT u.* FROM locked, LATERAL jobs_flow_usage(
+            ARRAY(SELECT key FROM pre),
+            ARRAY(SELECT key FROM windows ORDER BY key)::text[],
+            ARRAY(SELECT seconds FROM windows ORDER BY key)::float8[],
+            %(queue_key)s::text, locked.n
+        ) AS u
+    ), room AS MATERIALIZED (
+        SELECT CASE WHEN %(queue_limit)s::int IS NULL THEN %(batch)s::int
+                    ELSE LEAST(%(batch)s::int, {_QUEUE_SHARE})
+               END AS n
+    ), allowed AS (
+        SELECT c.id, c.ord FROM (
+            SELECT cand.*,
+                   row_number() OVER (PARTITION BY limit_key ORDER BY ord) AS limit_rank,
+                   row_number() OVER (PARTITION BY rate_key ORDER BY ord) AS rate_rank
+            FROM cand
+        ) AS c
+        LEFT JOIN usage AS running ON running.kind = 'c' AND running.flow_key = c.limit_key
+        LEFT JOIN usage AS started ON started.kind = 'r' AND started.flow_key = c.rate_key
+        LEFT JOIN pre ON pre.key = c.limit_key
+        WHERE (c.limit_key IS NULL
+               OR c.limit_rank <= CASE WHEN NOT pre.shared THEN {_LIMIT_SHARE}
+                                       WHEN {_STILL_LOOSE} THEN %(loose)s::int
+                                       ELSE 0 END)
+          AND (c.rate_key IS NULL
+               OR c.rate_rank <= LEAST(1, c.rate_max - coalesce(started.n, 0)))
+    ), chosen AS MATERIALIZED (
+        SELECT id FROM allowed ORDER BY ord LIMIT (SELECT n FROM room)
+    ), me AS (
+        SELECT id FROM {_NODE_TABLE}
+        WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
+        FOR SHARE
+    ), fill AS (
+        SELECT id FROM {_TABLE}
+        WHERE queue = %(queue)s
+          AND state IN ('queued', 'retrying')
+          AND limit_key IS NULL AND rate_key IS NULL
+          AND run_at <= %(now)s
+          AND EXISTS (SELECT 1 FROM me)
+        ORDER BY priority DESC, run_at, id
+        LIMIT (SELECT n - (SELECT count(*) FROM chosen) FROM room)
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM chosen WHERE EXISTS (SELECT 1 FROM me)
+        UNION ALL SELECT id FROM fill
+    ), claimed AS (
+        UPDATE {_TABLE} AS j
+        SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
+            owner = %(node)s, started_at = NULL
+        FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
+        RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
+                  j.run_at, j.limit_key, j.rate_key
+    ), rated AS (
+        INSERT INTO {_RATE_TABLE} (key, started_at)
+        SELECT rate_key, clock_timestamp() FROM claimed WHERE rate_key IS NOT NULL
+    )
+    SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
+           limit_key IS NOT NULL OR rate_key IS NOT NULL, NULL::bigint, NULL::float8
+    FROM claimed
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
+        SELECT min(EXTRACT(EPOCH FROM u.oldest - clock_timestamp()) + w.seconds)
+        FROM usage AS u JOIN windows AS w ON w.key = u.flow_key
+        WHERE u.kind = 'r' AND u.n >= w.most
+    )
+    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+"""
+
+
 def _claim_limited_postgresql(
     alias: str,
     *,
@@ -372,115 +500,18 @@ def _claim_limited_postgresql(
     now: datetime,
     queue_limit: int | None,
 ) -> tuple[list[tuple[Any, ...]], int, float | None]:
-    queue_key = f"queue:{queue}" if queue_limit is not None else None
-    lock_and_pick = f"""
-        WITH cand AS MATERIALIZED (
-            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
-            WHERE {_LIMITED_READY}
-            ORDER BY priority DESC, run_at, id
-            LIMIT %(scan)s
-        ), locked AS (
-            SELECT count(pg_advisory_xact_lock(%(space)s::int, h)) AS n FROM (
-                SELECT DISTINCT hashtext(k) AS h FROM (
-                    SELECT unnest(ARRAY[limit_key, rate_key]) AS k FROM cand
-                    UNION ALL SELECT %(queue_key)s::text
-                ) AS keys WHERE k IS NOT NULL ORDER BY h
-            ) AS ordered
-        )
-        SELECT cand.{_CANDIDATE_COLUMNS.replace(", ", ", cand.")}
-        FROM locked LEFT JOIN cand ON true
-        WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
-        ORDER BY cand.priority DESC, cand.run_at, cand.id
-    """
+    params = {
+        "queue": queue, "now": now, "scan": limits.scan(limit), "space": _LOCK_SPACE,
+        "queue_key": f"queue:{queue}" if queue_limit is not None else None,
+        "queue_limit": queue_limit, "batch": limit, "node": node, "by": by,
+        "loose": limits.LOOSE,
+    }  # fmt: skip
     with bound.cursor(alias) as cursor:
-        cursor.execute(
-            lock_and_pick,
-            {"queue": queue, "now": now, "scan": limits.SCAN, "space": _LOCK_SPACE,
-             "queue_key": queue_key},
-        )  # fmt: skip
-        picked = [r for r in cursor.fetchall() if r[0] is not None]
-        if not picked and queue_limit is None:
-            return [], 0, None
-        candidates = _candidates(picked)
-        windows = {r[3]: float(r[5]) for r in picked if r[3] is not None}
-        limit_keys = sorted({c.limit_key for c in candidates if c.limit_key is not None})
-        # A new statement: its snapshot sees every claim committed before our locks.
-        cursor.execute(
-            f"""
-            WITH w AS (SELECT * FROM unnest(%(rate_keys)s::text[], %(seconds)s::float8[])
-                       AS w(key, seconds)),
-            pruned AS (
-                DELETE FROM {_RATE_TABLE} AS s USING w
-                WHERE s.key = w.key
-                  AND s.started_at <= clock_timestamp() - make_interval(secs => w.seconds)
-            )
-            SELECT 'c', limit_key, count(*), NULL::timestamptz FROM {_TABLE}
-            WHERE state = 'running' AND limit_key = ANY(%(limit_keys)s::text[])
-            GROUP BY limit_key
-            UNION ALL
-            SELECT 'r', w.key, count(*), min(s.started_at) FROM w JOIN {_RATE_TABLE} AS s
-              ON s.key = w.key
-             AND s.started_at > clock_timestamp() - make_interval(secs => w.seconds)
-            GROUP BY w.key
-            UNION ALL
-            SELECT 'q', '', count(*), NULL FROM {_TABLE}
-            WHERE state = 'running' AND queue = %(queue)s AND %(queue_limited)s
-            UNION ALL
-            SELECT 'now', '', 0, clock_timestamp()
-            """,
-            {"rate_keys": list(windows), "seconds": list(windows.values()),
-             "limit_keys": limit_keys, "queue": queue,
-             "queue_limited": queue_limit is not None},
-        )  # fmt: skip
-        counts = cursor.fetchall()
-        choice, retry_in = _choose(
-            candidates,
-            counts,
-            windows=windows,
-            now=next(r[3] for r in counts if r[0] == "now"),
-            limit=limit,
-            queue_limit=queue_limit,
-        )
-        if not choice.row_ids and not choice.room:
-            return [], len(picked), retry_in
-        cursor.execute(
-            f"""
-            WITH me AS (
-                SELECT id FROM {_NODE_TABLE}
-                WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
-                FOR SHARE
-            ), fill AS (
-                SELECT id FROM {_TABLE}
-                WHERE queue = %(queue)s
-                  AND state IN ('queued', 'retrying')
-                  AND limit_key IS NULL AND rate_key IS NULL
-                  AND run_at <= %(now)s
-                  AND EXISTS (SELECT 1 FROM me)
-                ORDER BY priority DESC, run_at, id
-                LIMIT %(room)s
-                FOR UPDATE SKIP LOCKED
-            ), picked AS (
-                SELECT id FROM unnest(%(ids)s::bigint[]) AS p(id) WHERE EXISTS (SELECT 1 FROM me)
-                UNION ALL SELECT id FROM fill
-            ), claimed AS (
-                UPDATE {_TABLE} AS j
-                SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
-                    owner = %(node)s, started_at = NULL
-                FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
-                RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
-                          j.run_at, j.limit_key, j.rate_key
-            ), rated AS (
-                INSERT INTO {_RATE_TABLE} (key, started_at)
-                SELECT rate_key, clock_timestamp() FROM claimed WHERE rate_key IS NOT NULL
-            )
-            SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
-                   limit_key IS NOT NULL OR rate_key IS NOT NULL
-            FROM claimed
-            """,
-            {"node": node, "queue": queue, "now": now, "room": choice.room,
-             "ids": choice.row_ids, "by": by},
-        )  # fmt: skip
-        return list(cursor.fetchall()), len(picked), retry_in
+        cursor.execute(_CLAIM_LIMITED_POSTGRESQL, params)
+        rows = cursor.fetchall()
+    claimed = [r[:8] for r in rows if r[0] is not None]
+    [info] = [r for r in rows if r[0] is None]
+    return claimed, int(info[8]), (float(info[9]) if info[9] is not None else None)
 
 
 def _claim_limited_sqlite(
@@ -495,8 +526,9 @@ def _claim_limited_sqlite(
 ) -> tuple[list[tuple[Any, ...]], int, float | None]:
     db = connections[alias]
     stamp = db.ops.adapt_datetimefield_value(now)
-    params = {"queue": queue, "now": stamp, "scan": limits.SCAN}
-    with db.cursor() as cursor:
+    params = {"queue": queue, "now": stamp, "scan": limits.scan(limit)}
+    # settings use transaction_mode IMMEDIATE: the write lock serializes whole claims.
+    with transaction.atomic(using=alias), db.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {_NODE_TABLE} WHERE id = %s AND dead_at IS NULL AND stopped_at IS NULL",
             [node],
@@ -509,8 +541,6 @@ def _claim_limited_sqlite(
             params,
         )
         picked = list(cursor.fetchall())
-        if not picked and queue_limit is None:
-            return [], 0, None
         candidates = _candidates(picked)
         windows = {r[3]: float(r[5]) for r in picked if r[3] is not None}
         counts: list[tuple[Any, ...]] = []
@@ -605,6 +635,15 @@ def mark_started(conn: Any, *, row_id: int, node: int) -> int | None:
 
 
 # -- finish --------------------------------------------------------------------------
+# Only a slot of a key that was full wakes anyone: no claimer waits on a key below its
+# limit (a claim that takes nothing because of limits finds every key it saw full).
+_FREED = (
+    f"CASE WHEN {_TABLE}.limit_key IS NOT NULL AND (SELECT count(*) FROM {_TABLE} AS r "
+    f"WHERE r.state = 'running' AND r.limit_key = {_TABLE}.limit_key) >= {_TABLE}.limit_max "
+    "THEN queue END AS freed"
+)
+
+
 def _delete_sql(
     acks: list[AckId], owner: int | None, by: str | None, *, postgresql: bool
 ) -> tuple[str, list[str]]:
@@ -616,11 +655,12 @@ def _delete_sql(
     return (
         f"DELETE FROM {_TABLE} WHERE {owned} {claimed}{flush}"
         f"AND (id, attempt) IN (VALUES {pairs}) "
-        "RETURNING id, attempt, CASE WHEN limit_key IS NOT NULL THEN queue END AS freed"
+        f"RETURNING id, attempt, {_FREED}"
     ), ([by] if by is not None else [])
 
 
 # (row id, attempt, the queue whose limited slot it freed or None) of deleted rows.
+
 _Deleted = list[tuple[int, int, str | None]]
 
 
@@ -659,8 +699,13 @@ def finish(
     owner: int | None,
     by: str | None = None,
     broker: Any = None,
+    freed: set[str] | None = None,
 ) -> set[AckId]:
     """Finish succeeded tasks: returns the acks (row id, attempt) that were still held.
+
+    A finished task of a key that was at its concurrency limit frees a slot: its queue's
+    workers are woken (``LIMITED``), or, given ``freed``, the queue is added to it for
+    the caller to wake (a worker about to claim takes the slot itself first).
 
     In one transaction: delete the rows ``owner`` (and, given ``by``, this worker
     process) still holds at that attempt; for exactly those, write the results
@@ -689,10 +734,11 @@ def finish(
             rows = [results.result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
             rows = results.save_rows(alias, [t for ack, t in kept.items() if ack in deleted])
-        # A finished task with a concurrency limit freed a slot: wake its queue's workers.
-        freed = {queue for _row_id, _attempt, queue in gone if queue is not None}
-        if freed:
-            notify(alias, freed, payload=LIMITED)
+        full = {queue for _row_id, _attempt, queue in gone if queue is not None}
+        if freed is not None:
+            freed |= full
+        elif full:
+            notify(alias, full, payload=LIMITED)
         done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
         results.continue_chains(done, broker)
         results.close_histories(done)
@@ -712,8 +758,7 @@ def finish_in_transaction(alias: str, *, row_id: int, attempt: int, owner: int |
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} "
-            "RETURNING CASE WHEN limit_key IS NOT NULL THEN queue END",
+            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} RETURNING {_FREED}",
             [row_id, attempt],
         )
         gone = cursor.fetchone()

@@ -94,6 +94,9 @@ class Worker:
         self.marks = Marks(alias, node) if connections[alias].vendor == "postgresql" else None
         self.log_successes = bool(settings.JOBS_LOG_SUCCESSES)
         self.gate = limits.Gate(queue_limit=settings.JOBS_QUEUE_CONCURRENCY.get(queue))
+        # Queues where this worker freed a slot of a full limit, to wake after its own
+        # next claim: it takes such a slot itself first, with no NOTIFY and no herd.
+        self.freed: set[str] = set()
 
     @property
     def db(self) -> Any:
@@ -146,6 +149,7 @@ class Worker:
         drop the connections."""
         self.give_back()
         self.finish()
+        self.wake()
         stats.flush()  # logs what it could not write
         if self.marks is not None:
             self.marks.close()
@@ -164,6 +168,7 @@ class Worker:
         if db.connection is not None and (db.errors_occurred or not db.get_autocommit()):
             db.close_if_unusable_or_obsolete()
         if paused.held(self):
+            self.wake()
             return 0
         try:
             claimed = self._claim()
@@ -188,8 +193,10 @@ class Worker:
                 queue_limit=self.gate.queue_limit,
             )
             self.gate.after(took=result.took, found=result.found, retry_in=result.retry_in)
-            if result.found or self.gate.queue_limit is not None:
-                return result.claimed
+            if not result.took:
+                self.wake()
+            return result.claimed
+        self.wake()
         return transitions.claim(
             alias=self.connection,
             queue=self.queue,
@@ -293,7 +300,8 @@ class Worker:
                         owner=self.node,
                     )
                 )
-                self._freed()
+                if self.gate.queue_limit is not None:
+                    self.freed.add(self.queue)
                 _announce([task])
         finally:
             context.enter(None)
@@ -313,7 +321,7 @@ class Worker:
             nonlocal finished
             try:
                 finished = transitions.finish(
-                    self.connection, acks, tasks, owner=self.node, by=self.by
+                    self.connection, acks, tasks, owner=self.node, by=self.by, freed=self.freed
                 )
             except TRANSIENT:
                 raise
@@ -322,16 +330,19 @@ class Worker:
                 finished = self._finish_one_by_one(acks, tasks)
 
         self._until_written(write)
-        if finished:
-            self._freed()
+        if finished and self.gate.queue_limit is not None:
+            self.freed.add(self.queue)  # the queue's own limit: a slot is free
+        if self.claimed or self.stopping:
+            self.wake()  # not claiming now: the freed slots are for the others
         _announce([tasks[ack] for ack in acks if ack in finished])
         return len(finished)
 
-    def _freed(self) -> None:
-        """Wake the queue's workers when it has a limit of its own: a slot is free."""
-        if self.gate.queue_limit is not None:
+    def wake(self) -> None:
+        """Wake the workers of the queues whose limited slots this worker freed."""
+        if self.freed:
+            freed, self.freed = self.freed, set()
             with contextlib.suppress(*TRANSIENT):  # a lost wake-up costs one poll at most
-                notify(self.connection, [self.queue], payload=LIMITED)
+                notify(self.connection, freed, payload=LIMITED)
 
     def give_back(self) -> int:
         """Return the claimed tasks not started (a stopping worker)."""

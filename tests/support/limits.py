@@ -43,6 +43,11 @@ def rated_per_key(log: str, group: str) -> None:
     _run(log, group, 0.0)
 
 
+@job("tests.loose", concurrency=1000)
+def loose(log: str) -> None:
+    _run(log, "loose", 0.0)
+
+
 @job("tests.unlimited")
 def unlimited(log: str, seconds: float = 0.0) -> None:
     _run(log, "free", seconds)
