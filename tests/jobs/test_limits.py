@@ -51,6 +51,12 @@ def claim_until_empty(node: int, *, queue_limit: int | None = None) -> list[int]
     return taken
 
 
+def assert_claims_run_one_after_the_other() -> None:
+    """SQLite: every claim is one BEGIN IMMEDIATE transaction, which takes the database's
+    single write lock before it reads, so there is no concurrent claim to test."""
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
 def running(name: str) -> int:
     return Job.objects.filter(job_name=name, state=Job.State.RUNNING).count()
 
@@ -212,9 +218,7 @@ def test_a_bad_limit_is_refused_where_the_job_is_declared(options: dict[str, obj
 def test_two_claimers_cannot_both_take_the_last_slot() -> None:
     """The second claim waits for the first one's commit, then counts it."""
     if connection.vendor != "postgresql":
-        # SQLite: every claim is one BEGIN IMMEDIATE transaction, which takes the
-        # database's single write lock before it reads: claims run one after the other.
-        assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+        assert_claims_run_one_after_the_other()
         return
     # More than a claim locks as candidates: the second claim finds some and needs the key.
     enqueue("tests.limited", LOG, n=limits.SCAN + 8)
@@ -264,6 +268,9 @@ def test_two_claimers_cannot_both_take_the_last_slot() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_claimers_of_a_key_far_from_its_limit_do_not_queue_behind_each_other() -> None:
     """A limit out of reach of every live worker at once is claimed under a shared lock."""
+    if connection.vendor != "postgresql":
+        assert_claims_run_one_after_the_other()
+        return
     enqueue("tests.loose", LOG, n=limits.SCAN * 2)
     first_node, second_node = live_node("one"), live_node("two")
     q = queue()

@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.scaffold import ScaffoldError, plan_job, write
+from jobs.scaffold import Limits, ScaffoldError, plan_job, write
 
 
 class Command(BaseCommand):
@@ -19,11 +19,32 @@ class Command(BaseCommand):
             action="store_true",
             help="its database writes commit with the task's completion (applied once)",
         )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            metavar="N",
+            help="at most N of its tasks running at once, across every node",
+        )
+        parser.add_argument(
+            "--per-key",
+            action="store_true",
+            help="the --concurrency limit applies per value of the job's first argument",
+        )
+        parser.add_argument(
+            "--rate", metavar="N/SECONDS", help="at most N starts in any SECONDS, e.g. 100/10"
+        )
 
     def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
         try:
             scaffold = plan_job(
-                app_label=app, name=name, transactional=options.get("transactional", False)
+                app_label=app,
+                name=name,
+                transactional=options.get("transactional", False),
+                limits=Limits(
+                    concurrency=options.get("concurrency"),
+                    per_key=options.get("per_key", False),
+                    rate=options.get("rate"),
+                ),
             )
         except ScaffoldError as exc:
             raise CommandError(str(exc)) from exc
