@@ -262,6 +262,13 @@ def paused_report(*, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def limits_report(*, now: datetime) -> list[dict[str, Any]]:
+    """Flow control: each concurrency limit in use (running against the limit, waiting)
+    and each queue limit of the settings. Keys, not arguments: a per-key limit names its
+    key as the job's declaration computes it."""
+    return backend.limits_in_use()
+
+
 @dataclass(frozen=True)
 class HealthReport:
     ok: bool  # the database answers: HTTP 200, else 503
@@ -296,6 +303,7 @@ def health_report() -> HealthReport:
         ("dead", dead_report),
         ("running", running_report),
         ("paused_queues", paused_report),
+        ("limits", limits_report),
     ):
         try:
             sections[name] = build(now=now)

@@ -306,3 +306,12 @@ def test_claimers_of_a_key_far_from_its_limit_do_not_queue_behind_each_other() -
     assert len(outcome["first"]) == limits.LOOSE
     assert len(outcome["second"]) == limits.LOOSE
     assert not set(outcome["first"]) & set(outcome["second"])
+
+
+def test_healthz_shows_running_against_each_limit(client) -> None:
+    enqueue("tests.limited_per_key", LOG, "a", n=4)
+    claim_until_empty(live_node())
+    assert client.get("/healthz").json()["limits"] == [
+        {"key": "tests.limited_per_key:a", "job": "tests.limited_per_key", "limit": 3,
+         "running": 3, "waiting": 1},
+    ]  # fmt: skip
