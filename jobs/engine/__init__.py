@@ -4,7 +4,8 @@ Its public API, the only modules the rest of the project imports (pyproject.toml
 import-linter contract enforces it):
 
 * ``registry``: ``@job(name, timeout=, max_attempts=, backoff=, priority=, cluster=,
-  unique=, transactional=, schedule=Every(...))``, ``enqueue``, ``enqueue_many``, and the
+  unique=, transactional=, schedule=Every(...), concurrency=, concurrency_key=, rate=,
+  rate_key=)``, ``enqueue``, ``enqueue_many``, and the
   lookups (``get``, ``spec_for``, ``all_jobs``);
 * ``errors.DoNotRetry`` and ``progress.report_progress``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
@@ -17,7 +18,8 @@ import-linter contract enforces it):
   results, with their pruning.
 
 Everything else (``transitions``, which alone writes ``jobs.Job`` rows, ``worker``,
-``execute``, ``marks``, ``listener``, ``failing``, ``rows``, ``completion``, ...) is the
+``execute``, ``marks``, ``listener``, ``failing``, ``rows``, ``completion``, ``limits``,
+...) is the
 engine's own. The engine
 imports nothing of ``jobs``'s operations side (failures, queued, dashboard, health,
 schedules, admin, commands) and no app; ``jobs.models`` is below both.

@@ -37,10 +37,10 @@ SCAN = 64
 
 
 def scan(batch: int) -> int:
-    """The candidates a claim of ``batch`` looks at: enough to pass over a few held back
-    by a limit, few enough that a concurrent claimer (which skips the rows this claim has
-    locked) still finds its own."""
-    return min(SCAN, 4 * batch + 4)
+    """The candidates a claim of ``batch`` looks at and locks: enough to pass over a few
+    held back by a limit, few enough that locking them costs little and a concurrent
+    claimer (which skips the rows this claim has locked) still finds its own."""
+    return min(SCAN, batch + 8)
 
 
 @dataclass(frozen=True)

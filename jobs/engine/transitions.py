@@ -399,15 +399,17 @@ _CLAIM_LIMITED_POSTGRESQL = f"""
         -- A first count, in the statement's own snapshot: a key whose limit stays out of
         -- reach even if every live worker process claimed LOOSE at once is taken
         -- under a shared lock, so that claimers of it do not queue behind each other.
-        SELECT c.limit_key AS key,
+        SELECT c.key,
                count(r.id) + %(loose)s::int * (
                    SELECT coalesce(sum(workers), 0) FROM {_NODE_TABLE}
                    WHERE dead_at IS NULL AND stopped_at IS NULL
-               ) <= max(c.limit_max) AS shared
-        FROM cand AS c
-        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.limit_key
-        WHERE c.limit_key IS NOT NULL
-        GROUP BY c.limit_key
+               ) <= max(c.most) AS shared
+        FROM (
+            SELECT limit_key AS key, max(limit_max) AS most FROM cand
+            WHERE limit_key IS NOT NULL GROUP BY limit_key
+        ) AS c
+        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.key
+        GROUP BY c.key
     ), locked AS MATERIALIZED (
         -- In hash order, so two claimers never wait on each other in a cycle.
         SELECT count(CASE WHEN o.shared THEN pg_advisory_xact_lock_shared(%(space)s::int, o.h)
