@@ -98,9 +98,12 @@ class Bench:
         registry.enqueue_many(name, [()] * n)
         with connection.cursor() as cursor:
             while True:
-                # Running rows: started or claimed to start next, what the limit counts.
+                # Running rows (started or claimed to start next: what the limit counts) of
+                # this job only: a node's own heartbeat tasks run meanwhile.
                 cursor.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE state = 'running') FROM jobs_job"
+                    "SELECT count(*), count(*) FILTER (WHERE state = 'running') FROM jobs_job "
+                    "WHERE job_name = %s",
+                    [name],
                 )
                 left, running = cursor.fetchone()
                 most = max(most, running)
