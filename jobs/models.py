@@ -248,12 +248,14 @@ class WorkerNode(models.Model):
 
 
 class RateStart(models.Model):
-    """One claim of a rate-limited task (``Job.rate_key``): the claim counts these in its
-    sliding window. Written only by ``jobs.engine.transitions``; pruned as windows pass."""
+    """One start of a rate-limited task (``Job.rate_key``): written at its claim, moved to
+    its start when it starts; the claim counts these in its sliding window. Written only
+    by ``jobs.engine.transitions``; pruned as windows pass."""
 
     id = models.BigAutoField(primary_key=True)
     key = models.CharField(max_length=255)
-    started_at = models.DateTimeField()
+    started_at = models.DateTimeField(help_text="its claim, then its start once it starts")
+    job = models.BigIntegerField(null=True, blank=True, help_text="the task's Job row id")
 
     class Meta:
         indexes = [
@@ -261,6 +263,8 @@ class RateStart(models.Model):
             models.Index(fields=["key", "started_at"], name="jobs_ratestart_key_idx"),
             # transitions.prune_rate_starts: whatever is older than the longest window.
             models.Index(fields=["started_at"], name="jobs_ratestart_at_idx"),
+            # transitions.start: a rated task's start moves its row.
+            models.Index(fields=["job"], name="jobs_ratestart_job_idx"),
         ]
 
     def __str__(self) -> str:

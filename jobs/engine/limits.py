@@ -81,8 +81,8 @@ def choose(
     The n-th candidate of a key (in claim order) is taken only if n is within that key's
     share of its free slots, whether or not the ones before it were taken (the
     PostgreSQL claim ranks them the same way, in SQL). A rate-limited key gives at most
-    one task per claim: the tasks of one claim run one after the other, so a batch would
-    start its last task late, outside the window that counted it.
+    one task per claim: the tasks of one claim run one after the other, and a rated task
+    should start right after the claim that counted it.
     """
     if queue_limit is not None:
         batch = min(batch, share(queue_limit - usage.queue_running))

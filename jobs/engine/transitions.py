@@ -157,6 +157,8 @@ class Claimed:
     timeout: int | None
     max_attempts: int
     attempt: int  # attempts started before this claim
+    # Rate-limited: its start is written before it runs, and moves its RateStart to then.
+    rated: bool = False
 
 
 def claim(*, alias: str, queue: str, node: int, by: str, limit: int) -> list[Claimed]:
@@ -287,12 +289,15 @@ def claim_limited(
     rows, found, retry_in = run(
         alias, queue=queue, node=node, by=by, limit=limit, now=now, queue_limit=queue_limit
     )
-    # rows: (id, payload, timeout, max_attempts, attempt, priority, run_at, limited)
+    # rows: (id, payload, timeout, max_attempts, attempt, priority, run_at, limited, rated)
     rows.sort(key=lambda r: (not r[7], -r[5], r[6], r[0]))
     claimed = [
-        Claimed(row_id=r[0], payload=r[1], timeout=r[2], max_attempts=r[3], attempt=r[4])
+        Claimed(
+            row_id=r[0], payload=r[1], timeout=r[2], max_attempts=r[3], attempt=r[4],
+            rated=bool(r[8]),
+        )
         for r in rows
-    ]
+    ]  # fmt: skip
     took = sum(1 for r in rows if r[7])
     return LimitedClaim(claimed=claimed, took=took, found=found, retry_in=retry_in)
 
@@ -476,14 +481,15 @@ _CLAIM_LIMITED_POSTGRESQL = f"""
         RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
                   j.run_at, j.limit_key, j.rate_key
     ), rated AS (
-        INSERT INTO {_RATE_TABLE} (key, started_at)
-        SELECT rate_key, clock_timestamp() FROM claimed WHERE rate_key IS NOT NULL
+        INSERT INTO {_RATE_TABLE} (key, started_at, job)
+        SELECT rate_key, clock_timestamp(), id FROM claimed WHERE rate_key IS NOT NULL
     )
     SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
-           limit_key IS NOT NULL OR rate_key IS NOT NULL, NULL::bigint, NULL::float8
+           limit_key IS NOT NULL OR rate_key IS NOT NULL, rate_key IS NOT NULL,
+           NULL::bigint, NULL::float8
     FROM claimed
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
         SELECT min(EXTRACT(EPOCH FROM u.oldest - clock_timestamp()) + w.seconds)
         FROM usage AS u JOIN windows AS w ON w.key = u.flow_key
         WHERE u.kind = 'r' AND u.n >= w.most
@@ -511,9 +517,9 @@ def _claim_limited_postgresql(
     with bound.cursor(alias) as cursor:
         cursor.execute(_CLAIM_LIMITED_POSTGRESQL, params)
         rows = cursor.fetchall()
-    claimed = [r[:8] for r in rows if r[0] is not None]
+    claimed = [r[:9] for r in rows if r[0] is not None]
     [info] = [r for r in rows if r[0] is None]
-    return claimed, int(info[8]), (float(info[9]) if info[9] is not None else None)
+    return claimed, int(info[9]), (float(info[10]) if info[10] is not None else None)
 
 
 def _claim_limited_sqlite(
@@ -580,14 +586,14 @@ def _claim_limited_sqlite(
                 choice.row_ids,
             )
             limited = list(cursor.fetchall())
-            rows += [r[:8] for r in limited]
+            rows += [(*r[:8], r[8] is not None) for r in limited]
             cursor.executemany(
-                f"INSERT INTO {_RATE_TABLE} (key, started_at) VALUES (%s, %s)",
-                [[r[8], stamp] for r in limited if r[8] is not None],
+                f"INSERT INTO {_RATE_TABLE} (key, started_at, job) VALUES (%s, %s, %s)",
+                [[r[8], stamp, r[0]] for r in limited if r[8] is not None],
             )
         if choice.room:
             cursor.execute(
-                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 0 "
+                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 0, 0 "
                 f"FROM {_TABLE} WHERE queue = %s AND state IN ('queued', 'retrying') "
                 "AND limit_key IS NULL AND rate_key IS NULL AND run_at <= %s "
                 "ORDER BY priority DESC, run_at, id LIMIT %s",
@@ -595,7 +601,7 @@ def _claim_limited_sqlite(
             )
             rows += list(cursor.fetchall())
         _mark_claimed_sqlite(cursor, rows, stamp=stamp, by=by, node=node)
-    return [(*r[:7], bool(r[7])) for r in rows], len(picked), retry_in
+    return [(*r[:7], bool(r[7]), bool(r[8])) for r in rows], len(picked), retry_in
 
 
 def _aware(db: Any, value: Any) -> datetime | None:
@@ -612,19 +618,36 @@ _START = (
 )
 
 
-def start(*, alias: str, row_id: int, node: int) -> int | None:
-    """Start the claimed task: its attempt number, or None when it is not ours any more."""
+def start(*, alias: str, row_id: int, node: int, rated: bool = False) -> int | None:
+    """Start the claimed task: its attempt number, or None when it is not ours any more.
+
+    ``rated``: the task's ``RateStart`` (written at its claim, counted from then on)
+    moves to this moment, so that a rate window counts starts, not claims.
+    """
     db = connections[alias]
     now = timezone.now()
     if db.vendor == "postgresql":
+        if rated:
+            sql = (
+                f"WITH s AS ({_START} RETURNING attempt), "
+                f"r AS (UPDATE {_RATE_TABLE} SET started_at = clock_timestamp() "
+                "WHERE job = %s AND EXISTS (SELECT 1 FROM s)) SELECT attempt FROM s"
+            )
+            params: list[Any] = [now, row_id, node, row_id]
+        else:
+            sql, params = _START + _NO_FLUSH + "RETURNING attempt", [now, row_id, node]
         with bound.cursor(alias) as cursor:
-            cursor.execute(_START + _NO_FLUSH + "RETURNING attempt", [now, row_id, node])
+            cursor.execute(sql, params)
             row = cursor.fetchone()
     else:
         with db.cursor() as cursor:
             stamp = db.ops.adapt_datetimefield_value(now)
             cursor.execute(_START + "RETURNING attempt", [stamp, row_id, node])
             row = cursor.fetchone()
+            if rated and row:
+                cursor.execute(
+                    f"UPDATE {_RATE_TABLE} SET started_at = %s WHERE job = %s", [stamp, row_id]
+                )
     return int(row[0]) if row else None
 
 

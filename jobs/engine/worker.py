@@ -234,9 +234,11 @@ class Worker:
         func = func_path(task.get("func"))
         # Imports the job's module if need be: a job is known only once it is imported.
         spec = spec_for(func)
-        # A transactional job checks its attempt inside its own transaction: its start
-        # is written first. Any other task is marked started only if it runs a while.
-        marks = self.marks if not (spec is not None and spec.transactional) else None
+        # A transactional job checks its attempt inside its own transaction, and a rated
+        # task's start moves its place in the rate window to now: their start is written
+        # first. Any other task is marked started only if it runs a while.
+        transactional = spec is not None and spec.transactional
+        marks = self.marks if not (transactional or claimed.rated) else None
         if marks is not None:
             marks.started(claimed.row_id)
             attempt: int | None = claimed.attempt + 1
@@ -405,7 +407,7 @@ class Worker:
         def write() -> None:
             nonlocal attempt
             attempt = transitions.start(
-                alias=self.connection, row_id=claimed.row_id, node=self.node
+                alias=self.connection, row_id=claimed.row_id, node=self.node, rated=claimed.rated
             )
 
         self._until_written(write)

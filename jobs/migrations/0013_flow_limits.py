@@ -16,7 +16,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(primary_key=True, serialize=False)),
                 ('key', models.CharField(max_length=255)),
-                ('started_at', models.DateTimeField()),
+                ('started_at', models.DateTimeField(help_text='its claim, then its start once it starts')),
+                ('job', models.BigIntegerField(blank=True, help_text="the task's Job row id", null=True)),
             ],
         ),
         migrations.AddField(
@@ -68,6 +69,10 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='ratestart',
             index=models.Index(fields=['started_at'], name='jobs_ratestart_at_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='ratestart',
+            index=models.Index(fields=['job'], name='jobs_ratestart_job_idx'),
         ),
     ]
 

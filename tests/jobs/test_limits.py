@@ -315,3 +315,13 @@ def test_healthz_shows_running_against_each_limit(client) -> None:
         {"key": "tests.limited_per_key:a", "job": "tests.limited_per_key", "limit": 3,
          "running": 3, "waiting": 1},
     ]  # fmt: skip
+
+
+def test_a_rated_tasks_start_moves_its_place_in_the_window_to_when_it_started() -> None:
+    enqueue("tests.rated", LOG)
+    me = live_node()
+    [claimed] = claim(me).claimed
+    assert claimed.rated
+    counted_at = RateStart.objects.get(job=claimed.row_id).started_at
+    assert transitions.start(alias="default", row_id=claimed.row_id, node=me, rated=True) == 1
+    assert RateStart.objects.get(job=claimed.row_id).started_at > counted_at
