@@ -4,7 +4,9 @@ In one run, on one PostgreSQL database, printed as ratios:
 
 1. drain of N queued no-op tasks by one node of 2 workers, without a limit and with a
    limit that never binds (``concurrency=100000``), alternated ``--rounds`` times
-   (medians): the cost of the limited claim itself (the target: at most 10%);
+   (medians): the cost of the limited claim itself (the target: at most 10%), as
+   throughput and as CPU per task (the nodes' processes and their database backends:
+   on a shared machine CPU time moves less with the neighbours' load than wall time);
 2. a binding limit: two nodes of 2 workers each, tasks of 200 ms under ``concurrency=2``:
    throughput against the limit's ceiling (2 / 0.2 s = 10 tasks/s; the target: at the
    limit, not at half of it), and the most tasks seen running at once.
@@ -49,6 +51,24 @@ def prepare_database(url: str) -> None:
     )
 
 
+def backend_cpu(database: str) -> dict[int, float]:
+    """pid -> user + system CPU seconds of each PostgreSQL backend serving ``database``
+    (the machine's other databases left out: it may be shared)."""
+    import psutil
+
+    found = {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        times = process.info["cpu_times"]
+        if process.info["name"] == "postgres" and f" {database} " in cmdline and times:
+            found[process.pid] = times.user + times.system
+    return found
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 class Bench:
     def __init__(self, url: str, workdir: Path) -> None:
         import django
@@ -60,6 +80,7 @@ class Bench:
 
         self.workdir = workdir
         self.nodes: list = []
+        self.database = urlparse(url).path.lstrip("/")
 
     def reset(self) -> None:
         from django.db import connection
@@ -84,6 +105,13 @@ class Bench:
         for node in self.nodes:
             node.stop()
         self.nodes = []
+
+    def cpu(self) -> float:
+        """CPU seconds so far of the nodes (every process) and of their database's backends."""
+        from benchmarks.queue_bench import tree_cpu_seconds
+
+        nodes = sum(tree_cpu_seconds(node.pid) for node in self.nodes)
+        return nodes + sum(backend_cpu(self.database).values())
 
     def drain(self, name: str, n: int, *, sample_running: bool = False) -> tuple[float, int]:
         """Seconds from enqueueing ``n`` tasks of ``name`` until none is left, and the most
@@ -130,10 +158,15 @@ def main() -> None:
         try:
             bench.drain("bench.free", 200)  # warm-up: imports, connections, plans
             bench.drain("bench.loose", 200)
-            free, loose = [], []
+            free, loose, free_cpu, loose_cpu = [], [], [], []
             for _ in range(args.rounds):
-                free.append(args.tasks / bench.drain("bench.free", args.tasks)[0])
-                loose.append(args.tasks / bench.drain("bench.loose", args.tasks)[0])
+                for name, rates, cpus in (
+                    ("bench.free", free, free_cpu),
+                    ("bench.loose", loose, loose_cpu),
+                ):
+                    cpu = bench.cpu()
+                    rates.append(args.tasks / bench.drain(name, args.tasks)[0])
+                    cpus.append((bench.cpu() - cpu) / args.tasks * 1000)
         finally:
             bench.stop_nodes()
         bench.start_nodes(2)
@@ -146,9 +179,13 @@ def main() -> None:
     ceiling = BOUND_LIMIT / BOUND_SECONDS
     bound_rate = args.bound_tasks / seconds
     free_rate, loose_rate = statistics.median(free), statistics.median(loose)
+    free_ms, loose_ms = statistics.median(free_cpu), statistics.median(loose_cpu)
     print(f"drain without a limit, tasks/s (median of {args.rounds}):  {free_rate:8.0f}")
     print(f"drain with a limit that never binds, tasks/s:      {loose_rate:8.0f}")
-    print(f"  cost of the limited claim:                       {1 - loose_rate / free_rate:8.1%}")
+    print(f"  throughput lost to the limited claim:            {1 - loose_rate / free_rate:8.1%}")
+    print(f"CPU per task without a limit (nodes + PostgreSQL): {free_ms:8.3f} ms")
+    print(f"CPU per task with a limit that never binds:        {loose_ms:8.3f} ms")
+    print(f"  CPU added by the limited claim:                  {loose_ms / free_ms - 1:8.1%}")
     print(
         f"binding limit (concurrency={BOUND_LIMIT}, {BOUND_SECONDS * 1000:.0f} ms tasks, "
         f"4 workers): {bound_rate:.1f} tasks/s"
@@ -157,7 +194,11 @@ def main() -> None:
         f"  of its ceiling of {ceiling:.0f} tasks/s:                  {bound_rate / ceiling:8.1%}"
     )
     print(f"  most rows running at once (sampled every 5 ms):  {most:8d}")
-    print(f"  rounds: free {[round(r) for r in free]}, loose {[round(r) for r in loose]}")
+    print(f"  rounds, tasks/s: free {[round(r) for r in free]}, loose {[round(r) for r in loose]}")
+    print(
+        f"  rounds, CPU ms/task: free {[round(c, 3) for c in free_cpu]}, "
+        f"loose {[round(c, 3) for c in loose_cpu]}"
+    )
 
 
 if __name__ == "__main__":
