@@ -11,7 +11,9 @@ attempt is used, nothing is written to it, and the next eligible task is taken.
 ``Gate`` is the worker's side: whether its next claim takes the limited path. Tasks
 without limits never pay for it: while the queue has no ready limited task, a worker
 claims with the plain statement and looks again at most every ``CHECK_SECONDS``, or at
-once when a NOTIFY of its queue wakes it (an enqueue, a freed slot).
+once when a NOTIFY of its queue wakes it (an enqueue, a freed slot); and when the last
+look found none, it looks with a probe of the index (``transitions.limited_ready``) before
+it runs the claim with limits.
 """
 
 from __future__ import annotations
@@ -123,12 +125,15 @@ class Gate:
         self.queue_limit = queue_limit
         self.next_at = 0.0
         self.rate_at = 0.0  # when a rate window frees a start a held-back task waits for
+        # The last look found no ready limited task: probe the index before the claim.
+        self.probe = False
 
     def due(self) -> bool:
         return self.queue_limit is not None or time.monotonic() >= self.next_at
 
     def after(self, *, took: int, found: int, retry_in: float | None) -> None:
         now = time.monotonic()
+        self.probe = not found
         self.rate_at = now + max(retry_in, 0.0) if retry_in is not None else 0.0
         if took:
             self.next_at = 0.0
@@ -139,6 +144,7 @@ class Gate:
 
     def wake(self) -> None:
         self.next_at = 0.0
+        self.probe = False
 
     def wait_bound(self, poll: float) -> float:
         """The longest idle wait: a rate window may free a start before any NOTIFY."""

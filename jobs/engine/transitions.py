@@ -302,6 +302,21 @@ def claim_limited(
     return LimitedClaim(claimed=claimed, took=took, found=found, retry_in=retry_in)
 
 
+def limited_ready(*, alias: str, queue: str) -> bool:
+    """Whether ``queue`` has a ready task with a limit (a probe of its partial index): a
+    worker that found none last time asks this before the claim with limits."""
+    db = connections[alias]
+    now = db.ops.adapt_datetimefield_value(timezone.now())
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {_TABLE} WHERE queue = %s "
+            "AND state IN ('queued', 'retrying') AND run_at <= %s "
+            "AND (limit_key IS NOT NULL OR rate_key IS NOT NULL))",
+            [queue, now],
+        )
+        return bool(cursor.fetchone()[0])
+
+
 _LIMITED_READY = (
     "queue = %(queue)s AND state IN ('queued', 'retrying') AND run_at <= %(now)s "
     "AND (limit_key IS NOT NULL OR rate_key IS NOT NULL) "

@@ -183,7 +183,12 @@ class Worker:
     def _claim(self) -> list[transitions.Claimed]:
         """The limited path when the gate says so (``jobs.engine.limits``), else the plain
         claim, which never takes a task with a limit."""
-        if self.gate.due():
+        gate = self.gate
+        # The last look found no task with a limit ready: a probe of the index first.
+        probe = gate.due() and gate.probe and gate.queue_limit is None
+        if probe and not transitions.limited_ready(alias=self.connection, queue=self.queue):
+            gate.after(took=0, found=0, retry_in=None)  # none yet: look again later
+        if gate.due():
             result = transitions.claim_limited(
                 alias=self.connection,
                 queue=self.queue,

@@ -10,6 +10,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from jobs.engine import backend, limits, registry, transitions
+from jobs.engine.worker import Worker
 from jobs.models import Job, RateStart, WorkerNode
 from tests.support import limits as limited_jobs  # noqa: F401 (declares the jobs)
 from tests.support.waiting import wait_until
@@ -325,3 +326,23 @@ def test_a_rated_tasks_start_moves_its_place_in_the_window_to_when_it_started() 
     counted_at = RateStart.objects.get(job=claimed.row_id).started_at
     assert transitions.start(alias="default", row_id=claimed.row_id, node=me, rated=True) == 1
     assert RateStart.objects.get(job=claimed.row_id).started_at > counted_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_claims_plainly_while_no_task_with_a_limit_is_ready(monkeypatch) -> None:
+    enqueue("tests.unlimited", LOG, n=3)
+    worker = Worker(queue=queue(), node=live_node(), bulk=1)
+    heavy = []
+    original = transitions.claim_limited
+    monkeypatch.setattr(
+        transitions, "claim_limited", lambda **kw: heavy.append(kw) or original(**kw)
+    )
+    assert worker.claim() == 1  # a new worker looks for limited tasks once
+    worker.gate.next_at = 0.0  # and again when its gate is due:
+    assert worker.claim() == 1  # a probe of the index finds none: the plain claim
+    assert len(heavy) == 1
+    enqueue("tests.limited", LOG)
+    worker.gate.next_at = 0.0
+    assert worker.claim() == 1
+    assert len(heavy) == 2
+    assert running("tests.limited") == 1
