@@ -68,7 +68,7 @@ def test_the_row_carries_its_limits_from_the_declaration() -> None:
     per_key, rated = Job.objects.order_by("id")
     assert (per_key.limit_key, per_key.limit_max) == ("tests.limited_per_key:tablo-1", 3)
     assert (per_key.rate_key, per_key.rate_max) == (None, None)
-    assert (rated.rate_key, rated.rate_max, rated.rate_seconds) == ("tests.rated", 20, 2.0)
+    assert (rated.rate_key, rated.rate_max, rated.rate_seconds) == ("tests.rated", 20, 4.0)
     assert rated.limit_key is None
 
 

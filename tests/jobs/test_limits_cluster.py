@@ -51,20 +51,22 @@ def test_a_concurrency_limit_of_three_is_never_exceeded_globally_or_per_key(
     wait_until(lambda: not Job.objects.exists(), timeout=30, what="every row finished")
 
 
-def test_a_rate_of_twenty_per_two_seconds_holds_within_one_task_per_window(
+def test_a_rate_of_twenty_per_four_seconds_holds_within_one_task_per_window(
     worker_factory, tmp_path: Path
 ) -> None:
-    # The issue's 100 per 10 s, scaled down in time to keep the test short: the same
-    # sliding window, 5x shorter, 5x fewer starts.
+    # The issue's 100 per 10 s, scaled down to keep the test short: 20 per 4 s. The
+    # starts are the tasks' own clocks, read after the engine wrote each start; on a
+    # machine this loaded that read can lag by 100 ms, which a 2 s window of 20 starts
+    # (one every 100 ms) turns into a second extra task now and then.
     log = str(tmp_path / "runs.log")
     three_nodes(worker_factory)
-    registry.enqueue_many("tests.rated", [(log,)] * 70)
-    wait_until(lambda: len(limited_jobs.runs(Path(log))) >= 70, timeout=120, what="70 rated tasks")
+    registry.enqueue_many("tests.rated", [(log,)] * 60)
+    wait_until(lambda: len(limited_jobs.runs(Path(log))) >= 60, timeout=120, what="60 rated tasks")
     starts = [start for start, _end, _key in limited_jobs.runs(Path(log))]
-    busiest = limited_jobs.max_in_window(starts, 2.0)
+    busiest = limited_jobs.max_in_window(starts, 4.0)
     assert 20 <= busiest <= 21
-    # Not a trickle either: 70 starts at 20 per 2 s take a little over 6 s.
-    assert max(starts) - min(starts) < 6.0 + 4.0
+    # Not a trickle either: 60 starts at 20 per 4 s take a little over 8 s.
+    assert max(starts) - min(starts) < 8.0 + 4.0
 
 
 def test_a_node_killed_holding_limited_tasks_frees_their_slots_within_seconds(

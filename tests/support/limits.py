@@ -33,7 +33,7 @@ def limited_per_key(log: str, group: str, seconds: float = 0.0) -> None:
     _run(log, group, seconds)
 
 
-@job("tests.rated", rate=(20, 2.0))
+@job("tests.rated", rate=(20, 4.0))
 def rated(log: str, seconds: float = 0.0) -> None:
     _run(log, "all", seconds)
 
