@@ -356,6 +356,9 @@ JOBS_LOG_SUCCESSES = env.bool("JOBS_LOG_SUCCESSES", default=False)
 # Django's Tasks log every start and finish at INFO ("Task id=... state=..."): as for
 # "task finished", only with JOBS_LOG_SUCCESSES; a task that ends FAILED logs at ERROR.
 LOGGING["loggers"]["django.tasks"] = {"level": "INFO" if JOBS_LOG_SUCCESSES else "WARNING"}
+# Flow control per queue (jobs.engine.limits): "queue=N,other=M", at most N tasks of the
+# queue running at once across every node (per-job limits are declared with @job).
+JOBS_QUEUE_CONCURRENCY = env.dict("JOBS_QUEUE_CONCURRENCY", cast={"value": int}, default={})
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 # Retries (jobs.failures): attempt**4 seconds +/-10%, capped, times the scale
 # (tests and demos set a tiny scale, e.g. 0.01); per-job overrides in the registry.

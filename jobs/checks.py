@@ -120,6 +120,17 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="jobs.W003",
             )
         )
+    for queue, limit in dict(getattr(settings, "JOBS_QUEUE_CONCURRENCY", {})).items():
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            messages.append(
+                Error(
+                    f"JOBS_QUEUE_CONCURRENCY gives the queue {queue!r} the limit {limit!r}: "
+                    "its workers would claim nothing.",
+                    hint="Give each queue a whole number of tasks from 1 up "
+                    "(JOBS_QUEUE_CONCURRENCY=reports=4,default=20), or leave it out.",
+                    id="jobs.E004",
+                )
+            )
     return messages
 
 

@@ -276,6 +276,13 @@ def paused_report(*, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def limits_report(*, now: datetime) -> list[dict[str, Any]]:
+    """Flow control: each concurrency limit in use (running against the limit, waiting)
+    and each queue limit of the settings. Keys, not arguments: a per-key limit names its
+    key as the job's declaration computes it."""
+    return backend.limits_in_use()
+
+
 @dataclass(frozen=True)
 class HealthReport:
     ok: bool  # the database answers: HTTP 200, else 503
@@ -310,6 +317,7 @@ def health_report() -> HealthReport:
         ("", ended_reports),  # dead, cancelled, expired
         ("running", running_report),
         ("paused_queues", paused_report),
+        ("limits", limits_report),
     ):
         built: Any
         try:

@@ -94,6 +94,13 @@ class Job(models.Model):
     batch = models.BigIntegerField(
         null=True, blank=True, help_text="the JobBatch this task is a member of"
     )
+    # Flow control (jobs.engine.limits), resolved from the job's declaration at enqueue:
+    # the claim counts running rows per ``limit_key`` and recent starts per ``rate_key``.
+    limit_key = models.CharField(max_length=255, null=True, blank=True)
+    limit_max = models.PositiveIntegerField(null=True, blank=True)
+    rate_key = models.CharField(max_length=255, null=True, blank=True)
+    rate_max = models.PositiveIntegerField(null=True, blank=True)
+    rate_seconds = models.FloatField(null=True, blank=True)
 
     # Failure summary of the latest failed attempt (details in JobAttempt).
     first_failed_at = models.DateTimeField(null=True, blank=True)
@@ -119,15 +126,30 @@ class Job(models.Model):
 
     class Meta:
         indexes = [
-            # jobs.engine.broker claim: WHERE queue = %s AND state IN claimable AND
-            # run_at <= now() ORDER BY priority DESC, run_at, id ... SKIP LOCKED.
+            # jobs.engine.transitions.claim: WHERE queue = %s AND state IN claimable AND
+            # run_at <= now() AND no limit ORDER BY priority DESC, run_at, id ... SKIP
+            # LOCKED. Limited rows are not in it: the unlimited claim never walks them.
             models.Index(
                 "queue",
                 models.F("priority").desc(),
                 "run_at",
                 "id",
-                condition=Q(state__in=["queued", "retrying"]),
-                name="jobs_job_claim_ready_idx",
+                condition=Q(
+                    state__in=["queued", "retrying"],
+                    limit_key__isnull=True,
+                    rate_key__isnull=True,
+                ),
+                name="jobs_job_claim_free_idx",
+            ),
+            # transitions.claim's limited path: the ready rows that have a limit.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(state__in=["queued", "retrying"])
+                & (Q(limit_key__isnull=False) | Q(rate_key__isnull=False)),
+                name="jobs_job_claim_limited_idx",
             ),
             # jobs.engine.nodes: the running tasks of one node (rescue, hand-back, /healthz).
             models.Index("owner", condition=Q(state="running"), name="jobs_job_running_owner_idx"),
@@ -301,6 +323,9 @@ class WorkerNode(models.Model):
     tasks_rescued = models.PositiveIntegerField(
         default=0, help_text="running tasks handed out again when it was declared dead"
     )
+    workers = models.PositiveSmallIntegerField(
+        default=1, help_text="worker processes that claim for it (bounds concurrent claims)"
+    )
 
     class Meta:
         indexes = [
@@ -314,6 +339,30 @@ class WorkerNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster}@{self.host}:{self.pid}"
+
+
+class RateStart(models.Model):
+    """One start of a rate-limited task (``Job.rate_key``): written at its claim, moved to
+    its start when it starts; the claim counts these in its sliding window. Written only
+    by ``jobs.engine.transitions``; pruned as windows pass."""
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=255)
+    started_at = models.DateTimeField(help_text="its claim, then its start once it starts")
+    job = models.BigIntegerField(null=True, blank=True, help_text="the task's Job row id")
+
+    class Meta:
+        indexes = [
+            # transitions.claim: the starts of one key within its window.
+            models.Index(fields=["key", "started_at"], name="jobs_ratestart_key_idx"),
+            # transitions.prune_rate_starts: whatever is older than the longest window.
+            models.Index(fields=["started_at"], name="jobs_ratestart_at_idx"),
+            # transitions.start: a rated task's start moves its row.
+            models.Index(fields=["job"], name="jobs_ratestart_job_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.started_at:%H:%M:%S}"
 
 
 class WorkerHeartbeat(models.Model):

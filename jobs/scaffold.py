@@ -42,7 +42,7 @@ from jobs.engine.registry import job
 logger = structlog.stdlib.get_logger(__name__)
 
 
-@job("{job_name}", timeout=60, max_attempts=5{options})
+{decorator}
 def {name}(item_id: str) -> str:
     """Take JSON-friendly arguments (ids as strings), load what is needed, call a service.{doc}"""
     logger.info("{job_name} ran", item_id=item_id)
@@ -130,8 +130,55 @@ TRANSACTIONAL_DOC = """
     """
 
 
+LIMITS_DOC = """
+
+    Flow control, enforced when a worker claims the task, across every node: a task
+    over a limit waits in the queue (no attempt used) while the next one runs."""
+
+
 class ScaffoldError(ValueError):
     """The job cannot be generated; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The flow-control options a new job starts with (``startjob --concurrency`` ...)."""
+
+    concurrency: int | None = None
+    per_key: bool = False  # the limit is per value of the first argument
+    rate: str | None = None  # "N/SECONDS", e.g. "100/10"
+
+    def options(self) -> list[str]:
+        found = []
+        if self.per_key and self.concurrency is None:
+            raise ScaffoldError("--per-key needs --concurrency N: the limit each key gets.")
+        if self.concurrency is not None:
+            if not 1 <= self.concurrency <= 100_000:
+                raise ScaffoldError("--concurrency must be a whole number from 1 to 100000.")
+            found.append(f"concurrency={self.concurrency}")
+            if self.per_key:
+                found.append("concurrency_key=lambda item_id: item_id")
+        if self.rate is not None:
+            count, _, seconds = self.rate.partition("/")
+            try:
+                n, window = int(count), float(seconds)
+            except ValueError:
+                n, window = 0, 0.0
+            if not (1 <= n <= 1_000_000 and 0 < window <= 86400 and count.isdigit()):
+                raise ScaffoldError(
+                    f"--rate {self.rate[:40]!r}: give N/SECONDS, at most N starts in any "
+                    "SECONDS, such as 100/10 (N from 1, SECONDS up to 86400)."
+                )
+            found.append(f"rate=({n}, {window!r})")
+        return found
+
+
+def _decorator(job_name: str, options: list[str]) -> str:
+    if not options:
+        return f'@job("{job_name}", timeout=60, max_attempts=5)'
+    lines = [f'    "{job_name}",', "    timeout=60,", "    max_attempts=5,"]
+    lines += [f"    {option}," for option in options]
+    return "@job(\n" + "\n".join(lines) + "\n)"
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,7 @@ def plan_job(
     tests_dir: Path | None = None,
     transactional: bool = False,
     django_task: bool = False,
+    limits: Limits | None = None,
 ) -> Scaffold:
     """What ``startjob`` would write; raises ScaffoldError (writing nothing) when it cannot.
 
@@ -154,6 +202,11 @@ def plan_job(
     if transactional and django_task:
         raise ScaffoldError(
             "--transactional declares a Tablo @job; a Django task cannot be transactional."
+        )
+    limit_options = (limits or Limits()).options()
+    if limit_options and django_task:
+        raise ScaffoldError(
+            "--concurrency and --rate declare a Tablo @job's limits; not a Django task."
         )
     # ASCII and short: the name becomes a file name and part of a dotted path.
     if not _JOB_NAME.fullmatch(name) or keyword.iskeyword(name):
@@ -190,12 +243,16 @@ def plan_job(
     for path in (module, test_file):
         if path.exists():
             raise ScaffoldError(f"{path} already exists.")
+    options = (["transactional=True"] if transactional else []) + limit_options
+    doc = (TRANSACTIONAL_DOC.rstrip() if transactional else "") + (
+        LIMITS_DOC if limit_options else ""
+    )
     values = {
         "app": app.name,
         "name": name,
         "job_name": job_name,
-        "options": ", transactional=True" if transactional else "",
-        "doc": TRANSACTIONAL_DOC.rstrip() + "\n    " if transactional else "",
+        "decorator": _decorator(job_name, options),
+        "doc": doc + "\n    " if doc else "",
     }
     files = {
         module: (DJANGO_TASK_TEMPLATE if django_task else JOB_TEMPLATE).format(**values),

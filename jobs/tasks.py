@@ -36,6 +36,7 @@ def heartbeat() -> None:
     )
     stats.sample_queue(queue=run.cluster)
     stats.prune()
+    backend.prune_rate_starts()
     logger.info(
         "worker heartbeat",
         task_id=run.task_id,

@@ -4,9 +4,9 @@ Its public API, the only modules the rest of the project imports (pyproject.toml
 import-linter contract enforces it):
 
 * ``registry``: ``@job(name, timeout=, max_attempts=, backoff=, priority=, cluster=,
-  unique=, transactional=, schedule=Every(...), expires=)``, ``enqueue``, ``enqueue_many``,
-  ``enqueue_batch`` (callbacks once every member has ended), and the lookups (``get``,
-  ``spec_for``, ``all_jobs``);
+  unique=, transactional=, schedule=Every(...), expires=, concurrency=, concurrency_key=,
+  rate=, rate_key=)``, ``enqueue``, ``enqueue_many``, ``enqueue_batch`` (callbacks once
+  every member has ended), and the lookups (``get``, ``spec_for``, ``all_jobs``);
 * ``errors.DoNotRetry``, ``errors.Snooze``, ``errors.Cancelled``,
   ``progress.report_progress`` and ``progress.cancel_requested``, for the jobs themselves;
 * ``broker.DatabaseBroker``: django-q2's ``broker_class``, how ``async_task()`` enqueues;
@@ -22,7 +22,8 @@ import-linter contract enforces it):
   results, with their pruning.
 
 Everything else (``transitions``, which alone writes ``jobs.Job`` rows, ``worker``,
-``execute``, ``marks``, ``listener``, ``failing``, ``rows``, ``completion``, ...) is the
+``execute``, ``marks``, ``listener``, ``failing``, ``rows``, ``completion``, ``limits``,
+...) is the
 engine's own. The engine
 imports nothing of ``jobs``'s operations side (failures, queued, dashboard, health,
 schedules, admin, commands) and no app; ``jobs.models`` is below both.

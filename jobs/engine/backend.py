@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Max, Min, Q
 
 from jobs.engine import transitions
 from jobs.models import Job
@@ -40,6 +40,47 @@ def running_counts(node_ids: Sequence[int]) -> dict[int, int]:
 def enqueue(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
     """Store task packages; for a unique job already active, its task id."""
     return transitions.insert_many(tasks, queue=queue)
+
+
+def limits_in_use(*, limit: int = 50) -> list[dict[str, Any]]:
+    """Each concurrency limit with a task running or waiting: key, job, limit, running,
+    waiting (busiest first, at most ``limit``); then each queue limit of the settings."""
+    rows = (
+        Job.objects.filter(limit_key__isnull=False, state__in=Job.ACTIVE_STATES)
+        .values("limit_key")
+        .annotate(
+            job=Max("job_name"),
+            limit=Max("limit_max"),
+            running=Count("id", filter=Q(state=Job.State.RUNNING)),
+            waiting=Count("id", filter=~Q(state=Job.State.RUNNING)),
+        )
+        .order_by("-running", "-waiting", "limit_key")[:limit]
+    )
+    found = [
+        {"key": r["limit_key"], "job": r["job"], "limit": r["limit"],
+         "running": r["running"], "waiting": r["waiting"]}
+        for r in rows
+    ]  # fmt: skip
+    queues = dict(settings.JOBS_QUEUE_CONCURRENCY)
+    if queues:
+        counts = dict(
+            Job.objects.filter(state=Job.State.RUNNING, queue__in=queues)
+            .values("queue")
+            .annotate(n=Count("id"))
+            .values_list("queue", "n")
+            .order_by()
+        )
+        found += [
+            {"key": f"queue:{queue}", "job": "", "limit": n, "running": counts.get(queue, 0),
+             "waiting": None}
+            for queue, n in sorted(queues.items())
+        ]  # fmt: skip
+    return found
+
+
+def prune_rate_starts() -> int:
+    """Forget rate-limit starts older than the longest window (the heartbeat calls it)."""
+    return transitions.prune_rate_starts()
 
 
 def requeue_failed(*, row_ids: Collection[int], budget: int) -> list[int]:

@@ -31,6 +31,9 @@ def cancel_channel(node: int) -> str:
 
 # The payload of the NOTIFY a resume sends: a worker that gets it reads the pause again.
 RESUMED = "resumed"
+# The payload when a task with a limit is ready or freed its slot: a worker that gets it
+# takes the limited path of the claim at once (jobs.engine.limits.Gate).
+LIMITED = "limited"
 
 
 def notify(alias: str, queues: Iterable[str], *, payload: str = "") -> None:

@@ -95,10 +95,13 @@ def _gone_from_this_machine(node: WorkerNode) -> bool:
 
 
 # -- the node's life ------------------------------------------------------------------
-def register(*, cluster: str, alias: str = DEFAULT_DB_ALIAS, managed: bool = True) -> int:
+def register(
+    *, cluster: str, alias: str = DEFAULT_DB_ALIAS, managed: bool = True, workers: int = 1
+) -> int:
     """Register this process as a node of ``cluster``; returns its id.
 
     ``managed``: the caller beats for it (``Heartbeat``) and rejoins when declared dead.
+    ``workers``: how many processes claim for it (the limited claim counts them).
     """
     pid = os.getpid()
     node = WorkerNode.objects.using(alias).create(
@@ -108,6 +111,7 @@ def register(*, cluster: str, alias: str = DEFAULT_DB_ALIAS, managed: bool = Tru
         process_key=process_key(pid),
         started_at=Now(),
         last_beat_at=Now(),
+        workers=max(1, min(workers, 32767)),
     )
     context.set_node(node.id, managed=managed)
     logger.info("worker node registered", node=node.id, cluster=cluster, pid=pid)

@@ -3,6 +3,8 @@ enqueue path uses (``transitions.insert`` and ``insert_many`` write it)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +35,11 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
     max_attempts = (
         spec.max_attempts if spec is not None and spec.max_attempts is not None else None
     ) or settings.JOBS_DEFAULT_MAX_ATTEMPTS
+    limit_key = rate_key = None
+    if spec is not None and spec.concurrency is not None:
+        limit_key = _limit_key(spec.name, spec.concurrency_key, task)
+    if spec is not None and spec.rate is not None:
+        rate_key = _limit_key(spec.name, spec.rate_key, task)
     now = timezone.now()
     expires = task.get("expires")
     batch = task.get("batch")
@@ -62,6 +69,11 @@ def job_row_from_task(task: dict[str, Any], *, queue: str, payload: str) -> Job:
         expires_at=expires if isinstance(expires, datetime) else None,
         batch=batch if isinstance(batch, int) else None,
         search_text=search_text(task),
+        limit_key=limit_key,
+        limit_max=spec.concurrency if limit_key is not None and spec is not None else None,
+        rate_key=rate_key,
+        rate_max=spec.rate[0] if rate_key is not None and spec and spec.rate else None,
+        rate_seconds=spec.rate[1] if rate_key is not None and spec and spec.rate else None,
     )
 
 
@@ -83,3 +95,15 @@ def callback_row(func: str, argument: dict[str, Any]) -> Job:
     pre_enqueue.send(sender="django_q", task=task)
     queue = task.get("cluster") or Conf.CLUSTER_NAME
     return job_row_from_task(task, queue=queue, payload=SignedPackage.dumps(task))
+
+
+def _limit_key(name: str, key: Callable[..., str] | None, task: dict[str, Any]) -> str:
+    """The job's own limit, or one per key: ``name`` or ``name:key`` (at most 255)."""
+    if key is None:
+        return name[:255]
+    value = f"{name}:{key(*task.get('args', ()), **task.get('kwargs', {}))}"
+    if len(value) <= 255:
+        return value
+    # Two long keys must not become one limit by being cut to the same prefix.
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return f"{value[:190]}~{digest}"

@@ -59,6 +59,28 @@ class JobSpec:
     schedule: Every | None = None  # a periodic run, synced by jobs.schedules
     # Seconds from enqueue: a task not started by then ends expired (never run).
     expires: float | None = None
+    # Flow control, enforced in the claim across every node (jobs.engine.limits):
+    # at most ``concurrency`` running at once (per ``concurrency_key`` when given),
+    # at most ``rate[0]`` starts in any ``rate[1]`` seconds (per ``rate_key``).
+    concurrency: int | None = None
+    concurrency_key: Callable[..., str] | None = None  # (*args, **kwargs) -> key
+    rate: tuple[int, float] | None = None
+    rate_key: Callable[..., str] | None = None  # (*args, **kwargs) -> key
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or self.concurrency < 1
+        ):
+            raise ValueError(f"job {self.name!r}: concurrency must be a whole number >= 1")
+        if self.concurrency_key is not None and self.concurrency is None:
+            raise ValueError(f"job {self.name!r}: concurrency_key needs concurrency=N")
+        if self.rate is not None:
+            count, seconds = _rate(self.name, self.rate)
+            object.__setattr__(self, "rate", (count, seconds))
+        if self.rate_key is not None and self.rate is None:
+            raise ValueError(f"job {self.name!r}: rate_key needs rate=(N, seconds)")
 
     @property
     def path(self) -> str:
@@ -77,6 +99,28 @@ def deadline(value: object, *, now: datetime | None = None) -> datetime:
     if not 0 <= value <= 10 * 365 * 86400:
         raise ValueError(f"expires= takes seconds from 0 to ten years (got {value!r})")
     return (now or timezone.now()) + timedelta(seconds=value)
+
+
+# The longest rate window: starts older than this are pruned whatever their key.
+MAX_RATE_SECONDS = 86400
+
+
+def _rate(name: str, rate: object) -> tuple[int, float]:
+    parts: tuple[Any, ...] = tuple(rate) if isinstance(rate, tuple | list) else ()
+    count, seconds = parts if len(parts) == 2 else (None, None)
+    if not (
+        isinstance(count, int)
+        and not isinstance(count, bool)
+        and count >= 1
+        and isinstance(seconds, int | float)
+        and not isinstance(seconds, bool)
+        and 0 < seconds <= MAX_RATE_SECONDS
+    ):
+        raise ValueError(
+            f"job {name!r}: rate must be (N, seconds): N a whole number >= 1, "
+            f"0 < seconds <= {MAX_RATE_SECONDS}"
+        )
+    return count, float(seconds)
 
 
 _by_name: dict[str, JobSpec] = {}

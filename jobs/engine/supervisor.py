@@ -125,7 +125,7 @@ class Supervisor:
 
     # -- life ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.node = nodes.register(cluster=self.queue)
+        self.node = nodes.register(cluster=self.queue, workers=self.count)
         # A restarted node takes back at once what its killed predecessor held.
         nodes.rescue_dead_nodes()
         connections.close_all()  # the workers are forked next

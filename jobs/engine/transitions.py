@@ -7,9 +7,10 @@ deleted (its result and history live in django-q2's ``Task`` and in ``JobAttempt
 transition     function                                 row
 =============  =======================================  ===============================
 enqueue        ``insert``, ``insert_many``              new: ``queued``
-claim          ``claim``                                ``queued``/``retrying`` ->
+claim          ``claim``, ``claim_limited``             ``queued``/``retrying`` ->
                                                         ``running``, owner and claimer
-                                                        stamped, not started
+                                                        stamped, not started; a rated
+                                                        task's start in ``RateStart``
 start          ``start``, ``mark_started``              ``attempt`` + 1, ``started_at``
 finish         ``finish``, ``finish_in_transaction``    deleted (result written)
 fail           ``fail``                                 -> ``retrying`` at its backoff,
@@ -59,24 +60,26 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
-from jobs.engine import bound, results
-from jobs.engine.channels import cancel_channel, channel_name, notify
+from jobs.engine import bound, limits, results
+from jobs.engine.channels import LIMITED, cancel_channel, channel_name, notify
 from jobs.engine.context import AckId
 from jobs.engine.rows import callback_row, job_row_from_task
-from jobs.models import Job, JobAttempt, JobBatch, WorkerNode
+from jobs.engine.specs import MAX_RATE_SECONDS
+from jobs.models import Job, JobAttempt, JobBatch, RateStart, WorkerNode
 
 _TABLE = Job._meta.db_table
 _NODE_TABLE = WorkerNode._meta.db_table
+_RATE_TABLE = RateStart._meta.db_table
 # A claim, a start or a finish lost in a database crash only means the task runs
 # again (delivery is at least once), so those single statements commit without
 # waiting for the WAL flush; the task's own writes keep the server's setting.
@@ -110,8 +113,8 @@ def insert(job: Job, *, alias: str) -> int | None:
     with db.cursor() as cursor:
         if postgresql:
             cursor.execute(
-                f"WITH ins AS ({statement}) SELECT id, pg_notify(%s, '') FROM ins",
-                [*values, channel_name(job.queue)],
+                f"WITH ins AS ({statement}) SELECT id, pg_notify(%s, %s) FROM ins",
+                [*values, channel_name(job.queue), _payload([job])],
             )
         else:
             cursor.execute(statement, values)
@@ -142,10 +145,16 @@ def insert_many(tasks: list[dict[str, Any]], *, queue: str) -> list[str]:
         Job.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
         keys = {row.unique_key for row in rows if row.unique_key is not None}
         active = _active_task_ids(alias, keys) if keys else {}
-        notify(alias, [queue])
+        notify(alias, [queue], payload=_payload(rows))
     return [
         active.get(row.unique_key, row.task_id) if row.unique_key else row.task_id for row in rows
     ]
+
+
+def _payload(rows: Iterable[Job]) -> str:
+    """The NOTIFY payload for these rows: ``LIMITED`` when one has a limit."""
+    limited = any(r.limit_key is not None or r.rate_key is not None for r in rows)
+    return LIMITED if limited else ""
 
 
 def _active_task_ids(alias: str, keys: Collection[str | None]) -> dict[str | None, str]:
@@ -167,6 +176,8 @@ class Claimed:
     timeout: int | None
     max_attempts: int
     attempt: int  # attempts started before this claim
+    # Rate-limited: its start is written before it runs, and moves its RateStart to then.
+    rated: bool = False
 
 
 def claim(*, alias: str, queue: str, node: int, by: str, limit: int) -> list[Claimed]:
@@ -201,6 +212,7 @@ def _claim_postgresql(
             SELECT id FROM {_TABLE}
             WHERE queue = %(queue)s
               AND state IN ('queued', 'retrying')
+              AND limit_key IS NULL AND rate_key IS NULL
               AND run_at <= %(now)s
               AND EXISTS (SELECT 1 FROM me)
             ORDER BY priority DESC, run_at, id
@@ -239,20 +251,399 @@ def _claim_sqlite(
         cursor.execute(
             f"""
             SELECT id, payload, timeout, max_attempts, attempt, priority, run_at FROM {_TABLE}
-            WHERE queue = %s AND state IN ('queued', 'retrying') AND run_at <= %s
+            WHERE queue = %s AND state IN ('queued', 'retrying')
+              AND limit_key IS NULL AND rate_key IS NULL AND run_at <= %s
             ORDER BY priority DESC, run_at, id
             LIMIT %s
             """,
             [queue, stamp, limit],
         )
         rows = list(cursor.fetchall())
-        if rows:
-            cursor.executemany(
-                f"UPDATE {_TABLE} SET state = 'running', claimed_at = %s, claimed_by = %s, "
-                "owner = %s, started_at = NULL WHERE id = %s",
-                [[stamp, by, node, r[0]] for r in rows],
-            )
+        _mark_claimed_sqlite(cursor, rows, stamp=stamp, by=by, node=node)
     return rows
+
+
+def _mark_claimed_sqlite(
+    cursor: Any, rows: Sequence[Sequence[Any]], *, stamp: Any, by: str, node: int
+) -> None:
+    if rows:
+        cursor.executemany(
+            f"UPDATE {_TABLE} SET state = 'running', claimed_at = %s, claimed_by = %s, "
+            "owner = %s, started_at = NULL WHERE id = %s",
+            [[stamp, by, node, r[0]] for r in rows],
+        )
+
+
+# -- claim with flow control (jobs.engine.limits) -------------------------------------
+# Advisory locks of the limits' keys live in their own space (the two-integer form).
+_LOCK_SPACE = 0x7461626C
+
+
+@dataclass(frozen=True)
+class LimitedClaim:
+    claimed: list[Claimed]
+    took: int  # of them, tasks with a limit
+    found: int  # ready tasks with a limit this claim looked at
+    retry_in: float | None  # seconds until a rate window frees a start a task waits for
+
+
+def claim_limited(
+    *, alias: str, queue: str, node: int, by: str, limit: int, queue_limit: int | None
+) -> LimitedClaim:
+    """``claim``, with every limit enforced: the ready tasks with a limit first (those the
+    limits allow, ``limits.choose``), then tasks without one up to ``limit``, all within
+    ``queue_limit`` (the queue's own limit) when given.
+
+    On PostgreSQL it is one statement (``_CLAIM_LIMITED_POSTGRESQL``): it locks its
+    candidates (``SKIP LOCKED``: a concurrent claimer looks at the next ones), takes a
+    transaction-level advisory lock per key in hash order (so two claimers never wait on
+    each other in a cycle), and counts what runs under those keys with a fresh snapshot
+    taken after the locks. Two claimers of a key near its limit are thus serialized from
+    the count to their commit: both cannot take the last slot. On SQLite the write lock
+    (``BEGIN IMMEDIATE``) serializes the whole claim.
+    """
+    now = timezone.now()
+    postgresql = connections[alias].vendor == "postgresql"
+    run = _claim_limited_postgresql if postgresql else _claim_limited_sqlite
+    rows, found, retry_in = run(
+        alias, queue=queue, node=node, by=by, limit=limit, now=now, queue_limit=queue_limit
+    )
+    # rows: (id, payload, timeout, max_attempts, attempt, priority, run_at, limited, rated)
+    rows.sort(key=lambda r: (not r[7], -r[5], r[6], r[0]))
+    claimed = [
+        Claimed(
+            row_id=r[0], payload=r[1], timeout=r[2], max_attempts=r[3], attempt=r[4],
+            rated=bool(r[8]),
+        )
+        for r in rows
+    ]  # fmt: skip
+    took = sum(1 for r in rows if r[7])
+    return LimitedClaim(claimed=claimed, took=took, found=found, retry_in=retry_in)
+
+
+def limited_ready(*, alias: str, queue: str) -> bool:
+    """Whether ``queue`` has a ready task with a limit (a probe of its partial index): a
+    worker that found none last time asks this before the claim with limits."""
+    db = connections[alias]
+    now = db.ops.adapt_datetimefield_value(timezone.now())
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {_TABLE} WHERE queue = %s "
+            "AND state IN ('queued', 'retrying') AND run_at <= %s "
+            "AND (limit_key IS NOT NULL OR rate_key IS NOT NULL))",
+            [queue, now],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+_LIMITED_READY = (
+    "queue = %(queue)s AND state IN ('queued', 'retrying') AND run_at <= %(now)s "
+    "AND (limit_key IS NOT NULL OR rate_key IS NOT NULL) "
+    # A key already at its concurrency limit would only fill the scan with blocked rows.
+    f"AND (limit_key IS NULL OR limit_key NOT IN (SELECT limit_key FROM {_TABLE} "
+    "WHERE state = 'running' AND limit_key IS NOT NULL "
+    "GROUP BY limit_key HAVING count(*) >= max(limit_max)))"
+)
+_CANDIDATE_COLUMNS = "id, limit_key, limit_max, rate_key, rate_max, rate_seconds"
+
+
+def _share(free: str) -> str:
+    """``limits.share`` in SQL, of the expression ``free``."""
+    return f"(CASE WHEN ({free}) <= 0 THEN 0 ELSE GREATEST(1, ({free}) / {limits.SHARE}) END)"
+
+
+def _candidates(rows: Iterable[Sequence[Any]]) -> list[limits.Candidate]:
+    return [
+        limits.Candidate(row_id=r[0], limit_key=r[1], limit_max=r[2], rate_key=r[3], rate_max=r[4])
+        for r in rows
+    ]
+
+
+def _usage(counts: Iterable[Sequence[Any]]) -> tuple[limits.Usage, dict[str, datetime]]:
+    """From the count rows ``(kind, key, count, oldest start)``: the usage, and the oldest
+    start in each rate key's window."""
+    running: dict[str, int] = {}
+    started: dict[str, int] = {}
+    oldest: dict[str, datetime] = {}
+    queue_running = 0
+    for kind, key, count, first in counts:
+        if kind == "c":
+            running[key] = int(count)
+        elif kind == "r":
+            started[key] = int(count)
+            if first is not None:
+                oldest[key] = first
+        elif kind == "q":
+            queue_running = int(count)
+    return limits.Usage(running=running, started=started, queue_running=queue_running), oldest
+
+
+def _choose(
+    candidates: list[limits.Candidate],
+    counts: Iterable[Sequence[Any]],
+    *,
+    windows: dict[str, float],
+    now: datetime,
+    limit: int,
+    queue_limit: int | None,
+) -> tuple[limits.Choice, float | None]:
+    """What to claim, and when the first full rate window that holds a candidate back
+    frees a start (seconds from ``now``, by the clock that stamped the starts)."""
+    usage, oldest = _usage(counts)
+    choice = limits.choose(candidates, usage, batch=limit, queue_limit=queue_limit)
+    chosen = set(choice.row_ids)
+    waits = [
+        (oldest[c.rate_key] - now).total_seconds() + windows[c.rate_key]
+        for c in candidates
+        if c.row_id not in chosen
+        and c.rate_key is not None
+        and c.rate_key in oldest
+        and c.rate_max is not None
+        and usage.started.get(c.rate_key, 0) >= c.rate_max
+    ]
+    return choice, (min(waits) if waits else None)
+
+
+# The claim with limits in one statement (PostgreSQL). Its locks are taken in ``locked``
+# and the counts read after them by ``jobs_flow_usage`` (migration 0013), a VOLATILE
+# function: each of its queries takes a new snapshot, so it sees every claim committed
+# before the locks were granted, which the statement's own snapshot may not. A key near
+# its limit is locked exclusively: one claimer at a time counts and takes. A key far
+# from it is locked shared: its claimers run side by side, each taking at most LOOSE,
+# and the recheck bounds what they can take together by the worker processes of all
+# live nodes (only a live node claims); an exclusive claimer waits for them, they for it.
+_QUEUE_SHARE = _share("%(queue_limit)s::int - coalesce((SELECT n FROM usage WHERE kind = 'q'), 0)")
+_LIMIT_SHARE = _share("c.limit_max - coalesce(running.n, 0)")
+# Rechecked under the shared lock with what the locks let through: every other claimer
+# in flight holds the same shared lock and takes at most LOOSE of the key.
+_STILL_LOOSE = (
+    "coalesce(running.n, 0) + %(loose)s::int * (SELECT n FROM usage WHERE kind = 'k') "
+    "<= c.limit_max"
+)
+_CLAIM_LIMITED_POSTGRESQL = f"""
+    WITH cand AS MATERIALIZED (
+        SELECT {_CANDIDATE_COLUMNS},
+               row_number() OVER (ORDER BY priority DESC, run_at, id) AS ord
+        FROM (
+            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
+            WHERE {_LIMITED_READY}
+            ORDER BY priority DESC, run_at, id
+            LIMIT %(scan)s
+            FOR UPDATE SKIP LOCKED
+        ) AS ready
+    ), windows AS MATERIALIZED (
+        SELECT rate_key AS key, max(rate_seconds) AS seconds, max(rate_max) AS most
+        FROM cand WHERE rate_key IS NOT NULL GROUP BY rate_key
+    ), pre AS MATERIALIZED (
+        -- A first count, in the statement's own snapshot: a key whose limit stays out of
+        -- reach even if every live worker process claimed LOOSE at once is taken
+        -- under a shared lock, so that claimers of it do not queue behind each other.
+        SELECT c.key,
+               count(r.id) + %(loose)s::int * (
+                   SELECT coalesce(sum(workers), 0) FROM {_NODE_TABLE}
+                   WHERE dead_at IS NULL AND stopped_at IS NULL
+               ) <= max(c.most) AS shared
+        FROM (
+            SELECT limit_key AS key, max(limit_max) AS most FROM cand
+            WHERE limit_key IS NOT NULL GROUP BY limit_key
+        ) AS c
+        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.key
+        GROUP BY c.key
+    ), locked AS MATERIALIZED (
+        -- In hash order, so two claimers never wait on each other in a cycle.
+        SELECT count(CASE WHEN o.shared THEN pg_advisory_xact_lock_shared(%(space)s::int, o.h)
+                          ELSE pg_advisory_xact_lock(%(space)s::int, o.h) END) AS n
+        FROM (
+            SELECT hashtext(k.key) AS h, bool_and(k.shared) AS shared FROM (
+                SELECT key, shared FROM pre
+                UNION ALL SELECT rate_key, false FROM cand WHERE rate_key IS NOT NULL
+                UNION ALL SELECT %(queue_key)s::text, false WHERE %(queue_key)s::text IS NOT NULL
+            ) AS k
+            GROUP BY 1 ORDER BY 1
+        ) AS o
+    ), usage AS MATERIALIZED (
+        SELECT u.* FROM locked, LATERAL jobs_flow_usage(
+            ARRAY(SELECT key FROM pre),
+            ARRAY(SELECT key FROM windows ORDER BY key)::text[],
+            ARRAY(SELECT seconds FROM windows ORDER BY key)::float8[],
+            %(queue_key)s::text, locked.n
+        ) AS u
+    ), room AS MATERIALIZED (
+        SELECT CASE WHEN %(queue_limit)s::int IS NULL THEN %(batch)s::int
+                    ELSE LEAST(%(batch)s::int, {_QUEUE_SHARE})
+               END AS n
+    ), allowed AS (
+        SELECT c.id, c.ord FROM (
+            SELECT cand.*,
+                   row_number() OVER (PARTITION BY limit_key ORDER BY ord) AS limit_rank,
+                   row_number() OVER (PARTITION BY rate_key ORDER BY ord) AS rate_rank
+            FROM cand
+        ) AS c
+        LEFT JOIN usage AS running ON running.kind = 'c' AND running.flow_key = c.limit_key
+        LEFT JOIN usage AS started ON started.kind = 'r' AND started.flow_key = c.rate_key
+        LEFT JOIN pre ON pre.key = c.limit_key
+        WHERE (c.limit_key IS NULL
+               OR c.limit_rank <= CASE WHEN NOT pre.shared THEN {_LIMIT_SHARE}
+                                       WHEN {_STILL_LOOSE} THEN %(loose)s::int
+                                       ELSE 0 END)
+          AND (c.rate_key IS NULL
+               OR c.rate_rank <= LEAST(1, c.rate_max - coalesce(started.n, 0)))
+    ), chosen AS MATERIALIZED (
+        SELECT id FROM allowed ORDER BY ord LIMIT (SELECT n FROM room)
+    ), me AS (
+        SELECT id FROM {_NODE_TABLE}
+        WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
+        FOR SHARE
+    ), fill AS (
+        SELECT id FROM {_TABLE}
+        WHERE queue = %(queue)s
+          AND state IN ('queued', 'retrying')
+          AND limit_key IS NULL AND rate_key IS NULL
+          AND run_at <= %(now)s
+          AND EXISTS (SELECT 1 FROM me)
+        ORDER BY priority DESC, run_at, id
+        LIMIT (SELECT n - (SELECT count(*) FROM chosen) FROM room)
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM chosen WHERE EXISTS (SELECT 1 FROM me)
+        UNION ALL SELECT id FROM fill
+    ), claimed AS (
+        UPDATE {_TABLE} AS j
+        SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
+            owner = %(node)s, started_at = NULL
+        FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
+        RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
+                  j.run_at, j.limit_key, j.rate_key
+    ), rated AS (
+        INSERT INTO {_RATE_TABLE} (key, started_at, job)
+        SELECT rate_key, clock_timestamp(), id FROM claimed WHERE rate_key IS NOT NULL
+    )
+    SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
+           limit_key IS NOT NULL OR rate_key IS NOT NULL, rate_key IS NOT NULL,
+           NULL::bigint, NULL::float8
+    FROM claimed
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
+        SELECT min(EXTRACT(EPOCH FROM u.oldest - clock_timestamp()) + w.seconds)
+        FROM usage AS u JOIN windows AS w ON w.key = u.flow_key
+        WHERE u.kind = 'r' AND u.n >= w.most
+    )
+    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+"""
+
+
+def _claim_limited_postgresql(
+    alias: str,
+    *,
+    queue: str,
+    node: int,
+    by: str,
+    limit: int,
+    now: datetime,
+    queue_limit: int | None,
+) -> tuple[list[tuple[Any, ...]], int, float | None]:
+    params = {
+        "queue": queue, "now": now, "scan": limits.scan(limit), "space": _LOCK_SPACE,
+        "queue_key": f"queue:{queue}" if queue_limit is not None else None,
+        "queue_limit": queue_limit, "batch": limit, "node": node, "by": by,
+        "loose": limits.LOOSE,
+    }  # fmt: skip
+    with bound.cursor(alias) as cursor:
+        cursor.execute(_CLAIM_LIMITED_POSTGRESQL, params)
+        rows = cursor.fetchall()
+    claimed = [r[:9] for r in rows if r[0] is not None]
+    [info] = [r for r in rows if r[0] is None]
+    return claimed, int(info[9]), (float(info[10]) if info[10] is not None else None)
+
+
+def _claim_limited_sqlite(
+    alias: str,
+    *,
+    queue: str,
+    node: int,
+    by: str,
+    limit: int,
+    now: datetime,
+    queue_limit: int | None,
+) -> tuple[list[tuple[Any, ...]], int, float | None]:
+    db = connections[alias]
+    stamp = db.ops.adapt_datetimefield_value(now)
+    params = {"queue": queue, "now": stamp, "scan": limits.scan(limit)}
+    # settings use transaction_mode IMMEDIATE: the write lock serializes whole claims.
+    with transaction.atomic(using=alias), db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_NODE_TABLE} WHERE id = %s AND dead_at IS NULL AND stopped_at IS NULL",
+            [node],
+        )
+        if cursor.fetchone() is None:
+            return [], 0, None
+        cursor.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM {_TABLE} WHERE {_LIMITED_READY} "
+            "ORDER BY priority DESC, run_at, id LIMIT %(scan)s",
+            params,
+        )
+        picked = list(cursor.fetchall())
+        candidates = _candidates(picked)
+        windows = {r[3]: float(r[5]) for r in picked if r[3] is not None}
+        counts: list[tuple[Any, ...]] = []
+        for key in sorted({c.limit_key for c in candidates if c.limit_key is not None}):
+            cursor.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE state = 'running' AND limit_key = %s",
+                [key],
+            )
+            counts.append(("c", key, cursor.fetchone()[0], None))
+        for key, seconds in windows.items():
+            cutoff = db.ops.adapt_datetimefield_value(now - timedelta(seconds=seconds))
+            cursor.execute(
+                f"DELETE FROM {_RATE_TABLE} WHERE key = %s AND started_at <= %s", [key, cutoff]
+            )
+            cursor.execute(
+                f"SELECT count(*), min(started_at) FROM {_RATE_TABLE} WHERE key = %s", [key]
+            )
+            count, first = cursor.fetchone()
+            first = _aware(db, first)
+            counts.append(("r", key, count, first))
+        if queue_limit is not None:
+            cursor.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE state = 'running' AND queue = %s", [queue]
+            )
+            counts.append(("q", "", cursor.fetchone()[0], None))
+        choice, retry_in = _choose(
+            candidates, counts, windows=windows, now=now, limit=limit, queue_limit=queue_limit
+        )
+        rows: list[tuple[Any, ...]] = []
+        if choice.row_ids:
+            marks = ", ".join(["%s"] * len(choice.row_ids))
+            cursor.execute(
+                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 1, "
+                f"rate_key FROM {_TABLE} WHERE id IN ({marks})",
+                choice.row_ids,
+            )
+            limited = list(cursor.fetchall())
+            rows += [(*r[:8], r[8] is not None) for r in limited]
+            cursor.executemany(
+                f"INSERT INTO {_RATE_TABLE} (key, started_at, job) VALUES (%s, %s, %s)",
+                [[r[8], stamp, r[0]] for r in limited if r[8] is not None],
+            )
+        if choice.room:
+            cursor.execute(
+                "SELECT id, payload, timeout, max_attempts, attempt, priority, run_at, 0, 0 "
+                f"FROM {_TABLE} WHERE queue = %s AND state IN ('queued', 'retrying') "
+                "AND limit_key IS NULL AND rate_key IS NULL AND run_at <= %s "
+                "ORDER BY priority DESC, run_at, id LIMIT %s",
+                [queue, stamp, choice.room],
+            )
+            rows += list(cursor.fetchall())
+        _mark_claimed_sqlite(cursor, rows, stamp=stamp, by=by, node=node)
+    return [(*r[:7], bool(r[7]), bool(r[8])) for r in rows], len(picked), retry_in
+
+
+def _aware(db: Any, value: Any) -> datetime | None:
+    """A datetime SQLite returned as text, as the aware datetime Django would make."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 _START = (
@@ -261,19 +652,36 @@ _START = (
 )
 
 
-def start(*, alias: str, row_id: int, node: int) -> int | None:
-    """Start the claimed task: its attempt number, or None when it is not ours any more."""
+def start(*, alias: str, row_id: int, node: int, rated: bool = False) -> int | None:
+    """Start the claimed task: its attempt number, or None when it is not ours any more.
+
+    ``rated``: the task's ``RateStart`` (written at its claim, counted from then on)
+    moves to this moment, so that a rate window counts starts, not claims.
+    """
     db = connections[alias]
     now = timezone.now()
     if db.vendor == "postgresql":
+        if rated:
+            sql = (
+                f"WITH s AS ({_START} RETURNING attempt), "
+                f"r AS (UPDATE {_RATE_TABLE} SET started_at = clock_timestamp() "
+                "WHERE job = %s AND EXISTS (SELECT 1 FROM s)) SELECT attempt FROM s"
+            )
+            params: list[Any] = [now, row_id, node, row_id]
+        else:
+            sql, params = _START + _NO_FLUSH + "RETURNING attempt", [now, row_id, node]
         with bound.cursor(alias) as cursor:
-            cursor.execute(_START + _NO_FLUSH + "RETURNING attempt", [now, row_id, node])
+            cursor.execute(sql, params)
             row = cursor.fetchone()
     else:
         with db.cursor() as cursor:
             stamp = db.ops.adapt_datetimefield_value(now)
             cursor.execute(_START + "RETURNING attempt", [stamp, row_id, node])
             row = cursor.fetchone()
+            if rated and row:
+                cursor.execute(
+                    f"UPDATE {_RATE_TABLE} SET started_at = %s WHERE job = %s", [stamp, row_id]
+                )
     return int(row[0]) if row else None
 
 
@@ -286,6 +694,15 @@ def mark_started(conn: Any, *, row_id: int, node: int) -> int | None:
 
 
 # -- finish --------------------------------------------------------------------------
+# Only a slot of a key that was full wakes anyone: no claimer waits on a key below its
+# limit (a claim that takes nothing because of limits finds every key it saw full).
+_FREED = (
+    f"CASE WHEN {_TABLE}.limit_key IS NOT NULL AND (SELECT count(*) FROM {_TABLE} AS r "
+    f"WHERE r.state = 'running' AND r.limit_key = {_TABLE}.limit_key) >= {_TABLE}.limit_max "
+    "THEN queue END AS freed"
+)
+
+
 def _delete_sql(
     acks: list[AckId], owner: int | None, by: str | None, *, postgresql: bool
 ) -> tuple[str, list[str]]:
@@ -296,20 +713,24 @@ def _delete_sql(
     flush = _NO_FLUSH if postgresql else ""
     return (
         f"DELETE FROM {_TABLE} WHERE {owned} {claimed}{flush}"
-        f"AND (id, attempt) IN (VALUES {pairs}) RETURNING id, attempt"
+        f"AND (id, attempt) IN (VALUES {pairs}) "
+        f"RETURNING id, attempt, {_FREED}"
     ), ([by] if by is not None else [])
 
 
-def _delete_finished(
-    alias: str, acks: list[AckId], owner: int | None, by: str | None
-) -> set[AckId]:
+# (row id, attempt, the queue whose limited slot it freed or None) of deleted rows.
+
+_Deleted = list[tuple[int, int, str | None]]
+
+
+def _delete_finished(alias: str, acks: list[AckId], owner: int | None, by: str | None) -> _Deleted:
     if not acks:
-        return set()
+        return []
     db = connections[alias]
     sql, params = _delete_sql(acks, owner, by, postgresql=db.vendor == "postgresql")
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
 
 
 def _delete_and_save_postgresql(
@@ -318,15 +739,15 @@ def _delete_and_save_postgresql(
     kept: dict[AckId, dict[str, Any]],
     owner: int | None,
     by: str | None,
-) -> set[AckId]:
+) -> _Deleted:
     """One statement: delete the owned rows, insert the results of exactly those."""
     ordered = list(kept)
     delete, params = _delete_sql(acks, owner, by, postgresql=True)
     insert, values = results.insert_joined([kept[ack] for ack in ordered], ordered, joined="done")
-    sql = f"WITH done AS ({delete}), saved AS ({insert}) SELECT id, attempt FROM done"
+    sql = f"WITH done AS ({delete}), saved AS ({insert}) SELECT id, attempt, freed FROM done"
     with bound.cursor(alias) as cursor:
         cursor.execute(sql, [*params, *values])
-        return {(int(r[0]), int(r[1])) for r in cursor.fetchall()}
+        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
 
 
 def finish(
@@ -337,8 +758,13 @@ def finish(
     owner: int | None,
     by: str | None = None,
     broker: Any = None,
+    freed: set[str] | None = None,
 ) -> set[AckId]:
     """Finish succeeded tasks: returns the acks (row id, attempt) that were still held.
+
+    A finished task of a key that was at its concurrency limit frees a slot: its queue's
+    workers are woken (``LIMITED``), or, given ``freed``, the queue is added to it for
+    the caller to wake (a worker about to claim takes the slot itself first).
 
     In one transaction: delete the rows ``owner`` (and, given ``by``, this worker
     process) still holds at that attempt; for exactly those, write the results
@@ -360,11 +786,19 @@ def finish(
     with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and results.saved(tasks[ack])}
         if kept and db.vendor == "postgresql":
-            deleted = _delete_and_save_postgresql(alias, acks, kept, owner, by)
+            gone = _delete_and_save_postgresql(alias, acks, kept, owner, by)
+        else:
+            gone = _delete_finished(alias, acks, owner, by)
+        deleted = {(row_id, attempt) for row_id, attempt, _freed in gone}
+        if kept and db.vendor == "postgresql":
             rows = [results.result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
-            deleted = _delete_finished(alias, acks, owner, by)
             rows = results.save_rows(alias, [t for ack, t in kept.items() if ack in deleted])
+        full = {queue for _row_id, _attempt, queue in gone if queue is not None}
+        if freed is not None:
+            freed |= full
+        elif full:
+            notify(alias, full, payload=LIMITED)
         done = [tasks[ack] for ack in acks if ack in deleted and ack in tasks]
         results.continue_chains(done, broker)
         results.close_histories(done)
@@ -387,13 +821,16 @@ def finish_in_transaction(alias: str, *, row_id: int, attempt: int, owner: int |
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} RETURNING batch",
+            f"DELETE FROM {_TABLE} WHERE id = %s AND attempt = %s AND {owned} "
+            f"RETURNING batch, {_FREED}",
             [row_id, attempt],
         )
         deleted = cursor.fetchone()
         if deleted is not None:
             if deleted[0] is not None:
                 _count_ended(alias, {(int(deleted[0]), SUCCEEDED): 1})
+            if deleted[1] is not None:
+                notify(alias, [deleted[1]], payload=LIMITED)
             return ""
         cursor.execute(f"SELECT attempt, owner, state FROM {_TABLE} WHERE id = %s", [row_id])
         now = cursor.fetchone()
@@ -471,7 +908,7 @@ def fail(
             Job.objects.filter(task_id=task_id)
             .only(
                 "id", "func", "job_name", "first_failed_at", "owner", "attempt", "state",
-                "payload", "batch", "cancel_requested_at", "cancelled_by",
+                "payload", "batch", "cancel_requested_at", "cancelled_by", "queue", "limit_key",
             )
             .first()
         )  # fmt: skip
@@ -497,6 +934,8 @@ def fail(
                 payload = job.payload
                 if job.batch is not None and retry_at is None:
                     _count_ended(Job.objects.db, {(job.batch, str(fields["state"])): 1})
+                if job.limit_key is not None and job.state == Job.State.RUNNING:
+                    notify(DEFAULT_DB_ALIAS, [job.queue], payload=LIMITED)  # a slot freed
         JobAttempt.objects.create(
             task_id=task_id,
             attempt=attempt,
@@ -530,6 +969,7 @@ def fail(
 HELD_FIELDS = (
     "id", "task_id", "attempt", "max_attempts", "func", "job_name", "queue", "started_at",
     "cancel_requested_at", "cancelled_by", "batch", "payload", "first_failed_at",
+    "limit_key", "rate_key",
 )  # fmt: skip
 
 
@@ -579,7 +1019,7 @@ def _hand_out_again(rows: Iterable[Job], *, reason: str, alias: str) -> None:
             state=_ready_state(), owner=None, claimed_at=None, claimed_by=""
         )
     if again or unstarted:
-        notify(alias, {job.queue for job in again + unstarted})
+        notify(alias, {job.queue for job in again + unstarted}, payload=_payload(again + unstarted))
 
 
 def _record_lost(alias: str, rows: list[Job], message: str, now: datetime) -> None:
@@ -658,6 +1098,14 @@ def rescue_ownerless(*, cutoff: datetime, alias: str) -> int:
         )
         _hand_out_again(rows, reason="its worker predates node ownership", alias=alias)
     return len(rows)
+
+
+def prune_rate_starts() -> int:
+    """Rate starts older than the longest window (a claim prunes its own keys; this
+    catches the keys no task uses any more). How many were deleted."""
+    cutoff = timezone.now() - timedelta(seconds=MAX_RATE_SECONDS)
+    deleted, _ = RateStart.objects.filter(started_at__lt=cutoff).delete()
+    return deleted
 
 
 # -- progress ------------------------------------------------------------------------

@@ -39,8 +39,8 @@ from django_q.conf import Conf
 from django_q.signals import post_execute, post_spawn
 from django_q.signing import SignedPackage
 
-from jobs.engine import context, failing, paused, results, stats, transitions
-from jobs.engine.channels import RESUMED
+from jobs.engine import context, failing, limits, paused, results, stats, transitions
+from jobs.engine.channels import LIMITED, RESUMED, notify
 from jobs.engine.execute import Outcome
 from jobs.engine.execute import run as execute
 from jobs.engine.funcs import func_path
@@ -98,6 +98,10 @@ class Worker:
         # On PostgreSQL a thread marks the tasks that run a while (jobs.engine.marks).
         self.marks = Marks(alias, node) if connections[alias].vendor == "postgresql" else None
         self.log_successes = bool(settings.JOBS_LOG_SUCCESSES)
+        self.gate = limits.Gate(queue_limit=settings.JOBS_QUEUE_CONCURRENCY.get(queue))
+        # Queues where this worker freed a slot of a full limit, to wake after its own
+        # next claim: it takes such a slot itself first, with no NOTIFY and no herd.
+        self.freed: set[str] = set()
 
     @property
     def db(self) -> Any:
@@ -150,6 +154,7 @@ class Worker:
         drop the connections."""
         self.give_back()
         self.finish()
+        self.wake()
         stats.flush()  # logs what it could not write
         if self.marks is not None:
             self.marks.close()
@@ -168,15 +173,10 @@ class Worker:
         if db.connection is not None and (db.errors_occurred or not db.get_autocommit()):
             db.close_if_unusable_or_obsolete()
         if paused.held(self):
+            self.wake()
             return 0
         try:
-            claimed = transitions.claim(
-                alias=self.connection,
-                queue=self.queue,
-                node=self.node,
-                by=self.by,
-                limit=self.batch,
-            )
+            claimed = self._claim()
         except TRANSIENT:
             logger.exception("claim failed; trying again", queue=self.queue)
             self.db.close()
@@ -184,6 +184,36 @@ class Worker:
             return 0
         self.claimed.extend(claimed)
         return len(claimed)
+
+    def _claim(self) -> list[transitions.Claimed]:
+        """The limited path when the gate says so (``jobs.engine.limits``), else the plain
+        claim, which never takes a task with a limit."""
+        gate = self.gate
+        # The last look found no task with a limit ready: a probe of the index first.
+        probe = gate.due() and gate.probe and gate.queue_limit is None
+        if probe and not transitions.limited_ready(alias=self.connection, queue=self.queue):
+            gate.after(took=0, found=0, retry_in=None)  # none yet: look again later
+        if gate.due():
+            result = transitions.claim_limited(
+                alias=self.connection,
+                queue=self.queue,
+                node=self.node,
+                by=self.by,
+                limit=self.batch,
+                queue_limit=self.gate.queue_limit,
+            )
+            self.gate.after(took=result.took, found=result.found, retry_in=result.retry_in)
+            if not result.took:
+                self.wake()
+            return result.claimed
+        self.wake()
+        return transitions.claim(
+            alias=self.connection,
+            queue=self.queue,
+            node=self.node,
+            by=self.by,
+            limit=self.batch,
+        )
 
     def wait(self) -> bool:
         """Sleep until a task of the queue may be ready; True when woken by a NOTIFY."""
@@ -194,9 +224,11 @@ class Worker:
             return False
         if self.listener is None:
             self.listener = Listener(self.connection, self.queue)
-        payloads = self.listener.wait(self.poll)
+        payloads = self.listener.wait(self.gate.wait_bound(self.poll))
         if payloads and RESUMED in payloads:
             paused.forget(self)
+        if payloads and LIMITED in payloads:
+            self.gate.wake()
         return payloads is not None
 
     def run_next(self) -> Outcome | None:
@@ -214,9 +246,11 @@ class Worker:
         func = func_path(task.get("func"))
         # Imports the job's module if need be: a job is known only once it is imported.
         spec = spec_for(func)
-        # A transactional job checks its attempt inside its own transaction: its start
-        # is written first. Any other task is marked started only if it runs a while.
-        marks = self.marks if not (spec is not None and spec.transactional) else None
+        # A transactional job checks its attempt inside its own transaction, and a rated
+        # task's start moves its place in the rate window to now: their start is written
+        # first. Any other task is marked started only if it runs a while.
+        transactional = spec is not None and spec.transactional
+        marks = self.marks if not (transactional or claimed.rated) else None
         if marks is not None:
             marks.started(claimed.row_id)
             attempt: int | None = claimed.attempt + 1
@@ -291,6 +325,8 @@ class Worker:
                         owner=self.node,
                     )
                 )
+                if self.gate.queue_limit is not None:
+                    self.freed.add(self.queue)
                 _announce([task])
         finally:
             context.enter(None)
@@ -310,7 +346,7 @@ class Worker:
             nonlocal finished
             try:
                 finished = transitions.finish(
-                    self.connection, acks, tasks, owner=self.node, by=self.by
+                    self.connection, acks, tasks, owner=self.node, by=self.by, freed=self.freed
                 )
             except TRANSIENT:
                 raise
@@ -319,8 +355,19 @@ class Worker:
                 finished = self._finish_one_by_one(acks, tasks)
 
         self._until_written(write)
+        if finished and self.gate.queue_limit is not None:
+            self.freed.add(self.queue)  # the queue's own limit: a slot is free
+        if self.claimed or self.stopping:
+            self.wake()  # not claiming now: the freed slots are for the others
         _announce([tasks[ack] for ack in acks if ack in finished])
         return len(finished)
+
+    def wake(self) -> None:
+        """Wake the workers of the queues whose limited slots this worker freed."""
+        if self.freed:
+            freed, self.freed = self.freed, set()
+            with contextlib.suppress(*TRANSIENT):  # a lost wake-up costs one poll at most
+                notify(self.connection, freed, payload=LIMITED)
 
     def give_back(self) -> int:
         """Return the claimed tasks not started (a stopping worker)."""
@@ -458,7 +505,7 @@ class Worker:
         def write() -> None:
             nonlocal attempt
             attempt = transitions.start(
-                alias=self.connection, row_id=claimed.row_id, node=self.node
+                alias=self.connection, row_id=claimed.row_id, node=self.node, rated=claimed.rated
             )
 
         self._until_written(write)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0012_drop_taskcounter'),
+        ('jobs', '0013_flow_limits'),
     ]
 
     operations = [

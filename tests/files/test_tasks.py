@@ -30,6 +30,22 @@ def test_jobs_are_registered_with_a_unique_key_per_tablo():
 
 
 @pytest.mark.django_db
+def test_purges_are_limited_per_tablo_and_in_rate_and_the_cleanup_runs_alone():
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    registry.enqueue("files.purge_tablo", first, on_commit=False)
+    registry.enqueue("files.purge_tablo", second, on_commit=False)
+    registry.enqueue("files.orphan_cleanup", on_commit=False)
+    rows = Job.objects.order_by("id").values_list(
+        "limit_key", "limit_max", "rate_key", "rate_max", "rate_seconds"
+    )
+    assert list(rows) == [
+        (f"files.purge_tablo:{first}", 1, "files.purge_tablo", 30, 60.0),
+        (f"files.purge_tablo:{second}", 1, "files.purge_tablo", 30, 60.0),
+        ("files.orphan_cleanup", 1, None, None, None),
+    ]
+
+
+@pytest.mark.django_db
 def test_purge_task_deletes_the_files_of_a_deleted_tablo(storage):
     tablo = make_tablo()
     put_file(storage.storage, tablo.id)

@@ -34,7 +34,7 @@ def drain(settings) -> Iterator[Callable[[], int]]:
 
     def run() -> int:
         if not made:
-            made.append(Worker(queue=Job.objects.values_list("queue", flat=True)[0],
+            made.append(Worker(queue=Job.objects.order_by("id").values_list("queue", flat=True)[0],
                                node=jobtable.node()))  # fmt: skip
         worker, ran = made[0], 0
         while worker.claim():

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jobs import checks
 from tests.support.cluster import BASE_DIR
 
@@ -80,3 +82,11 @@ def test_a_retired_variable_in_the_environment_is_named_by_check() -> None:
     assert "QUEUE_REDIS_URL is set in the environment but no longer read" in done.stderr
     assert "The queue lives in the database now" in done.stderr
     assert "Q_RETRY is set in the environment but no longer read" in done.stderr
+
+
+@pytest.mark.parametrize("limit", [0, -2])
+def test_a_queue_limit_that_allows_nothing_is_an_error(settings, limit: int) -> None:
+    settings.JOBS_QUEUE_CONCURRENCY = {"reports": limit, "default": 4}
+    [error] = checks.check_jobs()
+    assert error.id == "jobs.E004"
+    assert "'reports'" in error.msg

@@ -42,6 +42,12 @@ def project_files() -> set[Path]:
         (["django_q", "send_digest"], "is not part of this project"),
         (["files", "purge_tablo"], "job 'files.purge_tablo' already exists"),
         (["files", "x", "--django-task", "--transactional"], "cannot be transactional"),
+        (["files", "x", "--django-task", "--concurrency", "2"], "not a Django task"),
+        (["files", "digest", "--concurrency", "0"], "--concurrency must be a whole number"),
+        (["files", "digest", "--per-key"], "--per-key needs --concurrency N"),
+        (["files", "digest", "--rate", "100"], "--rate '100': give N/SECONDS"),
+        (["files", "digest", "--rate", "0/10"], "give N/SECONDS"),
+        (["files", "digest", "--rate", "5/0"], "give N/SECONDS"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_write_nothing(args: list[str], message: str) -> None:
@@ -64,8 +70,13 @@ def _copy_project(target: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "flags",
-    [[], ["--transactional"], ["--django-task"]],
-    ids=["plain", "transactional", "django_task"],
+    [
+        [],
+        ["--transactional"],
+        ["--django-task"],
+        ["--concurrency", "2", "--per-key", "--rate", "100/10"],
+    ],
+    ids=["plain", "transactional", "django_task", "limited"],
 )
 def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[str]) -> None:
     project = _copy_project(tmp_path / "project")
@@ -82,8 +93,11 @@ def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[st
     created = run("manage.py", "startjob", "tablos", name, *flags)
     assert created.returncode == 0, created.stderr
     module = (project / f"tablos/jobs/{name}.py").read_text()
-    assert ("transactional=True" in module) == (flags == ["--transactional"])
+    assert ("transactional=True" in module) == ("--transactional" in flags)
     assert ("from django.tasks import task" in module) == (flags == ["--django-task"])
+    limited = "--concurrency" in flags
+    assert ("concurrency_key=lambda item_id: item_id" in module) == limited
+    assert ("rate=(100, 10.0)" in module) == limited
     assert f"created tablos/jobs/{name}.py" in created.stdout
     assert f"created tests/tablos/test_job_{name}.py" in created.stdout
     assert (project / "tablos/jobs/__init__.py").exists()

@@ -243,16 +243,21 @@ def test_a_claim_that_hits_a_database_error_claims_nothing_and_the_next_one_work
 ) -> None:
     task_id = enqueue(noop)
     worker = make_worker(poll=0.01)
-    original = transitions.claim
     calls = []
 
-    def down_once(**kwargs):
-        calls.append(kwargs["limit"])
-        if len(calls) == 1:
-            raise OperationalError("the database went away")
-        return original(**kwargs)
+    def down_once(original):
+        # Whichever claim statement the worker runs (the plain one, or the one that also
+        # looks for tasks with limits) meets the outage.
+        def claim(**kwargs):
+            calls.append(kwargs["limit"])
+            if len(calls) == 1:
+                raise OperationalError("the database went away")
+            return original(**kwargs)
 
-    monkeypatch.setattr(transitions, "claim", down_once)
+        return claim
+
+    monkeypatch.setattr(transitions, "claim", down_once(transitions.claim))
+    monkeypatch.setattr(transitions, "claim_limited", down_once(transitions.claim_limited))
 
     assert worker.claim() == 0
     assert row(task_id) == ready()

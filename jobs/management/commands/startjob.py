@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.scaffold import ScaffoldError, plan_job, write
+from jobs.scaffold import Limits, ScaffoldError, plan_job, write
 
 
 class Command(BaseCommand):
@@ -24,6 +24,20 @@ class Command(BaseCommand):
             action="store_true",
             help="a Django @task (django.tasks) instead of a Tablo @job, on the same queue",
         )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            metavar="N",
+            help="at most N of its tasks running at once, across every node",
+        )
+        parser.add_argument(
+            "--per-key",
+            action="store_true",
+            help="the --concurrency limit applies per value of the job's first argument",
+        )
+        parser.add_argument(
+            "--rate", metavar="N/SECONDS", help="at most N starts in any SECONDS, e.g. 100/10"
+        )
 
     def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
         try:
@@ -32,6 +46,11 @@ class Command(BaseCommand):
                 name=name,
                 transactional=options.get("transactional", False),
                 django_task=options.get("django_task", False),
+                limits=Limits(
+                    concurrency=options.get("concurrency"),
+                    per_key=options.get("per_key", False),
+                    rate=options.get("rate"),
+                ),
             )
         except ScaffoldError as exc:
             raise CommandError(str(exc)) from exc
