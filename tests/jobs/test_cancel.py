@@ -384,7 +384,8 @@ def _steady_finishes(worker, directory: Path, task_id: str) -> None:
 def test_a_running_task_that_checks_stops_at_its_safe_point_within_the_grace(
     worker_factory, tmp_path: Path
 ) -> None:
-    worker = worker_factory(Q_WORKERS="2")
+    # One task per claim: both must run at once, one on each worker process.
+    worker = worker_factory(Q_WORKERS="2", Q_BULK="1")
     coop = registry.enqueue("tests.flow.cooperative", str(tmp_path))
     steady = registry.enqueue("tests.flow.steady", str(tmp_path), 3.0)
     _started(worker, tmp_path, "cooperative", "steady")
@@ -415,7 +416,8 @@ def test_a_running_task_that_checks_stops_at_its_safe_point_within_the_grace(
 def test_a_running_task_that_never_checks_is_stopped_by_force_after_the_grace(
     worker_factory, tmp_path: Path
 ) -> None:
-    worker = worker_factory(Q_WORKERS="2")
+    # One task per claim: both must run at once, one on each worker process.
+    worker = worker_factory(Q_WORKERS="2", Q_BULK="1")
     busy = registry.enqueue("tests.flow.busy", str(tmp_path))
     steady = registry.enqueue("tests.flow.steady", str(tmp_path), 6.0)
     _started(worker, tmp_path, "busy", "steady")
