@@ -81,9 +81,11 @@ def test_operator_reads_the_overview_and_pauses_a_queue(
         timeout=60,
         what="the workload done",
     )
+    # Both failures counted too: the page must not be read between their two flushes.
     wait_until(
         lambda: (
             (JobStat.objects.filter(span="minute").aggregate(n=Sum("succeeded"))["n"] or 0) >= 6
+            and JobStat.objects.filter(span="minute").aggregate(n=Sum("failed"))["n"] == 2
         ),
         timeout=30,
         what="the runs counted",

@@ -51,6 +51,10 @@ def test_a_concurrency_limit_of_three_is_never_exceeded_globally_or_per_key(
     wait_until(lambda: not Job.objects.exists(), timeout=30, what="every row finished")
 
 
+# How late a task may read its own start clock after the engine wrote the start.
+LAG = 0.25
+
+
 def test_a_rate_of_twenty_per_four_seconds_holds_within_one_task_per_window(
     worker_factory, tmp_path: Path
 ) -> None:
@@ -63,8 +67,10 @@ def test_a_rate_of_twenty_per_four_seconds_holds_within_one_task_per_window(
     registry.enqueue_many("tests.rated", [(log,)] * 60)
     wait_until(lambda: len(limited_jobs.runs(Path(log))) >= 60, timeout=120, what="60 rated tasks")
     starts = [start for start, _end, _key in limited_jobs.runs(Path(log))]
-    busiest = limited_jobs.max_in_window(starts, 4.0)
-    assert 20 <= busiest <= 21
+    # A start read up to LAG late can only make starts look closer together, so any
+    # window of 4 s - LAG of the tasks' clocks holds at most one true window's starts.
+    assert limited_jobs.max_in_window(starts, 4.0) >= 20
+    assert limited_jobs.max_in_window(starts, 4.0 - LAG) <= 21
     # Not a trickle either: 60 starts at 20 per 4 s take a little over 8 s.
     assert max(starts) - min(starts) < 8.0 + 4.0
 
