@@ -15,6 +15,10 @@ counts:
   node's (declared dead, handed out again): its outcome is dropped, the new owner's
   attempt is the one that counts.
 
+Once a task is marked, the worker's ``on_marked`` runs on the thread's connection while
+the worker waits in ``settle``: the worker hands back the tasks it claimed behind the
+long one, so that an idle peer takes them now rather than after it.
+
 A node killed while a task is younger than ``MARK_AFTER_SECONDS`` leaves it unmarked:
 it is handed out again as never started. When only the worker process died, the
 supervisor knows which task it was running and counts the attempt
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg
@@ -43,9 +48,12 @@ UNMARKED: Final = "unmarked"
 
 
 class Marks:
-    def __init__(self, alias: str, node: int) -> None:
+    def __init__(
+        self, alias: str, node: int, *, on_marked: Callable[[Any], None] | None = None
+    ) -> None:
         self.alias = alias
         self.node = node
+        self.on_marked = on_marked
         self.cond = threading.Condition()
         self.current: tuple[int, float] | None = None  # (row id, when it started)
         self.writing: int | None = None  # the row whose mark is being written
@@ -95,6 +103,8 @@ class Marks:
                     return
                 self.writing = row_id
             attempt = self._write(row_id)
+            if attempt is not None and self.on_marked is not None:
+                self._after_mark(self.on_marked)
             with self.cond:
                 self.done[row_id] = attempt
                 self.writing = None
@@ -114,6 +124,15 @@ class Marks:
                 return current[0]
             self.cond.wait(due)
         return None
+
+    def _after_mark(self, on_marked: Callable[[Any], None]) -> None:
+        try:
+            on_marked(self.conn)
+        except Exception:  # best effort: what was not handed back runs after the task
+            logger.exception("tasks claimed behind a long one not handed back")
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
 
     def _write(self, row_id: int) -> int | None:
         """Mark the task started, trying again until the database takes it."""

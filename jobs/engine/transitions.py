@@ -15,8 +15,8 @@ start          ``start``, ``mark_started``              ``attempt`` + 1, ``start
 finish         ``finish``, ``finish_in_transaction``    deleted (result written)
 fail           ``fail``                                 -> ``retrying`` at its backoff,
                                                         or ``dead``; one ``JobAttempt``
-hand back      ``give_back``, ``worker_lost``           unstarted claim: ready again,
-                                                        nothing recorded
+hand back      ``give_back``, ``worker_lost``,          unstarted claim: ready again,
+               ``give_back_waiting``                    nothing recorded
 hand out       ``take_node``, ``rescue_ownerless``      started on a lost node: one
                                                         ``WorkerLost`` attempt, then
                                                         ready again (dead at its last)
@@ -1051,6 +1051,32 @@ def give_back(*, alias: str, node: int, row_ids: Sequence[int]) -> int:
         )
         _hand_out_again(rows, reason="", alias=alias)
     return len(rows)
+
+
+# Ready again as before the claim: only rows this worker holds unstarted and nobody asked
+# to cancel (the worker ends those itself, as it would have).
+_GIVE_BACK_WAITING = (
+    f"UPDATE {_TABLE} SET owner = NULL, claimed_at = NULL, claimed_by = '', "
+    "state = CASE WHEN last_failed_at IS NULL THEN %s ELSE %s END "
+    "WHERE id = ANY(%s) AND owner = %s AND claimed_by = %s AND state = 'running' "
+    "AND started_at IS NULL AND cancel_requested_at IS NULL "
+    "RETURNING id, queue, (limit_key IS NOT NULL OR rate_key IS NOT NULL)"
+)
+
+
+def give_back_waiting(conn: Any, *, node: int, by: str, row_ids: Sequence[int]) -> set[int]:
+    """``give_back`` on a plain autocommit psycopg connection (PostgreSQL; the marks
+    thread): the tasks a worker claimed behind one that runs long. The ids given back."""
+    states = [Job.State.QUEUED.value, Job.State.RETRYING.value]
+    with conn.transaction():
+        rows = conn.execute(_GIVE_BACK_WAITING, [*states, list(row_ids), node, by]).fetchall()
+        limited: dict[str, bool] = {}
+        for _row_id, queue, has_limit in rows:
+            limited[queue] = limited.get(queue, False) or has_limit
+        for queue, has_limit in sorted(limited.items()):
+            payload = LIMITED if has_limit else ""
+            conn.execute("SELECT pg_notify(%s, %s)", [channel_name(queue), payload])
+    return {int(row[0]) for row in rows}
 
 
 def worker_lost(*, alias: str, node: int, by: str, running: int | None = None) -> list[Job]:

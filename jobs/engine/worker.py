@@ -3,8 +3,9 @@
 The loop, one small step at a time (each a method, tested alone):
 
 * ``claim`` takes a few ready tasks of the queue for this process (``transitions.claim``);
-  the batch grows while tasks are quick and falls back to one as soon as one is slow,
-  so a long task never sits on work an idle peer could take;
+  the batch grows while tasks are quick and falls back to one as soon as one is slow;
+  on PostgreSQL the tasks claimed behind one that runs long go back at once
+  (``_hand_back_waiting``), so a long task never sits on work an idle peer could take;
 * ``run_next`` starts the next claimed task (``transitions.start``: the attempt counts
   from here; a task no longer ours is skipped), runs it (``execute.run``) and
   records its outcome: a success joins the batch to finish, a failure is written
@@ -96,7 +97,11 @@ class Worker:
         self.ran = 0
         self.listener: Listener | None = None
         # On PostgreSQL a thread marks the tasks that run a while (jobs.engine.marks).
-        self.marks = Marks(alias, node) if connections[alias].vendor == "postgresql" else None
+        self.marks = (
+            Marks(alias, node, on_marked=self._hand_back_waiting)
+            if connections[alias].vendor == "postgresql"
+            else None
+        )
         self.log_successes = bool(settings.JOBS_LOG_SUCCESSES)
         self.gate = limits.Gate(queue_limit=settings.JOBS_QUEUE_CONCURRENCY.get(queue))
         # Queues where this worker freed a slot of a full limit, to wake after its own
@@ -385,6 +390,23 @@ class Worker:
         if count:
             logger.info("handed back claimed tasks that had not started", count=count)
         return count
+
+    def _hand_back_waiting(self, conn: Any) -> None:
+        """The task in hand runs long (the marks thread calls this once it is marked):
+        the tasks claimed behind it go back, for an idle peer to take now. The loop
+        waits in ``Marks.settle`` meanwhile, so the two threads never change
+        ``claimed`` at once."""
+        waiting = list(self.claimed)
+        if not waiting:
+            return
+        given = transitions.give_back_waiting(
+            conn, node=self.node, by=self.by, row_ids=[c.row_id for c in waiting]
+        )
+        for claimed in waiting:
+            if claimed.row_id in given:
+                self.claimed.remove(claimed)
+        if given:
+            logger.debug("handed back the tasks claimed behind a long one", count=len(given))
 
     # -- flow control ------------------------------------------------------------------
     def _ends_unstarted(self, claimed: transitions.Claimed, task: dict[str, Any]) -> bool:

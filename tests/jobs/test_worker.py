@@ -209,6 +209,33 @@ def test_the_batch_grows_while_tasks_are_quick_and_falls_back_to_one_after_a_slo
     assert Success.objects.count() == 14
 
 
+def test_the_tasks_claimed_behind_a_long_task_go_back_while_it_runs_on_postgresql(
+    make_worker: Callable[..., Worker],
+) -> None:
+    # The first task runs until its start is marked, which on PostgreSQL is what makes
+    # it long; SQLite has no marks thread: the tasks behind wait for it.
+    long_task = enqueue(waits_for_its_start)
+    behind = [enqueue(noop, i) for i in range(3)]
+    worker = make_worker(bulk=4)
+    worker.batch = 4
+    assert worker.claim() == 4
+
+    outcome = worker.run_next()
+
+    assert outcome is not None
+    assert outcome.success, outcome.message
+    if connection.vendor == POSTGRESQL:
+        assert not worker.claimed
+        assert [row(task_id) for task_id in behind] == [ready()] * 3
+    else:
+        assert [c.row_id for c in worker.claimed] == [
+            Job.objects.get(task_id=task_id).id for task_id in behind
+        ]
+        assert all(outcome.success for outcome in run_claimed(worker))
+    assert worker.finish() == (1 if connection.vendor == POSTGRESQL else 4)
+    assert Success.objects.filter(id=long_task).exists()
+
+
 def test_a_claim_takes_the_tasks_for_this_worker_and_leaves_them_unstarted(worker) -> None:
     first, second = enqueue(noop, 1), enqueue(noop, 2)
 
