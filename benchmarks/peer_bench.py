@@ -259,7 +259,8 @@ def one_offs_timeout(params: dict[str, Any]) -> float:
 
 
 def summarize(result: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
-    """Fold the drain rounds into the figures: min/median/max tasks/s, CPU per task."""
+    """Fold the drain rounds into the figures: min/median/max tasks/s, CPU per task
+    (workers and PostgreSQL)."""
     figures = result.setdefault("figures", {})
     rates = [r["tasks_per_s"] for r in rounds if r.get("tasks_per_s")]
     cpus = [r["cpu_per_task_ms"] for r in rounds if r.get("cpu_per_task_ms") is not None]
@@ -274,6 +275,10 @@ def summarize(result: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
     cpu = spread(cpus)
     if cpu is not None:
         figures["cpu_per_task_ms"] = round(cpu["median"], 3)
+    pg_cpus = [r["pg_cpu_per_task_ms"] for r in rounds if r.get("pg_cpu_per_task_ms") is not None]
+    pg_cpu = spread(pg_cpus)
+    if pg_cpu is not None:
+        figures["pg_cpu_per_task_ms"] = round(pg_cpu["median"], 3)
 
 
 def label_for(peer: Peer, versions: dict[str, str]) -> str:

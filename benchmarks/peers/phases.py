@@ -8,6 +8,7 @@ bodies and the completion counter are ``benchmarks.peers.probe``.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -111,7 +112,8 @@ def pickup(adapter: Adapter, samples: int, ctx: Context) -> dict[str, Any]:
 
 # 3. drain ---------------------------------------------------------------------------------------
 def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -> dict[str, Any]:
-    """``count`` counted no-op tasks queued first; tasks/s and worker CPU per task.
+    """``count`` counted no-op tasks queued first; tasks/s, worker CPU per task and the
+    CPU of the peer's PostgreSQL backends per task (none for a peer without a database).
 
     Timed from the moment every worker process has run a task (each is up and fed:
     start-up is left out of both the rate and the CPU) to the counter reaching
@@ -131,8 +133,18 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
             cpu = proc.cpu_seconds(sessions, ctx.marker)
             return time.monotonic(), probe.done_count(), cpu
 
+        # The peer's PostgreSQL backends, found once (a psql call) and read at the
+        # same moments as the workers; one that connects later is added at the end.
+        database_url = os.environ.get("BENCH17_DATABASE_URL", "")
+        backends = proc.database_backends(database_url) if database_url else []
+
+        def database() -> dict[int, int]:
+            return proc.ticks_of(backends)
+
         start = sample()  # every worker is up (its own signal)
+        db_start = database()
         all_busy: tuple[float, int, float] | None = None
+        db_busy: dict[int, int] = {}
         done, moved_at = start[1], start[0]
         while done < count:
             now = time.monotonic()
@@ -145,14 +157,21 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
             latest, busy = probe.progress()
             if all_busy is None and busy >= adapter.processes:
                 all_busy = sample()
+                db_busy = database()
             if latest != done:
                 done, moved_at = latest, time.monotonic()
         end = sample()
+        db_end = database()
+        if database_url:
+            late = [p for p in proc.database_backends(database_url) if p not in db_end]
+            db_end.update(proc.ticks_of(late))
         time.sleep(0.5)  # acknowledgements are batched by some peers
         left = adapter.remaining()
     if all_busy is None or all_busy[1] >= count:
         warn(f"{ctx.peer}: not every worker process ran a task; timed from start-up")
-    t0, c0, cpu0 = all_busy if all_busy is not None and all_busy[1] < count else start
+    timed_from_busy = all_busy is not None and all_busy[1] < count
+    t0, c0, cpu0 = all_busy if all_busy is not None and timed_from_busy else start
+    db0 = db_busy if timed_from_busy else db_start
     t1, _, cpu1 = end
     timed = done - c0
     if timed < count / 2:
@@ -165,6 +184,11 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
         "seconds": round(t1 - t0, 3),
         "tasks_per_s": round(timed / (t1 - t0), 1) if t1 > t0 else None,
         "cpu_per_task_ms": round((cpu1 - cpu0) / timed * 1000, 3) if timed else None,
+        "pg_cpu_per_task_ms": (
+            round(proc.ticks_seconds(db0, db_end) / timed * 1000, 3)
+            if timed and database_url
+            else None
+        ),
         "ran": done,
         "still_queued": left,
     }

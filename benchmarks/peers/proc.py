@@ -81,6 +81,37 @@ def cpu_seconds(sessions: Sequence[int], marker: str) -> float:
     return sum(session_processes(sessions, marker).values()) / CLOCK_TICKS
 
 
+def database_backends(database_url: str) -> list[int]:
+    """The pids of the PostgreSQL backends connected to the database of ``database_url``
+    (the server is on this machine: its processes are in /proc)."""
+    query = (
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    found = subprocess.run(
+        ["psql", database_url, "-Atc", query], capture_output=True, text=True, check=False
+    )
+    return [int(line) for line in found.stdout.split() if line.isdigit()]
+
+
+def ticks_of(pids: Sequence[int]) -> dict[int, int]:
+    """pid -> CPU ticks of those of ``pids`` still alive (a file read each: cheap enough
+    to take at the same moment as the workers' sample)."""
+    ticks = {}
+    for pid in pids:
+        try:
+            ticks[pid] = parse_stat(Path(f"/proc/{pid}/stat").read_text())[1]
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return ticks
+
+
+def ticks_seconds(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU used between two ``ticks_of``: a pid missing before counts whole; one that
+    ended meanwhile is missed (its last ticks cannot be read)."""
+    return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLOCK_TICKS
+
+
 def kill_sessions(sessions: Sequence[int], marker: str) -> int:
     """SIGKILL every process of ``sessions`` that carries this run's marker; how many."""
     killed = 0

@@ -69,6 +69,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("drain_min_per_s", "drain min", "/s", True, "drain"),
     Figure("drain_max_per_s", "drain max", "/s", True, "drain"),
     Figure("cpu_per_task_ms", "worker CPU per task", "ms", False, "drain"),
+    Figure("pg_cpu_per_task_ms", "PostgreSQL CPU per task", "ms", False, "drain"),
     Figure("sustained_offered_per_s", "offered: achieved rate", "/s", True, "sustained"),
     Figure("sustained_completed_per_s", "offered: completed rate", "/s", True, "sustained"),
     Figure("sustained_p99_ms", "offered: p99 to start", "ms", False, "sustained"),
@@ -82,6 +83,8 @@ LEGEND = [
     "idle pickup: enqueue -> task start, queue empty. drain: no-op tasks queued before the",
     "workers start, timed once every worker process has run one; min/median/max of rounds.",
     "worker CPU: user+sys of every worker-side process (/proc) per task, median of rounds.",
+    "PostgreSQL CPU: user+sys of the backends connected to the peer's database while it",
+    "drains, per task (Celery keeps its queue in Redis: none).",
     "offered: tasks offered on a timetable by producer threads; 'p99 to start' counts a",
     "task not started 15 s after the end as never started ('never' when over 1% are).",
 ]

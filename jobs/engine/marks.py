@@ -3,8 +3,8 @@
 An attempt counts once its task starts: ``attempt`` + 1 and ``started_at`` on its row.
 Writing that before every task would put a database round trip in front of each one,
 and handing each start to a thread costs a wake-up of that thread per task. Instead
-the worker tells ``Marks`` which task runs now (``started``: an attribute set, no
-wake-up while the thread is awake anyway), and the thread marks that task only once it
+the worker tells ``Marks`` which task runs now (``started``: an attribute set; the
+thread is woken only after a second with no task), and the thread marks that task only once it
 has run for ``MARK_AFTER_SECONDS``. When the task ends, ``settle`` says how its start
 counts:
 
@@ -43,6 +43,10 @@ logger = structlog.stdlib.get_logger("jobs.engine.marks")
 
 # A task still running after this long is marked started by the thread.
 MARK_AFTER_SECONDS = 0.05
+# While tasks keep starting, the thread looks every MARK_AFTER_SECONDS on its own rather
+# than being woken by each start (a wake-up per task costs more CPU than the task); once
+# no task has started for this long, it sleeps until a start wakes it.
+IDLE_SECONDS = 1.0
 # What ``settle`` returns for a task that ended before its mark was written.
 UNMARKED: Final = "unmarked"
 
@@ -56,6 +60,7 @@ class Marks:
         self.on_marked = on_marked
         self.cond = threading.Condition()
         self.current: tuple[int, float] | None = None  # (row id, when it started)
+        self.last_start = 0.0
         self.writing: int | None = None  # the row whose mark is being written
         self.done: dict[int, int | None] = {}  # row id -> its attempt, None: not ours
         self.asleep = False  # waiting with no deadline: a start must wake it
@@ -67,6 +72,7 @@ class Marks:
         """The task of ``row_id`` starts now (returns at once)."""
         with self.cond:
             self.current = (row_id, time.monotonic())
+            self.last_start = self.current[1]
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="jobs-marks", daemon=True)
                 self.thread.start()
@@ -115,6 +121,9 @@ class Marks:
         while not self.closing:
             current = self.current
             if current is None or current[0] in self.done:
+                if time.monotonic() - self.last_start < IDLE_SECONDS:
+                    self.cond.wait(MARK_AFTER_SECONDS)  # the next start is near
+                    continue
                 self.asleep = True
                 self.cond.wait()
                 self.asleep = False

@@ -13,9 +13,9 @@ from benchmarks.peers import PEERS
 def test_summarize_folds_rounds_into_min_median_max_and_median_cpu():
     result: dict = {"figures": {"enqueue_p50_ms": 1.0}}
     rounds = [
-        {"tasks": 20000, "tasks_per_s": 1300.0, "cpu_per_task_ms": 1.1},
-        {"tasks": 20000, "tasks_per_s": 1100.0, "cpu_per_task_ms": 0.9},
-        {"tasks": 20000, "tasks_per_s": 1250.0, "cpu_per_task_ms": 1.0},
+        {"tasks": 20000, "tasks_per_s": 1300.0, "cpu_per_task_ms": 1.1, "pg_cpu_per_task_ms": 0.3},
+        {"tasks": 20000, "tasks_per_s": 1100.0, "cpu_per_task_ms": 0.9, "pg_cpu_per_task_ms": 0.1},
+        {"tasks": 20000, "tasks_per_s": 1250.0, "cpu_per_task_ms": 1.0, "pg_cpu_per_task_ms": 0.2},
     ]
     summarize(result, rounds)
     assert result["figures"] == {
@@ -26,6 +26,7 @@ def test_summarize_folds_rounds_into_min_median_max_and_median_cpu():
         "drain_tasks": 20000,
         "drain_rounds": 3,
         "cpu_per_task_ms": 1.0,
+        "pg_cpu_per_task_ms": 0.2,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks.peers.proc import parse_stat
+from benchmarks.peers.proc import CLOCK_TICKS, parse_stat, ticks_of, ticks_seconds
 
 
 def stat_line(comm: str, *, session: int, utime: int, stime: int, cutime: int, cstime: int):
@@ -30,3 +30,15 @@ def test_parse_stat_reads_this_process():
     session, ticks = parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())
     assert session == os.getsid(0)
     assert ticks >= 0
+
+
+def test_ticks_seconds_counts_what_each_pid_used_and_a_new_pid_whole():
+    before = {10: 100, 11: 50, 12: 7}  # 12 ended meanwhile: it cannot be read any more
+    after = {10: 130, 11: 50, 13: 20}  # 13 connected meanwhile
+    assert ticks_seconds(before, after) == (30 + 0 + 20) / CLOCK_TICKS
+
+
+def test_ticks_of_reads_live_pids_and_skips_gone_ones():
+    ticks = ticks_of([os.getpid(), 2**22 + 1])  # above any pid_max: never a live pid
+    assert list(ticks) == [os.getpid()]
+    assert ticks[os.getpid()] == parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())[1]
