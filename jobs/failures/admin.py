@@ -143,7 +143,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
                 selected=request.POST.getlist(ACTION_CHECKBOX_NAME),
                 select_across=request.POST.get("select_across", "0"),
                 action_url=request.get_full_path(),
-                cancel_url=request.get_full_path(),
+                back_url=request.get_full_path(),
             ),
         )
 
@@ -299,7 +299,7 @@ class FailedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
                     count=1,
                     more=0,
                     action_url=request.path,
-                    cancel_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
+                    back_url=reverse("admin:jobs_failedjob_change", args=[job.pk]),
                 ),
             )
         if services.discard_failed(

@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from jobs.admin_rows import (
     BatchFilter,
@@ -45,6 +46,16 @@ def _grace(value: str) -> int | None:
         return parse_grace(value) if value.strip() else settings.JOBS_CANCEL_GRACE_SECONDS
     except ValueError:
         return None
+
+
+def _next_page(request: HttpRequest) -> str | None:
+    """``?next=`` when it is a path on this site (never another host)."""
+    target = request.GET.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return None
 
 
 class QueuedStateFilter(StateFilter):
@@ -230,19 +241,24 @@ class QueuedJobAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
         )
 
     def cancel_one_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """One task, after a confirmation page; ``?next=`` (a page of this site, the
+        task page's Cancel button) is where "No" and the cancel lead back to."""
         job = get_object_or_404(Job.objects.filter(state__in=SHOWN_STATES), pk=job_id(object_id))
         if not self.has_cancel_permission(request, job):
             raise PermissionDenied
         queryset = Job.objects.filter(id=job.id)
+        back = _next_page(request) or reverse("admin:jobs_queuedjob_change", args=[job.pk])
         if request.method == "POST":
             self._cancel(request, queryset)
-            return HttpResponseRedirect(reverse("admin:jobs_queuedjob_changelist"))
+            return HttpResponseRedirect(
+                _next_page(request) or reverse("admin:jobs_queuedjob_changelist")
+            )
         return self._confirm(
             request,
             queryset,
             title=f"Cancel {job}?",
-            action_url=request.path,
-            back_url=reverse("admin:jobs_queuedjob_change", args=[job.pk]),
+            action_url=request.get_full_path(),
+            back_url=back,
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:

@@ -200,6 +200,8 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
                 life=life,
                 can_retry=life.retryable and self._may(request, "change"),
                 can_discard=life.retryable and self._may(request, "delete"),
+                # Cancel is the Queued tasks page's action (its confirmation, its grace).
+                can_cancel=life.cancellable and request.user.has_perm("jobs.change_queuedjob"),
             ),
         )
 
@@ -237,7 +239,7 @@ class TaskAdmin(JobRowsMixin, admin.ModelAdmin[Job]):
                     count=len(failed),
                     more=0,
                     action_url=request.path,
-                    cancel_url=task_url(task_id),
+                    back_url=task_url(task_id),
                 ),
             )
         if services.discard_failed(queryset=rows, user=admin_user(request)):

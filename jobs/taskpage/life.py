@@ -62,6 +62,11 @@ class TaskLife:
         return self.job is not None and self.job.state in (Job.State.RETRYING, Job.State.DEAD)
 
     @property
+    def cancellable(self) -> bool:
+        """Not ended yet: queued, scheduled, retrying or running."""
+        return self.job is not None and self.job.state in Job.ACTIVE_STATES
+
+    @property
     def progress_percent(self) -> int | None:
         job = self.job
         if job is None or job.progress_done is None or not job.progress_total:

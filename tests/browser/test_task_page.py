@@ -123,3 +123,22 @@ def test_an_unknown_task_is_a_readable_404(operator) -> None:
     assert response.status == 404
     expect(page.locator("#task-missing")).to_contain_text("No task with the id")
     look(page, "missing", 390)
+
+
+def test_cancel_from_the_task_page_on_a_phone(operator) -> None:
+    page, base, tasks = operator
+    running = tasks["running"]
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(f"{base}/admin/jobs/task/{running.task_id}/")
+    page.locator("#task-cancel").click()
+    expect(page.locator("#cancel-count")).to_contain_text("of which 1 running")
+    look(page, "confirm-cancel", 390)
+    page.locator("#id_grace").fill("7")
+    page.get_by_role("button", name="Yes, cancel 1").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("asked 1 running task to stop")
+    expect(page.locator("#task-state")).to_have_text("running")
+    job = Job.objects.get(id=running.id)
+    assert job.cancel_requested_at is not None
+    assert job.cancel_grace == 7
+    look(page, "cancel-requested", 390)

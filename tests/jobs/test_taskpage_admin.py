@@ -154,6 +154,68 @@ def test_discard_from_the_page_asks_first_then_keeps_the_history(admin_client: C
     assert 'id="task-state">gone' in response.content.decode()
 
 
+def cancel_link(html: str) -> str:
+    found = re.search(r'<a href="([^"]+)" class="button" id="task-cancel">Cancel…</a>', html)
+    assert found, "no Cancel button on the page"
+    return unescape(found.group(1))
+
+
+def test_cancel_from_the_page_asks_first_then_ends_a_queued_task(admin_client: Client) -> None:
+    row = task_row(1, "t")
+    link = cancel_link(page(admin_client, row.task_id))
+
+    confirm = admin_client.get(link)
+    assert confirm.status_code == 200
+    assert f'href="{url("admin:jobs_task_change", row.task_id)}"' in confirm.content.decode()
+    assert Job.objects.get(id=row.id).state == Job.State.QUEUED
+
+    response = admin_client.post(link, {"grace": "30"}, follow=True)
+    assert response.redirect_chain[-1][0] == url("admin:jobs_task_change", row.task_id)
+    assert messages_of(response) == ["Cancelled 1 task."]
+    job = Job.objects.get(id=row.id)
+    assert job.state == Job.State.CANCELLED
+    assert job.cancelled_by == "admin"
+    html = response.content.decode()
+    assert 'id="task-state">cancelled' in html
+    assert 'id="task-cancel"' not in html
+
+
+def test_cancel_from_the_page_asks_a_running_task_to_stop(admin_client: Client) -> None:
+    row = run_on(task_row(1, "t"), node(host="worker-7", pid=4242))
+    link = cancel_link(page(admin_client, row.task_id))
+
+    response = admin_client.post(link, {"grace": "5"}, follow=True)
+
+    assert messages_of(response) == [
+        "Cancelled 0 tasks; asked 1 running task to stop (stopped by force after 5 s)."
+    ]
+    job = Job.objects.get(id=row.id)
+    assert job.state == Job.State.RUNNING
+    assert job.cancel_requested_at is not None
+    assert job.cancel_grace == 5
+
+
+def test_cancel_never_leads_back_to_another_site(admin_client: Client) -> None:
+    row = task_row(1, "t")
+    link = url("admin:jobs_queuedjob_cancel", row.id, query="next=https://evil.example/x")
+    confirm = admin_client.get(link).content.decode()
+    assert "evil.example" not in confirm.split('action="')[0]
+    response = admin_client.post(link, {"grace": "0"})
+    assert response.status_code == 302
+    assert response["Location"] == url("admin:jobs_queuedjob_changelist")
+
+
+def test_an_ended_task_or_a_viewer_gets_no_cancel_button(staff: User, client: Client) -> None:
+    dead = task_row(1, "t", state=Job.State.DEAD)
+    fail(dead, attempt=4, message="boom")
+    queued = task_row(2, "t")
+    client.force_login(grant(staff, "view_task"))
+    assert 'id="task-cancel"' not in page(client, queued.task_id)
+    client.force_login(grant(staff, "view_task", "change_queuedjob"))
+    assert 'id="task-cancel"' not in page(client, dead.task_id)
+    assert 'id="task-cancel"' in page(client, queued.task_id)
+
+
 def test_retry_is_post_only(admin_client: Client) -> None:
     row = task_row(1, "t", state=Job.State.DEAD)
     assert admin_client.get(url("admin:jobs_task_retry", row.task_id)).status_code == 405
