@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from jobs.engine import registry
 from jobs.models import Job, WorkerNode
-from tests.support import failures
+from tests.support import django_tasks, failures
 from tests.support.cluster import worker_env
 from tests.support.otlp import OtlpReceiver
 from tests.support.runtime import log_events
@@ -113,3 +113,27 @@ def test_a_stopping_worker_sends_the_spans_still_in_its_batch(spans, worker_fact
 
     (process,) = receiver.named("process tests.succeeds")
     assert process.attributes["messaging.message.id"] == task_id
+
+
+def test_a_django_task_carries_the_trace_it_was_enqueued_in_to_its_run(
+    spans, worker_factory, receiver
+):
+    worker = worker_factory(**receiver.env("tablo-worker"))
+    with test_tracer.start_as_current_span("request") as request_span:
+        result = django_tasks.add.enqueue(2, 3)
+    (publish,) = [s for s in spans.get_finished_spans() if s.name.startswith("publish ")]
+    assert publish.parent.span_id == request_span.context.span_id
+    assert publish.attributes["messaging.message.id"] == result.id
+    name = publish.name.replace("publish ", "process ", 1)
+
+    worker.wait_until(
+        lambda: receiver.named(name), timeout=60, what="the worker's span of the Django task"
+    )
+    (process,) = receiver.named(name)
+    assert process.kind == "CONSUMER"
+    assert process.trace_id == f"{request_span.context.trace_id:032x}"
+    assert process.parent_span_id == f"{publish.context.span_id:016x}"
+    assert process.attributes["messaging.message.id"] == result.id
+    assert process.attributes["tablo.attempt"] == 1
+    result.refresh()
+    assert result.return_value == 5
