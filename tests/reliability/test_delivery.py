@@ -19,7 +19,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
+from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.metrics import exposition
 from jobs.models import Job, JobAttempt, WorkerNode
 from jobs.schedules import schedule_run_now
 from tests.support import jobtable
@@ -196,6 +198,23 @@ def test_sigterm_hands_back_the_tasks_that_had_not_started(worker_factory, effec
     assert not JobAttempt.objects.exists()
     assert set(runs.values()) == {1}
     assert not Job.objects.filter(task_id__in=keys, state=Job.State.RUNNING).exists()
+    # The counts the Overview and /metrics show are exact: each worker process wrote
+    # its last run counts as it stopped.
+    assert counted_successes(RECORD) == len(runs)
+
+
+def counted_successes(func: str) -> int:
+    """Successes of ``func`` as /metrics reports them (every queue)."""
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(exposition().decode())
+            for sample in family.samples
+            if sample.name == "tablo_tasks_finished_total"
+            and sample.labels.get("job") == func
+            and sample.labels.get("outcome") == "succeeded"
+        )
+    )
 
 
 def test_declared_timeouts_hold_on_the_schedule_paths(worker_factory, tmp_path: Path) -> None:
