@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from jobs.models import JobStat
 from tests.reliability.jobs import EFFECT_TABLE_SQL
 from tests.reliability.support import clean_env, enqueue_records_in, run_manage
 from tests.support.cluster import Worker
 from tests.support.pgcluster import PgCluster
 
 pytestmark = pytest.mark.slow
+
+RECORD = "tests.reliability.jobs.record"
 
 
 @pytest.fixture
@@ -101,3 +104,14 @@ def test_worker_reconnects_after_postgresql_restart(pg: PgCluster, tmp_path: Pat
     finally:
         worker.stop()
     assert worker.process.returncode == 0, worker.log()[-4000:]
+    # The run counts (the Overview's, /metrics') lost none of the runs around the outage.
+    assert counted_successes(pg, "tablo_fault", RECORD) == sum(effects(pg, "tablo_fault").values())
+
+
+def counted_successes(pg: PgCluster, db: str, func: str) -> int:
+    with pg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(succeeded), 0) FROM jobs_jobstat WHERE span = %s AND func = %s",
+            [JobStat.Span.TOTAL.value, func],
+        ).fetchone()
+    return int(row[0])
