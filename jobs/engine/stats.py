@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 from django_q.conf import Conf
@@ -85,7 +85,6 @@ class _Sums:
 _lock = threading.Lock()
 _pending: dict[tuple[datetime, str, str], _Sums] = {}
 _last_flush = 0.0
-_timer: threading.Timer | None = None
 
 
 def _in_cluster_process() -> bool:
@@ -107,8 +106,8 @@ def count_run(
     duration: float | None,
     at: datetime | None = None,
 ) -> None:
-    """Count one finished run; written now (outside a cluster) or within about a second."""
-    global _timer
+    """Count one finished run; written now (outside a cluster), else with the runs of the
+    next second, or before the worker waits idle (``flush_pending``)."""
     at = at or timezone.now()
     key = (at.replace(second=0, microsecond=0), queue[:100], func[:256])
     with _lock:
@@ -122,12 +121,16 @@ def count_run(
             sums.duration_sum += max(duration, 0.0)
             sums.buckets[bucket_index(duration)] += 1
         due = not _in_cluster_process() or time.monotonic() - _last_flush >= FLUSH_INTERVAL_SECONDS
-        if not due and _timer is None:
-            _timer = threading.Timer(FLUSH_INTERVAL_SECONDS, _flush_from_timer)
-            _timer.daemon = True
-            _timer.start()
     if due:
         flush()
+
+
+def flush_pending() -> int:
+    """Write the pending sums, if any (a worker process calls it before it waits idle).
+
+    Written by the worker's own thread, on its own connection: a flush from a thread of
+    its own could hang on a database outage holding sums the process then lost on exit."""
+    return flush() if _pending else 0
 
 
 def _rows(
@@ -193,16 +196,6 @@ def _keep_for_next_flush(batch: dict[tuple[datetime, str, str], _Sums]) -> None:
         for key, sums in batch.items():
             if key[0] >= oldest:
                 _pending.setdefault(key, _Sums()).add(sums)
-
-
-def _flush_from_timer() -> None:
-    global _timer
-    with _lock:
-        _timer = None
-    try:
-        flush()
-    finally:
-        connections.close_all()  # this thread's own connection
 
 
 def _duration(task: dict[str, Any]) -> float | None:

@@ -148,6 +148,7 @@ class Worker:
         self.finish()
         if self.claim():
             return
+        stats.flush_pending()  # no run waits for the next busy second to be counted
         self.wait()
 
     def stop(self, *_: Any) -> None:

@@ -105,7 +105,9 @@ def test_worker_reconnects_after_postgresql_restart(pg: PgCluster, tmp_path: Pat
         worker.stop()
     assert worker.process.returncode == 0, worker.log()[-4000:]
     # The run counts (the Overview's, /metrics') lost none of the runs around the outage.
-    assert counted_successes(pg, "tablo_fault", RECORD) == sum(effects(pg, "tablo_fault").values())
+    assert counted_successes(pg, "tablo_fault", RECORD) == sum(
+        effects(pg, "tablo_fault").values()
+    ), worker.log()[-4000:]
 
 
 def counted_successes(pg: PgCluster, db: str, func: str) -> int:
