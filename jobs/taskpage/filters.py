@@ -7,6 +7,7 @@ one, text with a control character) is reported above the list and ignored.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,13 +49,14 @@ def parse_moment(value: str) -> datetime:
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
-class TaskFilterMixin:
+class TaskFilterMixin(ABC):
     """A filter whose value becomes one field of ``TaskFilters``."""
 
     request: HttpRequest
 
+    @abstractmethod
     def filters_for(self, value: str) -> TaskFilters:
-        raise NotImplementedError
+        """The filters for ``value``; ValueError (shown to the operator) when it is bad."""
 
     def narrowed(self, request: HttpRequest, queryset: QuerySet[Job], value: str | None) -> Any:
         if not value:
