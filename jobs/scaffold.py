@@ -147,6 +147,7 @@ class Limits:
     concurrency: int | None = None
     per_key: bool = False  # the limit is per value of the first argument
     rate: str | None = None  # "N/SECONDS", e.g. "100/10"
+    expires: float | None = None  # seconds after the enqueue: not started by then, not run
 
     def options(self) -> list[str]:
         found = []
@@ -170,6 +171,14 @@ class Limits:
                     "SECONDS, such as 100/10 (N from 1, SECONDS up to 86400)."
                 )
             found.append(f"rate=({n}, {window!r})")
+        if self.expires is not None:
+            # The same bounds as @job(expires=...): above zero, at most ten years.
+            if not 0 < self.expires <= 10 * 365 * 86400:
+                raise ScaffoldError(
+                    f"--expires {self.expires:g}: give the seconds a task may wait to start, "
+                    "more than 0 and at most ten years (315360000), such as 3600."
+                )
+            found.append(f"expires={self.expires:g}")
         return found
 
 
@@ -206,7 +215,8 @@ def plan_job(
     limit_options = (limits or Limits()).options()
     if limit_options and django_task:
         raise ScaffoldError(
-            "--concurrency and --rate declare a Tablo @job's limits; not a Django task."
+            "--concurrency, --rate and --expires declare a Tablo @job's flow control; "
+            "not a Django task."
         )
     # ASCII and short: the name becomes a file name and part of a dotted path.
     if not _JOB_NAME.fullmatch(name) or keyword.iskeyword(name):

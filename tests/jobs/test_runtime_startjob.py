@@ -48,6 +48,10 @@ def project_files() -> set[Path]:
         (["files", "digest", "--rate", "100"], "--rate '100': give N/SECONDS"),
         (["files", "digest", "--rate", "0/10"], "give N/SECONDS"),
         (["files", "digest", "--rate", "5/0"], "give N/SECONDS"),
+        (["files", "digest", "--expires", "0"], "--expires 0: give the seconds"),
+        (["files", "digest", "--expires", "nan"], "--expires nan: give the seconds"),
+        (["files", "digest", "--expires", "4e8"], "at most ten years"),
+        (["files", "x", "--django-task", "--expires", "60"], "not a Django task"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_write_nothing(args: list[str], message: str) -> None:
@@ -74,7 +78,7 @@ def _copy_project(target: Path) -> Path:
         [],
         ["--transactional"],
         ["--django-task"],
-        ["--concurrency", "2", "--per-key", "--rate", "100/10"],
+        ["--concurrency", "2", "--per-key", "--rate", "100/10", "--expires", "3600"],
     ],
     ids=["plain", "transactional", "django_task", "limited"],
 )
@@ -98,6 +102,7 @@ def test_generated_job_and_test_pass_as_generated(tmp_path: Path, flags: list[st
     limited = "--concurrency" in flags
     assert ("concurrency_key=lambda item_id: item_id" in module) == limited
     assert ("rate=(100, 10.0)" in module) == limited
+    assert ("expires=3600," in module) == limited
     assert f"created tablos/jobs/{name}.py" in created.stdout
     assert f"created tests/tablos/test_job_{name}.py" in created.stdout
     assert (project / "tablos/jobs/__init__.py").exists()

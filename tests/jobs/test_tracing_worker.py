@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 
 from jobs.engine import registry
@@ -115,15 +116,20 @@ def test_a_stopping_worker_sends_the_spans_still_in_its_batch(spans, worker_fact
     assert process.attributes["messaging.message.id"] == task_id
 
 
-def test_a_django_task_carries_the_trace_it_was_enqueued_in_to_its_run(
-    spans, worker_factory, receiver
+@override_settings(ROOT_URLCONF="tests.support.task_views")
+def test_a_django_task_enqueued_in_a_request_goes_on_in_the_worker_process(
+    spans, client, worker_factory, receiver
 ):
     worker = worker_factory(**receiver.env("tablo-worker"))
-    with test_tracer.start_as_current_span("request") as request_span:
-        result = django_tasks.add.enqueue(2, 3)
+
+    response = client.post("/enqueue-add/")  # @task(...).enqueue() inside
+
+    assert response.status_code == 200
+    task_id = response.json()["id"]
+    (request_span,) = [s for s in spans.get_finished_spans() if s.name.startswith("POST ")]
     (publish,) = [s for s in spans.get_finished_spans() if s.name.startswith("publish ")]
     assert publish.parent.span_id == request_span.context.span_id
-    assert publish.attributes["messaging.message.id"] == result.id
+    assert publish.attributes["messaging.message.id"] == task_id
     name = publish.name.replace("publish ", "process ", 1)
 
     worker.wait_until(
@@ -133,7 +139,6 @@ def test_a_django_task_carries_the_trace_it_was_enqueued_in_to_its_run(
     assert process.kind == "CONSUMER"
     assert process.trace_id == f"{request_span.context.trace_id:032x}"
     assert process.parent_span_id == f"{publish.context.span_id:016x}"
-    assert process.attributes["messaging.message.id"] == result.id
+    assert process.attributes["messaging.message.id"] == task_id
     assert process.attributes["tablo.attempt"] == 1
-    result.refresh()
-    assert result.return_value == 5
+    assert django_tasks.add.get_result(task_id).return_value == 5

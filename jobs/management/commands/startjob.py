@@ -38,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rate", metavar="N/SECONDS", help="at most N starts in any SECONDS, e.g. 100/10"
         )
+        parser.add_argument(
+            "--expires",
+            type=float,
+            metavar="SECONDS",
+            help="a task not started this long after its enqueue ends expired, never run",
+        )
 
     def handle(self, *args: Any, app: str, name: str, **options: Any) -> None:
         try:
@@ -50,6 +56,7 @@ class Command(BaseCommand):
                     concurrency=options.get("concurrency"),
                     per_key=options.get("per_key", False),
                     rate=options.get("rate"),
+                    expires=options.get("expires"),
                 ),
             )
         except ScaffoldError as exc:
