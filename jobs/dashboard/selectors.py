@@ -21,6 +21,7 @@ ENDED_FIELDS = ("cancelled", "expired")
 # Running tasks and batches the page lists.
 RUNNING_SHOWN = 20
 BATCHES_SHOWN = 10
+LIMITS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ def overview(*, now: datetime | None = None) -> dict[str, Any]:
         "queues": queue_rows,
         "running": running_tasks(now=now),
         "batches": recent_batches(),
+        "limits": backend.limits_in_use(limit=LIMITS_SHOWN),
+        "rates": backend.rates_in_use(limit=LIMITS_SHOWN),
     }
 
 

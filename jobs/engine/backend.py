@@ -8,13 +8,15 @@ delete through here.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
 
 from jobs.engine import transitions
-from jobs.models import Job
+from jobs.models import Job, RateStart
 
 ALL_STATES = tuple(Job.State.values)
 RUNNING_FIELDS = (
@@ -76,6 +78,28 @@ def limits_in_use(*, limit: int = 50) -> list[dict[str, Any]]:
             for queue, n in sorted(queues.items())
         ]  # fmt: skip
     return found
+
+
+def rates_in_use(*, limit: int = 50) -> list[dict[str, Any]]:
+    """Each rate limit with a task waiting or running: key, job, its N starts per window
+    (``rate``, ``seconds``) and the starts counted in the window now (busiest first, at
+    most ``limit``). A start counts from its claim, as the claim counts it."""
+    rows = list(
+        Job.objects.filter(rate_key__isnull=False, state__in=Job.ACTIVE_STATES)
+        .values("rate_key")
+        .annotate(job=Max("job_name"), rate=Max("rate_max"), seconds=Max("rate_seconds"))
+        .order_by("rate_key")[:limit]
+    )
+    now = timezone.now()
+    found = []
+    for row in rows:
+        window = timedelta(seconds=float(row["seconds"] or 0))
+        started = RateStart.objects.filter(key=row["rate_key"], started_at__gt=now - window)
+        found.append(
+            {"key": row["rate_key"], "job": row["job"], "rate": row["rate"],
+             "seconds": row["seconds"], "started": started.count()}
+        )  # fmt: skip
+    return sorted(found, key=lambda r: (-r["started"], r["key"]))
 
 
 def prune_rate_starts() -> int:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 
 from jobs.dashboard import selectors
-from jobs.engine import paused, stats
+from jobs.engine import paused, registry, stats, transitions
 from jobs.models import (
     DURATION_BOUNDS,
     Job,
@@ -21,6 +21,8 @@ from jobs.models import (
     QueueSample,
     WorkerNode,
 )
+from tests.support import jobtable
+from tests.support import limits as _limit_jobs  # noqa: F401 (registers tests.limited...)
 from tests.support import runtime as _runtime_jobs  # noqa: F401 (registers tests.echo)
 from tests.support.admin import grant, messages_of, url
 
@@ -233,3 +235,38 @@ def test_pause_and_resume_from_the_page(client, superuser) -> None:
     assert not paused.is_paused(Conf.CLUSTER_NAME)
     assert LogEntry.objects.filter(user=superuser).count() == 2
     assert client.get(url("admin:jobs_overview_pause")).status_code == 405
+
+
+def test_limits_in_use_show_what_runs_against_each_limit(client, superuser) -> None:
+    for _ in range(4):
+        registry.enqueue("tests.limited", "log", on_commit=False)
+    for _ in range(3):
+        registry.enqueue("tests.rated_per_key", "log", "g1", on_commit=False)
+    me = jobtable.node(Conf.CLUSTER_NAME)
+    for i in range(10):  # as workers would, until the limits hold the rest back
+        if not transitions.claim_limited(
+            alias="default",
+            queue=Conf.CLUSTER_NAME,
+            node=me,
+            by=f"w{i}",
+            limit=10,
+            queue_limit=None,
+        ).claimed:
+            break
+
+    html = client.get(url("admin:jobs_overview_changelist")).content.decode()
+
+    limits = html[html.index('id="limits"') :]
+    concurrency = limits[limits.index('data-limit="tests.limited"') :]
+    assert "3 / 3" in concurrency.split("</tr>")[0]
+    assert '<span class="dash-full">full</span>' in concurrency.split("</tr>")[0]
+    assert '<td class="num">1</td>' in concurrency.split("</tr>")[0]  # the fourth waits
+    rate = limits[limits.index('data-rate="tests.rated_per_key:g1"') :].split("</tr>")[0]
+    assert "2 / 2" in rate
+    assert "60 s" in rate
+
+
+def test_limits_say_so_when_none_is_in_use(client, superuser) -> None:
+    html = client.get(url("admin:jobs_overview_changelist")).content.decode()
+    assert "No task with a concurrency limit is waiting or running." in html
+    assert "No task with a rate limit is waiting or running." in html
