@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from benchmarks.peers import probe, proc
 from benchmarks.peers.report import ms, pct
@@ -27,6 +28,8 @@ SETTLE_SECONDS = 1.0  # after "up": a LISTEN or first poll set up just after it
 GRACE_SECONDS = 15.0
 PICKUP_TIMEOUT = 4  # below redis-py's 5 s socket timeout, which would cut BLPOP short
 STALL_SECONDS = 30.0  # a drain whose counter stands still this long has lost tasks
+# How often a drain reads its database backends' CPU (a recycled worker's backend ends).
+SAMPLE_SECONDS = 0.25
 
 
 class Adapter(Protocol):
@@ -133,18 +136,16 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
             cpu = proc.cpu_seconds(sessions, ctx.marker)
             return time.monotonic(), probe.done_count(), cpu
 
-        # The peer's PostgreSQL backends, found once (a psql call) and read at the
-        # same moments as the workers; one that connects later is added at the end.
-        database_url = os.environ.get("BENCH17_DATABASE_URL", "")
-        backends = proc.database_backends(database_url) if database_url else []
-
-        def database() -> dict[int, int]:
-            return proc.ticks_of(backends)
+        # The peer's PostgreSQL backends (none for a peer without a database), sampled
+        # every SAMPLE_SECONDS and at the workers' own sample moments.
+        database = urlparse(os.environ.get("BENCH17_DATABASE_URL", "")).path.lstrip("/")
+        backends = proc.BackendCpu(database) if database else None
+        sampled_at = 0.0
 
         start = sample()  # every worker is up (its own signal)
-        db_start = database()
+        if backends is not None:
+            backends.start()
         all_busy: tuple[float, int, float] | None = None
-        db_busy: dict[int, int] = {}
         done, moved_at = start[1], start[0]
         while done < count:
             now = time.monotonic()
@@ -157,21 +158,21 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
             latest, busy = probe.progress()
             if all_busy is None and busy >= adapter.processes:
                 all_busy = sample()
-                db_busy = database()
+                if backends is not None:
+                    backends.start()
+            if backends is not None and time.monotonic() - sampled_at >= SAMPLE_SECONDS:
+                backends.sample()
+                sampled_at = time.monotonic()
             if latest != done:
                 done, moved_at = latest, time.monotonic()
         end = sample()
-        db_end = database()
-        if database_url:
-            late = [p for p in proc.database_backends(database_url) if p not in db_end]
-            db_end.update(proc.ticks_of(late))
+        if backends is not None:
+            backends.sample()
         time.sleep(0.5)  # acknowledgements are batched by some peers
         left = adapter.remaining()
     if all_busy is None or all_busy[1] >= count:
         warn(f"{ctx.peer}: not every worker process ran a task; timed from start-up")
-    timed_from_busy = all_busy is not None and all_busy[1] < count
-    t0, c0, cpu0 = all_busy if all_busy is not None and timed_from_busy else start
-    db0 = db_busy if timed_from_busy else db_start
+    t0, c0, cpu0 = all_busy if all_busy is not None and all_busy[1] < count else start
     t1, _, cpu1 = end
     timed = done - c0
     if timed < count / 2:
@@ -185,9 +186,7 @@ def drain(adapter: Adapter, count: int, ctx: Context, *, label: str = "drain") -
         "tasks_per_s": round(timed / (t1 - t0), 1) if t1 > t0 else None,
         "cpu_per_task_ms": round((cpu1 - cpu0) / timed * 1000, 3) if timed else None,
         "pg_cpu_per_task_ms": (
-            round(proc.ticks_seconds(db0, db_end) / timed * 1000, 3)
-            if timed and database_url
-            else None
+            round(backends.seconds() / timed * 1000, 3) if timed and backends is not None else None
         ),
         "ran": done,
         "still_queued": left,

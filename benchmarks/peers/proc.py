@@ -81,17 +81,52 @@ def cpu_seconds(sessions: Sequence[int], marker: str) -> float:
     return sum(session_processes(sessions, marker).values()) / CLOCK_TICKS
 
 
-def database_backends(database_url: str) -> list[int]:
-    """The pids of the PostgreSQL backends connected to the database of ``database_url``
-    (the server is on this machine: its processes are in /proc)."""
-    query = (
-        "SELECT pid FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
-    found = subprocess.run(
-        ["psql", database_url, "-Atc", query], capture_output=True, text=True, check=False
-    )
-    return [int(line) for line in found.stdout.split() if line.isdigit()]
+def backend_database(cmdline: bytes) -> str | None:
+    """The database a PostgreSQL backend serves, from its process title ("postgres:
+    [cluster: ]user database host state"); None for any other process."""
+    words = cmdline.replace(b"\0", b" ").decode(errors="replace").split()
+    if len(words) < 3 or words[0] != "postgres:":
+        return None
+    if words[1].endswith(":"):  # Debian's cluster_name, "15/main:"
+        words = words[1:]
+    return words[2] if len(words) > 2 else None
+
+
+def database_backends(database: str) -> list[int]:
+    """The pids of the PostgreSQL backends of ``database`` (the server is on this machine:
+    a scan of /proc, cheap enough to repeat while a drain runs)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if backend_database(cmdline) == database:
+            found.append(int(entry.name))
+    return found
+
+
+class BackendCpu:
+    """CPU of one database's backends over a window: sampled often, since a backend that
+    ends (a recycled worker's) takes its ticks with it; what it used since its last
+    sample is missed, so this never overcounts."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.base: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+
+    def sample(self) -> None:
+        self.last.update(ticks_of(database_backends(self.database)))
+
+    def start(self) -> None:
+        self.sample()
+        self.base = dict(self.last)
+
+    def seconds(self) -> float:
+        return ticks_seconds(self.base, self.last)
 
 
 def ticks_of(pids: Sequence[int]) -> dict[int, int]:
@@ -107,8 +142,7 @@ def ticks_of(pids: Sequence[int]) -> dict[int, int]:
 
 
 def ticks_seconds(before: dict[int, int], after: dict[int, int]) -> float:
-    """CPU used between two ``ticks_of``: a pid missing before counts whole; one that
-    ended meanwhile is missed (its last ticks cannot be read)."""
+    """CPU used between two ``ticks_of``: a pid missing before counts whole."""
     return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLOCK_TICKS
 
 

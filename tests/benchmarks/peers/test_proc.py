@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks.peers.proc import CLOCK_TICKS, parse_stat, ticks_of, ticks_seconds
+import pytest
+
+from benchmarks.peers.proc import CLOCK_TICKS, backend_database, parse_stat, ticks_of, ticks_seconds
 
 
 def stat_line(comm: str, *, session: int, utime: int, stime: int, cutime: int, cstime: int):
@@ -42,3 +44,17 @@ def test_ticks_of_reads_live_pids_and_skips_gone_ones():
     ticks = ticks_of([os.getpid(), 2**22 + 1])  # above any pid_max: never a live pid
     assert list(ticks) == [os.getpid()]
     assert ticks[os.getpid()] == parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())[1]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "database"),
+    [
+        (b"postgres: 15/main: postgres bench17_tablo 127.0.0.1(53262) idle\0\0", "bench17_tablo"),
+        (b"postgres: app bench17_celery [local] SELECT", "bench17_celery"),
+        (b"postgres: 15/main: checkpointer \0\0", None),
+        (b"/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib", None),
+        (b"python\0manage.py\0qcluster", None),
+    ],
+)
+def test_backend_database_reads_the_process_title(cmdline: bytes, database: str | None):
+    assert backend_database(cmdline) == database
