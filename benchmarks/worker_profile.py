@@ -6,7 +6,11 @@ CPU spent in Python) for a few seconds of the drain, and prints each part's shar
 the samples. Needs py-spy (benchmarks/requirements-profile.txt).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tablo_profile \\
-        .venv/bin/python benchmarks/worker_profile.py [--tasks 20000] [--seconds 8]
+        .venv/bin/python benchmarks/worker_profile.py [--tasks 20000] [--seconds 8] \\
+        [--api django] [--raw stacks.txt]
+
+``--api django`` fills the queue with Django ``@task`` no-ops (``.enqueue()``) instead of
+``async_task``; ``--raw`` keeps py-spy's stacks for a closer look.
 
 The database is created if missing, migrated and emptied: never point it at data you keep.
 """
@@ -29,7 +33,8 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_profile"
 
 # Each sample goes to the first part one of its frames names (the order matters).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("the task's own function", ("queue_tasks.py",)),
+    ("the task's own function", ("queue_tasks.py", "django_tasks_funcs.py")),
+    ("Django task: TaskResult, signals, JSON return value", ("django_tasks/",)),
     ("django-q2 payload: signature check and unpickling", ("SignedPackage.loads",)),
     ("log line and structlog context", ("structlog", "_log_finished")),
     ("signals (pre_execute, post_execute_in_worker, post_execute)", ("Signal.send",)),
@@ -70,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--api", choices=["async_task", "django"], default="async_task")
+    parser.add_argument("--raw", type=Path, help="also write py-spy's stacks to this file")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -80,11 +87,16 @@ def main() -> None:
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name],
                    capture_output=True, check=False)  # fmt: skip
     manage(env, "migrate", "--no-input", "-v", "0")
+    enqueue = {
+        "async_task": "async_task('benchmarks.queue_tasks.noop')",
+        "django": "noop.enqueue()",
+    }[args.api]
     fill = (
         "from django.db import transaction\nfrom django_q.tasks import async_task\n"
+        "from benchmarks.django_tasks_funcs import noop\n"
         "from jobs.models import Job\nJob.objects.all().delete()\n"
         f"with transaction.atomic():\n    for _ in range({args.tasks}):\n"
-        "        async_task('benchmarks.queue_tasks.noop')\n"
+        f"        {enqueue}\n"
     )
     manage(env, "shell", "-c", fill)
     with tempfile.TemporaryDirectory() as out:
@@ -113,6 +125,8 @@ def main() -> None:
             cluster.wait(60)
             log.close()
         raw = [line for p in Path(out).glob("*.txt") for line in p.read_text().splitlines()]
+    if args.raw:
+        args.raw.write_text("\n".join(raw) + "\n")
     print(f"worker CPU by part of the loop ({len(raw)} distinct stacks, 2 workers):")
     print("| part | share of CPU samples |\n|---|---|")
     for name, share in summarize(raw):
