@@ -294,7 +294,7 @@ def claim_limited(
     limits allow, ``limits.choose``), then tasks without one up to ``limit``, all within
     ``queue_limit`` (the queue's own limit) when given.
 
-    On PostgreSQL it is one function call (``jobs_claim_limited``): it locks its
+    On PostgreSQL it is one statement (``_CLAIM_LIMITED_POSTGRESQL``): it locks its
     candidates (``SKIP LOCKED``: a concurrent claimer looks at the next ones), takes a
     transaction-level advisory lock per key in hash order (so two claimers never wait on
     each other in a cycle), and counts what runs under those keys with a fresh snapshot
@@ -345,6 +345,11 @@ _LIMITED_READY = (
     "GROUP BY limit_key HAVING count(*) >= max(limit_max)))"
 )
 _CANDIDATE_COLUMNS = "id, limit_key, limit_max, rate_key, rate_max, rate_seconds"
+
+
+def _share(free: str) -> str:
+    """``limits.share`` in SQL, of the expression ``free``."""
+    return f"(CASE WHEN ({free}) <= 0 THEN 0 ELSE GREATEST(1, ({free}) / {limits.SHARE}) END)"
 
 
 def _candidates(rows: Iterable[Sequence[Any]]) -> list[limits.Candidate]:
@@ -399,12 +404,132 @@ def _choose(
     return choice, (min(waits) if waits else None)
 
 
-# The claim with limits on PostgreSQL: a function (migration 0016) whose plans the
-# server keeps for the session; its docstring says how the locks and counts work.
-_CLAIM_LIMITED_POSTGRESQL = (
-    "SELECT * FROM jobs_claim_limited(%(queue)s, %(now)s, %(node)s, %(by)s, %(batch)s, "
-    "%(scan)s, %(share)s, %(loose)s, %(space)s, %(queue_key)s, %(queue_limit)s)"
+# The claim with limits in one statement (PostgreSQL). Its locks are taken in ``locked``
+# and the counts read after them by ``jobs_flow_usage`` (migration 0013), a VOLATILE
+# function: each of its queries takes a new snapshot, so it sees every claim committed
+# before the locks were granted, which the statement's own snapshot may not. A key near
+# its limit is locked exclusively: one claimer at a time counts and takes. A key far
+# from it is locked shared: its claimers run side by side, each taking at most LOOSE,
+# and the recheck bounds what they can take together by the worker processes of all
+# live nodes (only a live node claims); an exclusive claimer waits for them, they for it.
+_QUEUE_SHARE = _share("%(queue_limit)s::int - coalesce((SELECT n FROM usage WHERE kind = 'q'), 0)")
+_LIMIT_SHARE = _share("c.limit_max - coalesce(running.n, 0)")
+# Rechecked under the shared lock with what the locks let through: every other claimer
+# in flight holds the same shared lock and takes at most LOOSE of the key.
+_STILL_LOOSE = (
+    "coalesce(running.n, 0) + %(loose)s::int * (SELECT n FROM usage WHERE kind = 'k') "
+    "<= c.limit_max"
 )
+_CLAIM_LIMITED_POSTGRESQL = f"""
+    WITH cand AS MATERIALIZED (
+        SELECT {_CANDIDATE_COLUMNS},
+               row_number() OVER (ORDER BY priority DESC, run_at, id) AS ord
+        FROM (
+            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
+            WHERE {_LIMITED_READY}
+            ORDER BY priority DESC, run_at, id
+            LIMIT %(scan)s
+            FOR UPDATE SKIP LOCKED
+        ) AS ready
+    ), windows AS MATERIALIZED (
+        SELECT rate_key AS key, max(rate_seconds) AS seconds, max(rate_max) AS most
+        FROM cand WHERE rate_key IS NOT NULL GROUP BY rate_key
+    ), pre AS MATERIALIZED (
+        -- A first count, in the statement's own snapshot: a key whose limit stays out of
+        -- reach even if every live worker process claimed LOOSE at once is taken
+        -- under a shared lock, so that claimers of it do not queue behind each other.
+        SELECT c.key,
+               count(r.id) + %(loose)s::int * (
+                   SELECT coalesce(sum(workers), 0) FROM {_NODE_TABLE}
+                   WHERE dead_at IS NULL AND stopped_at IS NULL
+               ) <= max(c.most) AS shared
+        FROM (
+            SELECT limit_key AS key, max(limit_max) AS most FROM cand
+            WHERE limit_key IS NOT NULL GROUP BY limit_key
+        ) AS c
+        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.key
+        GROUP BY c.key
+    ), locked AS MATERIALIZED (
+        -- In hash order, so two claimers never wait on each other in a cycle.
+        SELECT count(CASE WHEN o.shared THEN pg_advisory_xact_lock_shared(%(space)s::int, o.h)
+                          ELSE pg_advisory_xact_lock(%(space)s::int, o.h) END) AS n
+        FROM (
+            SELECT hashtext(k.key) AS h, bool_and(k.shared) AS shared FROM (
+                SELECT key, shared FROM pre
+                UNION ALL SELECT rate_key, false FROM cand WHERE rate_key IS NOT NULL
+                UNION ALL SELECT %(queue_key)s::text, false WHERE %(queue_key)s::text IS NOT NULL
+            ) AS k
+            GROUP BY 1 ORDER BY 1
+        ) AS o
+    ), usage AS MATERIALIZED (
+        SELECT u.* FROM locked, LATERAL jobs_flow_usage(
+            ARRAY(SELECT key FROM pre),
+            ARRAY(SELECT key FROM windows ORDER BY key)::text[],
+            ARRAY(SELECT seconds FROM windows ORDER BY key)::float8[],
+            %(queue_key)s::text, locked.n
+        ) AS u
+    ), room AS MATERIALIZED (
+        SELECT CASE WHEN %(queue_limit)s::int IS NULL THEN %(batch)s::int
+                    ELSE LEAST(%(batch)s::int, {_QUEUE_SHARE})
+               END AS n
+    ), allowed AS (
+        SELECT c.id, c.ord FROM (
+            SELECT cand.*,
+                   row_number() OVER (PARTITION BY limit_key ORDER BY ord) AS limit_rank,
+                   row_number() OVER (PARTITION BY rate_key ORDER BY ord) AS rate_rank
+            FROM cand
+        ) AS c
+        LEFT JOIN usage AS running ON running.kind = 'c' AND running.flow_key = c.limit_key
+        LEFT JOIN usage AS started ON started.kind = 'r' AND started.flow_key = c.rate_key
+        LEFT JOIN pre ON pre.key = c.limit_key
+        WHERE (c.limit_key IS NULL
+               OR c.limit_rank <= CASE WHEN NOT pre.shared THEN {_LIMIT_SHARE}
+                                       WHEN {_STILL_LOOSE} THEN %(loose)s::int
+                                       ELSE 0 END)
+          AND (c.rate_key IS NULL
+               OR c.rate_rank <= LEAST(1, c.rate_max - coalesce(started.n, 0)))
+    ), chosen AS MATERIALIZED (
+        SELECT id FROM allowed ORDER BY ord LIMIT (SELECT n FROM room)
+    ), me AS (
+        SELECT id FROM {_NODE_TABLE}
+        WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
+        FOR SHARE
+    ), fill AS (
+        SELECT id FROM {_TABLE}
+        WHERE queue = %(queue)s
+          AND state IN ('queued', 'retrying')
+          AND limit_key IS NULL AND rate_key IS NULL
+          AND run_at <= %(now)s
+          AND EXISTS (SELECT 1 FROM me)
+        ORDER BY priority DESC, run_at, id
+        LIMIT (SELECT n - (SELECT count(*) FROM chosen) FROM room)
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM chosen WHERE EXISTS (SELECT 1 FROM me)
+        UNION ALL SELECT id FROM fill
+    ), claimed AS (
+        UPDATE {_TABLE} AS j
+        SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
+            owner = %(node)s, started_at = NULL
+        FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
+        RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
+                  j.run_at, j.limit_key, j.rate_key
+    ), rated AS (
+        INSERT INTO {_RATE_TABLE} (key, started_at, job)
+        SELECT rate_key, clock_timestamp(), id FROM claimed WHERE rate_key IS NOT NULL
+    )
+    SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
+           limit_key IS NOT NULL OR rate_key IS NOT NULL, rate_key IS NOT NULL,
+           NULL::bigint, NULL::float8
+    FROM claimed
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
+        SELECT min(EXTRACT(EPOCH FROM u.oldest - clock_timestamp()) + w.seconds)
+        FROM usage AS u JOIN windows AS w ON w.key = u.flow_key
+        WHERE u.kind = 'r' AND u.n >= w.most
+    )
+    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+"""
 
 
 def _claim_limited_postgresql(
@@ -421,7 +546,7 @@ def _claim_limited_postgresql(
         "queue": queue, "now": now, "scan": limits.scan(limit), "space": _LOCK_SPACE,
         "queue_key": f"queue:{queue}" if queue_limit is not None else None,
         "queue_limit": queue_limit, "batch": limit, "node": node, "by": by,
-        "loose": limits.LOOSE, "share": limits.SHARE,
+        "loose": limits.LOOSE,
     }  # fmt: skip
     with bound.cursor(alias) as cursor:
         cursor.execute(_CLAIM_LIMITED_POSTGRESQL, params)
