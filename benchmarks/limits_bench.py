@@ -34,6 +34,9 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BASE_DIR))  # run as a script: the project's packages
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/tablo_limits_bench"
 
+from benchmarks.peers.phases import SAMPLE_SECONDS  # noqa: E402 (after the path is set)
+from benchmarks.peers.proc import BackendCpu  # noqa: E402
+
 
 def prepare_database(url: str) -> None:
     parsed = urlparse(url)
@@ -49,24 +52,6 @@ def prepare_database(url: str) -> None:
         env=dict(os.environ, DATABASE_URL=url),
         check=True,
     )
-
-
-def backend_cpu(database: str) -> dict[int, float]:
-    """pid -> user + system CPU seconds of each PostgreSQL backend serving ``database``
-    (the machine's other databases left out: it may be shared)."""
-    import psutil
-
-    found = {}
-    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        times = process.info["cpu_times"]
-        if process.info["name"] == "postgres" and f" {database} " in cmdline and times:
-            found[process.pid] = times.user + times.system
-    return found
-
-
-def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 class Bench:
@@ -106,23 +91,32 @@ class Bench:
             node.stop()
         self.nodes = []
 
-    def cpu(self) -> float:
-        """CPU seconds so far of the nodes (every process) and of their database's backends."""
+    def own_backend(self) -> frozenset[int]:
+        """This process's own backend: its polling is not the system's CPU."""
+        from django.db import connection
+
+        connection.ensure_connection()
+        return frozenset({connection.connection.info.backend_pid})
+
+    def node_cpu(self) -> float:
+        """CPU seconds so far of the nodes (every process, reaped children included)."""
         from benchmarks.queue_bench import tree_cpu_seconds
 
-        nodes = sum(tree_cpu_seconds(node.pid) for node in self.nodes)
-        return nodes + sum(backend_cpu(self.database).values())
+        return sum(tree_cpu_seconds(node.pid) for node in self.nodes)
 
-    def drain(self, name: str, n: int, *, sample_running: bool = False) -> tuple[float, int]:
+    def drain(
+        self, name: str, n: int, *, sample_running: bool = False, backends: BackendCpu | None = None
+    ) -> tuple[float, int]:
         """Seconds from enqueueing ``n`` tasks of ``name`` until none is left, and the most
-        seen running at once (sampled every 5 ms when asked)."""
+        seen running at once (sampled every 5 ms when asked). ``backends``: sampled every
+        ``SAMPLE_SECONDS`` (a backend that ends takes its CPU with it)."""
         from django.db import connection
 
         from jobs.engine import registry
 
         self.reset()
         most = 0
-        start = time.perf_counter()
+        start = sampled_at = time.perf_counter()
         registry.enqueue_many(name, [()] * n)
         with connection.cursor() as cursor:
             while True:
@@ -135,9 +129,16 @@ class Bench:
                 )
                 left, running = cursor.fetchone()
                 most = max(most, running)
+                if backends is not None and time.perf_counter() - sampled_at >= SAMPLE_SECONDS:
+                    backends.sample()
+                    sampled_at = time.perf_counter()
                 if not left:
+                    if backends is not None:
+                        backends.sample()
                     return time.perf_counter() - start, most
-                time.sleep(0.005 if sample_running else 0.02)
+                # Each poll counts the table: often enough for the drain's end, not so
+                # often that it takes a share of the machine from the nodes.
+                time.sleep(0.005 if sample_running else 0.1)
 
 
 def main() -> None:
@@ -164,9 +165,12 @@ def main() -> None:
                     ("bench.free", free, free_cpu),
                     ("bench.loose", loose, loose_cpu),
                 ):
-                    cpu = bench.cpu()
-                    rates.append(args.tasks / bench.drain(name, args.tasks)[0])
-                    cpus.append((bench.cpu() - cpu) / args.tasks * 1000)
+                    backends = BackendCpu(bench.database, exclude=bench.own_backend())
+                    nodes = bench.node_cpu()
+                    backends.start()
+                    rates.append(args.tasks / bench.drain(name, args.tasks, backends=backends)[0])
+                    cpu = bench.node_cpu() - nodes + backends.seconds()
+                    cpus.append(cpu / args.tasks * 1000)
         finally:
             bench.stop_nodes()
         bench.start_nodes(2)

@@ -153,6 +153,14 @@ class Job(models.Model):
             ),
             # jobs.engine.nodes: the running tasks of one node (rescue, hand-back, /healthz).
             models.Index("owner", condition=Q(state="running"), name="jobs_job_running_owner_idx"),
+            # Flow control: the running tasks of a limit key, counted by every claim with
+            # limits and by the finish that frees a slot. Without it the planner scans the
+            # table whenever its statistics lag behind a burst of enqueued tasks.
+            models.Index(
+                "limit_key",
+                condition=Q(state="running", limit_key__isnull=False),
+                name="jobs_job_running_limit_idx",
+            ),
             # Failed tasks admin and list_failed_jobs: newest failure first,
             # optionally by state, function or error signature.
             models.Index(

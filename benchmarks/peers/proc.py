@@ -113,13 +113,15 @@ class BackendCpu:
     ends (a recycled worker's) takes its ticks with it; what it used since its last
     sample is missed, so this never overcounts."""
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, *, exclude: frozenset[int] = frozenset()) -> None:
         self.database = database
+        self.exclude = exclude  # backends that are not the system's (the benchmark's own)
         self.base: dict[int, int] = {}
         self.last: dict[int, int] = {}
 
     def sample(self) -> None:
-        self.last.update(ticks_of(database_backends(self.database)))
+        pids = [pid for pid in database_backends(self.database) if pid not in self.exclude]
+        self.last.update(ticks_of(pids))
 
     def start(self) -> None:
         self.sample()

@@ -294,7 +294,7 @@ def claim_limited(
     limits allow, ``limits.choose``), then tasks without one up to ``limit``, all within
     ``queue_limit`` (the queue's own limit) when given.
 
-    On PostgreSQL it is one statement (``_CLAIM_LIMITED_POSTGRESQL``): it locks its
+    On PostgreSQL it is one function call (``jobs_claim_limited``): it locks its
     candidates (``SKIP LOCKED``: a concurrent claimer looks at the next ones), takes a
     transaction-level advisory lock per key in hash order (so two claimers never wait on
     each other in a cycle), and counts what runs under those keys with a fresh snapshot
@@ -345,11 +345,6 @@ _LIMITED_READY = (
     "GROUP BY limit_key HAVING count(*) >= max(limit_max)))"
 )
 _CANDIDATE_COLUMNS = "id, limit_key, limit_max, rate_key, rate_max, rate_seconds"
-
-
-def _share(free: str) -> str:
-    """``limits.share`` in SQL, of the expression ``free``."""
-    return f"(CASE WHEN ({free}) <= 0 THEN 0 ELSE GREATEST(1, ({free}) / {limits.SHARE}) END)"
 
 
 def _candidates(rows: Iterable[Sequence[Any]]) -> list[limits.Candidate]:
@@ -404,132 +399,13 @@ def _choose(
     return choice, (min(waits) if waits else None)
 
 
-# The claim with limits in one statement (PostgreSQL). Its locks are taken in ``locked``
-# and the counts read after them by ``jobs_flow_usage`` (migration 0013), a VOLATILE
-# function: each of its queries takes a new snapshot, so it sees every claim committed
-# before the locks were granted, which the statement's own snapshot may not. A key near
-# its limit is locked exclusively: one claimer at a time counts and takes. A key far
-# from it is locked shared: its claimers run side by side, each taking at most LOOSE,
-# and the recheck bounds what they can take together by the worker processes of all
-# live nodes (only a live node claims); an exclusive claimer waits for them, they for it.
-_QUEUE_SHARE = _share("%(queue_limit)s::int - coalesce((SELECT n FROM usage WHERE kind = 'q'), 0)")
-_LIMIT_SHARE = _share("c.limit_max - coalesce(running.n, 0)")
-# Rechecked under the shared lock with what the locks let through: every other claimer
-# in flight holds the same shared lock and takes at most LOOSE of the key.
-_STILL_LOOSE = (
-    "coalesce(running.n, 0) + %(loose)s::int * (SELECT n FROM usage WHERE kind = 'k') "
-    "<= c.limit_max"
+# The claim with limits on PostgreSQL: a function (migration 0016) whose plans the
+# server keeps for the session; its docstring and docs/broker.md say how its locks and
+# counts work.
+_CLAIM_LIMITED_POSTGRESQL = (
+    "SELECT * FROM jobs_claim_limited(%(queue)s, %(now)s, %(node)s, %(by)s, %(batch)s, "
+    "%(scan)s, %(share)s, %(loose)s, %(space)s, %(queue_key)s, %(queue_limit)s)"
 )
-_CLAIM_LIMITED_POSTGRESQL = f"""
-    WITH cand AS MATERIALIZED (
-        SELECT {_CANDIDATE_COLUMNS},
-               row_number() OVER (ORDER BY priority DESC, run_at, id) AS ord
-        FROM (
-            SELECT {_CANDIDATE_COLUMNS}, priority, run_at FROM {_TABLE}
-            WHERE {_LIMITED_READY}
-            ORDER BY priority DESC, run_at, id
-            LIMIT %(scan)s
-            FOR UPDATE SKIP LOCKED
-        ) AS ready
-    ), windows AS MATERIALIZED (
-        SELECT rate_key AS key, max(rate_seconds) AS seconds, max(rate_max) AS most
-        FROM cand WHERE rate_key IS NOT NULL GROUP BY rate_key
-    ), pre AS MATERIALIZED (
-        -- A first count, in the statement's own snapshot: a key whose limit stays out of
-        -- reach even if every live worker process claimed LOOSE at once is taken
-        -- under a shared lock, so that claimers of it do not queue behind each other.
-        SELECT c.key,
-               count(r.id) + %(loose)s::int * (
-                   SELECT coalesce(sum(workers), 0) FROM {_NODE_TABLE}
-                   WHERE dead_at IS NULL AND stopped_at IS NULL
-               ) <= max(c.most) AS shared
-        FROM (
-            SELECT limit_key AS key, max(limit_max) AS most FROM cand
-            WHERE limit_key IS NOT NULL GROUP BY limit_key
-        ) AS c
-        LEFT JOIN {_TABLE} AS r ON r.state = 'running' AND r.limit_key = c.key
-        GROUP BY c.key
-    ), locked AS MATERIALIZED (
-        -- In hash order, so two claimers never wait on each other in a cycle.
-        SELECT count(CASE WHEN o.shared THEN pg_advisory_xact_lock_shared(%(space)s::int, o.h)
-                          ELSE pg_advisory_xact_lock(%(space)s::int, o.h) END) AS n
-        FROM (
-            SELECT hashtext(k.key) AS h, bool_and(k.shared) AS shared FROM (
-                SELECT key, shared FROM pre
-                UNION ALL SELECT rate_key, false FROM cand WHERE rate_key IS NOT NULL
-                UNION ALL SELECT %(queue_key)s::text, false WHERE %(queue_key)s::text IS NOT NULL
-            ) AS k
-            GROUP BY 1 ORDER BY 1
-        ) AS o
-    ), usage AS MATERIALIZED (
-        SELECT u.* FROM locked, LATERAL jobs_flow_usage(
-            ARRAY(SELECT key FROM pre),
-            ARRAY(SELECT key FROM windows ORDER BY key)::text[],
-            ARRAY(SELECT seconds FROM windows ORDER BY key)::float8[],
-            %(queue_key)s::text, locked.n
-        ) AS u
-    ), room AS MATERIALIZED (
-        SELECT CASE WHEN %(queue_limit)s::int IS NULL THEN %(batch)s::int
-                    ELSE LEAST(%(batch)s::int, {_QUEUE_SHARE})
-               END AS n
-    ), allowed AS (
-        SELECT c.id, c.ord FROM (
-            SELECT cand.*,
-                   row_number() OVER (PARTITION BY limit_key ORDER BY ord) AS limit_rank,
-                   row_number() OVER (PARTITION BY rate_key ORDER BY ord) AS rate_rank
-            FROM cand
-        ) AS c
-        LEFT JOIN usage AS running ON running.kind = 'c' AND running.flow_key = c.limit_key
-        LEFT JOIN usage AS started ON started.kind = 'r' AND started.flow_key = c.rate_key
-        LEFT JOIN pre ON pre.key = c.limit_key
-        WHERE (c.limit_key IS NULL
-               OR c.limit_rank <= CASE WHEN NOT pre.shared THEN {_LIMIT_SHARE}
-                                       WHEN {_STILL_LOOSE} THEN %(loose)s::int
-                                       ELSE 0 END)
-          AND (c.rate_key IS NULL
-               OR c.rate_rank <= LEAST(1, c.rate_max - coalesce(started.n, 0)))
-    ), chosen AS MATERIALIZED (
-        SELECT id FROM allowed ORDER BY ord LIMIT (SELECT n FROM room)
-    ), me AS (
-        SELECT id FROM {_NODE_TABLE}
-        WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
-        FOR SHARE
-    ), fill AS (
-        SELECT id FROM {_TABLE}
-        WHERE queue = %(queue)s
-          AND state IN ('queued', 'retrying')
-          AND limit_key IS NULL AND rate_key IS NULL
-          AND run_at <= %(now)s
-          AND EXISTS (SELECT 1 FROM me)
-        ORDER BY priority DESC, run_at, id
-        LIMIT (SELECT n - (SELECT count(*) FROM chosen) FROM room)
-        FOR UPDATE SKIP LOCKED
-    ), picked AS (
-        SELECT id FROM chosen WHERE EXISTS (SELECT 1 FROM me)
-        UNION ALL SELECT id FROM fill
-    ), claimed AS (
-        UPDATE {_TABLE} AS j
-        SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
-            owner = %(node)s, started_at = NULL
-        FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'retrying')
-        RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority,
-                  j.run_at, j.limit_key, j.rate_key
-    ), rated AS (
-        INSERT INTO {_RATE_TABLE} (key, started_at, job)
-        SELECT rate_key, clock_timestamp(), id FROM claimed WHERE rate_key IS NOT NULL
-    )
-    SELECT id, payload, timeout, max_attempts, attempt, priority, run_at,
-           limit_key IS NOT NULL OR rate_key IS NOT NULL, rate_key IS NOT NULL,
-           NULL::bigint, NULL::float8
-    FROM claimed
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM cand), (
-        SELECT min(EXTRACT(EPOCH FROM u.oldest - clock_timestamp()) + w.seconds)
-        FROM usage AS u JOIN windows AS w ON w.key = u.flow_key
-        WHERE u.kind = 'r' AND u.n >= w.most
-    )
-    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
-"""
 
 
 def _claim_limited_postgresql(
@@ -546,7 +422,7 @@ def _claim_limited_postgresql(
         "queue": queue, "now": now, "scan": limits.scan(limit), "space": _LOCK_SPACE,
         "queue_key": f"queue:{queue}" if queue_limit is not None else None,
         "queue_limit": queue_limit, "batch": limit, "node": node, "by": by,
-        "loose": limits.LOOSE,
+        "loose": limits.LOOSE, "share": limits.SHARE,
     }  # fmt: skip
     with bound.cursor(alias) as cursor:
         cursor.execute(_CLAIM_LIMITED_POSTGRESQL, params)
@@ -696,41 +572,66 @@ def mark_started(conn: Any, *, row_id: int, node: int) -> int | None:
 # -- finish --------------------------------------------------------------------------
 # Only a slot of a key that was full wakes anyone: no claimer waits on a key below its
 # limit (a claim that takes nothing because of limits finds every key it saw full).
+# The statement's snapshot still sees the rows it deletes as running, so the count
+# includes them.
 _FREED = (
     f"CASE WHEN {_TABLE}.limit_key IS NOT NULL AND (SELECT count(*) FROM {_TABLE} AS r "
     f"WHERE r.state = 'running' AND r.limit_key = {_TABLE}.limit_key) >= {_TABLE}.limit_max "
     "THEN queue END AS freed"
 )
+# The same on PostgreSQL, counted once per key of the deleted rows (``done``), not once
+# per row: the rows that end a batch are mostly of one key.
+_FREED_KEYS = (
+    "SELECT NULL::bigint, NULL::int, k.queue FROM ("
+    "SELECT limit_key, queue, min(limit_max) AS most FROM done "
+    "WHERE limit_key IS NOT NULL GROUP BY limit_key, queue) AS k "
+    f"WHERE (SELECT count(*) FROM {_TABLE} AS r WHERE r.state = 'running' "
+    "AND r.limit_key = k.limit_key) >= k.most"
+)
 
 
-def _delete_sql(
-    acks: list[AckId], owner: int | None, by: str | None, *, postgresql: bool
-) -> tuple[str, list[str]]:
+def _delete_sql(acks: list[AckId], owner: int | None, by: str | None) -> tuple[str, list[str]]:
+    """The DELETE of the rows ``owner`` (and ``by``) still hold at these attempts."""
     # The ids and attempts are ints, written into the text; the claimer is a parameter.
     pairs = ",".join(f"({int(row_id)},{int(attempt)})" for row_id, attempt in acks)
     owned = f"owner = {int(owner)}" if owner is not None else "owner IS NULL"
     claimed = "AND claimed_by = %s " if by is not None else ""
-    flush = _NO_FLUSH if postgresql else ""
     return (
-        f"DELETE FROM {_TABLE} WHERE {owned} {claimed}{flush}"
-        f"AND (id, attempt) IN (VALUES {pairs}) "
-        f"RETURNING id, attempt, {_FREED}"
+        f"DELETE FROM {_TABLE} WHERE {owned} {claimed}AND (id, attempt) IN (VALUES {pairs}) "
     ), ([by] if by is not None else [])
 
 
-# (row id, attempt, the queue whose limited slot it freed or None) of deleted rows.
+def _deleted_postgresql(delete: str, also: str = "") -> str:
+    """``delete`` (with ``also``, more statements on its rows ``done``) in one statement
+    that returns the deleted rows ``(id, attempt, NULL)`` and, once per key that was at
+    its limit, ``(NULL, NULL, queue)``."""
+    return (
+        f"WITH done AS ({delete}{_NO_FLUSH}"
+        "RETURNING id, attempt, limit_key, limit_max, queue)"
+        f"{also} SELECT id, attempt, NULL FROM done UNION ALL {_FREED_KEYS}"
+    )
 
-_Deleted = list[tuple[int, int, str | None]]
+
+# The deleted rows (row id, attempt), and the queues of the keys whose slots they freed.
+_Deleted = tuple[set[AckId], set[str]]
+
+
+def _split(rows: Iterable[Sequence[Any]]) -> _Deleted:
+    deleted = {(int(r[0]), int(r[1])) for r in rows if r[0] is not None}
+    return deleted, {str(r[2]) for r in rows if r[2] is not None}
 
 
 def _delete_finished(alias: str, acks: list[AckId], owner: int | None, by: str | None) -> _Deleted:
     if not acks:
-        return []
+        return set(), set()
     db = connections[alias]
-    sql, params = _delete_sql(acks, owner, by, postgresql=db.vendor == "postgresql")
+    delete, params = _delete_sql(acks, owner, by)
+    # SQLite has no NOTIFY (its workers poll): a freed slot wakes no one there.
+    postgresql = db.vendor == "postgresql"
+    sql = _deleted_postgresql(delete) if postgresql else f"{delete}RETURNING id, attempt, NULL"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
+        return _split(cursor.fetchall())
 
 
 def _delete_and_save_postgresql(
@@ -742,12 +643,11 @@ def _delete_and_save_postgresql(
 ) -> _Deleted:
     """One statement: delete the owned rows, insert the results of exactly those."""
     ordered = list(kept)
-    delete, params = _delete_sql(acks, owner, by, postgresql=True)
+    delete, params = _delete_sql(acks, owner, by)
     insert, values = results.insert_joined([kept[ack] for ack in ordered], ordered, joined="done")
-    sql = f"WITH done AS ({delete}), saved AS ({insert}) SELECT id, attempt, freed FROM done"
     with bound.cursor(alias) as cursor:
-        cursor.execute(sql, [*params, *values])
-        return [(int(r[0]), int(r[1]), r[2]) for r in cursor.fetchall()]
+        cursor.execute(_deleted_postgresql(delete, f", saved AS ({insert})"), [*params, *values])
+        return _split(cursor.fetchall())
 
 
 def finish(
@@ -786,15 +686,13 @@ def finish(
     with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and results.saved(tasks[ack])}
         if kept and db.vendor == "postgresql":
-            gone = _delete_and_save_postgresql(alias, acks, kept, owner, by)
+            deleted, full = _delete_and_save_postgresql(alias, acks, kept, owner, by)
         else:
-            gone = _delete_finished(alias, acks, owner, by)
-        deleted = {(row_id, attempt) for row_id, attempt, _freed in gone}
+            deleted, full = _delete_finished(alias, acks, owner, by)
         if kept and db.vendor == "postgresql":
             rows = [results.result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
             rows = results.save_rows(alias, [t for ack, t in kept.items() if ack in deleted])
-        full = {queue for _row_id, _attempt, queue in gone if queue is not None}
         if freed is not None:
             freed |= full
         elif full:

@@ -8,6 +8,8 @@ import threading
 import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
+from django_q.models import Task
+from django_q.signing import SignedPackage
 
 from jobs.engine import backend, limits, registry, transitions
 from jobs.engine.worker import Worker
@@ -104,6 +106,37 @@ def test_a_finished_or_failed_task_frees_its_slot() -> None:
     assert done == {(first, attempt)}
     assert [c.row_id for c in claim(me).claimed] != []
     assert running("tests.limited") == 3
+
+
+@pytest.mark.parametrize("with_results", [False, True])
+def test_a_finish_names_the_queue_of_a_full_key_once_and_of_no_other(with_results) -> None:
+    enqueue("tests.limited", LOG, n=4)  # concurrency=3: full once three run
+    enqueue("tests.loose", LOG, n=2)  # concurrency=1000: far from it
+    me = live_node()
+    claimed = [c for i in range(5) for c in claim(me, by=f"w{i}").claimed]
+    keys = dict(Job.objects.filter(state=Job.State.RUNNING).values_list("id", "limit_key"))
+    full = [(c.row_id, c.attempt) for c in claimed if keys[c.row_id] == "tests.limited"]
+    loose = [(c.row_id, c.attempt) for c in claimed if keys[c.row_id] == "tests.loose"]
+    assert (len(full), len(loose)) == (3, 2)
+    packages = {
+        (c.row_id, c.attempt): SignedPackage.loads(c.payload)
+        | {"success": True, "result": None, "stopped": timezone.now(), "attempt": 1}
+        for c in claimed
+    }
+
+    def finish(acks: list[tuple[int, int]]) -> set[str]:
+        freed: set[str] = set()
+        tasks = {ack: packages[ack] for ack in acks} if with_results else {}
+        assert transitions.finish("default", acks, tasks, owner=me, freed=freed) == set(acks)
+        return freed
+
+    # Two slots of the full key and one of the loose key in one batch: its queue, once
+    # (to be woken; SQLite has no NOTIFY, its workers poll).
+    woken = {queue()} if connection.vendor == "postgresql" else set()
+    assert finish([*full[:2], loose[0]]) == woken
+    # The key is below its limit now: no claimer waits on it, nor on the loose one.
+    assert finish([full[2], loose[1]]) == set()
+    assert Task.objects.count() == (5 if with_results else 0)
 
 
 def test_per_key_limits_count_each_key_apart() -> None:
