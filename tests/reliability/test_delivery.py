@@ -68,7 +68,7 @@ def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
 ) -> None:
     rng = random.Random(os.getpid())
     keys = enqueue_records(1000, sleep=0.01)
-    recoveries, held_keys, started_keys = [], set(), set()
+    recoveries, held_keys, started_keys, held_at_kills = [], set(), set(), 0
     restarted = None
     for _ in range(3):
         victim = restarted or worker_factory()
@@ -93,8 +93,10 @@ def test_kill_9_three_times_loses_nothing_and_the_restart_takes_over_at_once(
         recoveries.append(time.monotonic() - started)
         assert WorkerNode.objects.get(id=node.id).dead_at is not None
         lost = JobAttempt.objects.filter(error_type="WorkerLost", task_id__in=keys).count()
-        assert len(held) > 0
         assert lost >= len(started_keys)  # each marked start lost is one WorkerLost
+        # A kill may fall between a finish and the next claim, with nothing held.
+        held_at_kills += len(held)
+    assert held_at_kills > 0  # the kills did take tasks from the nodes
 
     wait_for(
         lambda: len(effects.all()) == len(keys),
