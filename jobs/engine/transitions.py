@@ -572,8 +572,8 @@ def mark_started(conn: Any, *, row_id: int, node: int) -> int | None:
 # -- finish --------------------------------------------------------------------------
 # Only a slot of a key that was full wakes anyone: no claimer waits on a key below its
 # limit (a claim that takes nothing because of limits finds every key it saw full).
-# The statement's snapshot still sees the rows it deletes as running, so the count
-# includes them.
+# On PostgreSQL the statement's snapshot still sees the rows it deletes as running, so
+# the count includes them (SQLite's RETURNING sees them gone; it has no NOTIFY anyway).
 _FREED = (
     f"CASE WHEN {_TABLE}.limit_key IS NOT NULL AND (SELECT count(*) FROM {_TABLE} AS r "
     f"WHERE r.state = 'running' AND r.limit_key = {_TABLE}.limit_key) >= {_TABLE}.limit_max "
