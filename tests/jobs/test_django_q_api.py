@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db.models import Q
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -93,8 +94,12 @@ def api_log(module_api_log: Path) -> Path:
 
 
 @pytest.fixture
-def cluster(module_cluster: Worker, api_log: Path) -> Worker:
-    """The module's cluster, once its node is registered again after the last flush."""
+def cluster(module_cluster: Worker, api_log: Path):
+    """The module's cluster, once its node is registered again after the last flush.
+
+    At the end the test's ready tasks are run and finished before the flush: the flush's
+    TRUNCATE of every table would deadlock with a finish still writing to two of them.
+    """
     module_cluster.wait_until(
         lambda: WorkerNode.objects.filter(
             pid=module_cluster.pid, dead_at__isnull=True, stopped_at__isnull=True
@@ -102,7 +107,17 @@ def cluster(module_cluster: Worker, api_log: Path) -> Worker:
         timeout=30,
         what="the cluster's node",
     )
-    return module_cluster
+    yield module_cluster
+
+    def settled() -> bool:
+        ready = Q(state__in=Job.CLAIMABLE_STATES, run_at__lte=timezone.now())
+        return not Job.objects.filter(ready | Q(state=Job.State.RUNNING)).exists()
+
+    module_cluster.wait_until(
+        settled,
+        timeout=30,
+        what="the test's ready tasks finished",
+    )
 
 
 def records(path: Path, kind: str) -> list[dict]:
