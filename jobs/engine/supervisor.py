@@ -240,6 +240,10 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         seat.started = time.monotonic()
+        if self.stopping:
+            # The stop came while this worker was being made, too early for
+            # request_stop to see it alive: it stops like the others.
+            _signal(seat.process.pid, signal.SIGTERM)
         logger.info("worker process started", worker=seat.process.name, pid=seat.process.pid)
 
     def reap(self, seat: Seat) -> None:

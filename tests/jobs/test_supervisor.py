@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,24 @@ def test_a_stop_signal_sent_to_a_new_worker_reaches_the_workers_handler(
         signal.signal(signal.SIGTERM, previous)
     assert seat.process.exitcode == 0
     assert record.read_text() == "worker"  # never the supervisor's handler, in the worker
+
+
+def _worker_that_waits_for_sigterm(*, lifeline, **kwargs) -> None:
+    """Exits 0 on SIGTERM, as a worker stops; 3 when none comes within 20 s."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    time.sleep(20)
+    os._exit(3)
+
+
+def test_a_worker_made_while_the_node_stops_is_stopped_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor, "_worker_entry", _worker_that_waits_for_sigterm)
+    node = supervisor.Supervisor(workers=1)
+    seat = node.seats[0]
+    # SIGTERM handled just before the fork: no worker alive yet for it to signal.
+    node.request_stop()
+    node.spawn(seat)
+    seat.process.join(30)
+    assert seat.process.exitcode == 0

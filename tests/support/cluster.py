@@ -101,10 +101,27 @@ class Worker:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                still = self._tree()
                 self.kill()
-                raise
+                raise AssertionError(
+                    f"the node did not stop within {timeout}s; processes left: {still}\n"
+                    f"{self.log()[-6000:]}"
+                ) from None
         self._log.close()
         return self.process.returncode
+
+    def _tree(self) -> list[str]:
+        """The node's processes: pid, name, state (what a stop that hangs waits on)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.append(f"{process.pid} {process.name()} {process.status()}")
+        return found
 
     def kill(self) -> None:
         """SIGKILL every process of the node at once, as ``kill -9`` of a service's cgroup
