@@ -7,9 +7,6 @@ receiver) and any receiver of the project's. A failed attempt's result is writte
 ``save_failure`` (from ``transitions.fail``).
 """
 
-# SQL text here is built only from model metadata and integers; other values are parameters.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import base64
@@ -36,7 +33,6 @@ from django_q.signing import SignedPackage
 from django_q.tasks import async_chain
 
 from jobs.engine import context
-from jobs.engine.context import AckId
 from jobs.engine.execute import clean
 from jobs.engine.funcs import func_path
 from jobs.models import JobAttempt
@@ -79,48 +75,31 @@ def result_row(task: dict[str, Any]) -> Task:
     return Task(**_fields(task))
 
 
-# The result columns in one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL: one
-# parameter per column instead of one per value, and the pickles encoded as
-# django-picklefield stores them (base64 of the pickle), without its deep copy.
-_COLUMNS = list(_fields({"id": ""}))
+# The result columns as arrays, one per column, in this order, with their element
+# types: the finish function's parameters on PostgreSQL (migration 0017 of jobs). The
+# pickles are encoded as django-picklefield stores them (base64 of the pickle), without
+# its deep copy.
+RESULT_COLUMNS = {
+    "id": "text", "name": "text", "func": "text", "hook": "text", "args": "text",
+    "kwargs": "text", "result": "text", "group": "text", "started": "timestamptz",
+    "stopped": "timestamptz", "success": "boolean", "attempt_count": "int", "cluster": "text",
+}  # fmt: skip
 _PICKLED = {"args", "kwargs", "result"}
-_ARRAY_TYPES = {"started": "timestamptz", "stopped": "timestamptz", "success": "boolean",
-                "attempt_count": "integer"}  # fmt: skip
-_QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)
-_SELECTED = ", ".join(f'r."{c}"' for c in _COLUMNS)
-# Binary parameters (%b): psycopg sends the arrays without quoting each element in
-# Python, which text arrays cost on every finish.
-_UNNEST = ", ".join(f"%b::{_ARRAY_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
-_UPSERT_SET = ", ".join(f'"{c}" = excluded."{c}"' for c in _UPDATED_ON_CONFLICT)
 
 
 def _pickled(value: Any) -> str | None:
     return None if value is None else base64.b64encode(pickle.dumps(value, -1)).decode()
 
 
-def _column_arrays(tasks: list[dict[str, Any]]) -> list[list[Any]]:
-    arrays: list[list[Any]] = [[] for _ in _COLUMNS]
+def column_arrays(tasks: list[dict[str, Any]]) -> list[list[Any]]:
+    """The result rows of ``tasks`` as one array per column (``RESULT_COLUMNS``)."""
+    arrays: list[list[Any]] = [[] for _ in RESULT_COLUMNS]
     for task in tasks:
-        for array, (name, value) in zip(arrays, _fields(task).items(), strict=True):
+        fields = _fields(task)
+        for array, name in zip(arrays, RESULT_COLUMNS, strict=True):
+            value = fields[name]
             array.append(_pickled(value) if name in _PICKLED else value)
     return arrays
-
-
-def insert_joined(
-    tasks: list[dict[str, Any]], acks: list[AckId], *, joined: str
-) -> tuple[str, list[Any]]:
-    """PostgreSQL: an ``INSERT ... SELECT`` of the results of ``tasks`` (one per ack)
-    for the acks found in the CTE ``joined`` (columns ``id``, ``attempt``), and its
-    parameters, for a psycopg cursor (``jobs.engine.bound``)."""
-    params: list[Any] = [*_column_arrays(tasks), [a[0] for a in acks], [a[1] for a in acks]]
-    sql = (
-        f"INSERT INTO {Task._meta.db_table} ({_QUOTED}) SELECT {_SELECTED} "
-        f"FROM unnest({_UNNEST}, %b::bigint[], %b::integer[]) "
-        f"AS r({_QUOTED}, row_id, row_attempt) "
-        f"JOIN {joined} ON {joined}.id = r.row_id AND {joined}.attempt = r.row_attempt "
-        f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET} RETURNING 1"
-    )
-    return sql, params
 
 
 def saved(task: dict[str, Any]) -> bool:
@@ -204,6 +183,9 @@ def save_failure(
 ) -> None:
     """A failed attempt: the task's ``Failure`` result (replaced by a later success) and hook.
 
+    The row is written in the caller's transaction, the one that makes the task ready
+    again: a retry that starts once it commits, and succeeds, replaces it, never the
+    other way round. The hook, a cached result and the log line run after the commit.
     ``payload`` is the task's signed package from its queue row. A chain stops at a
     link that dies (``final``); the links left are logged, and run on if the dead task
     is retried and succeeds (its payload still holds the chain).
@@ -220,18 +202,22 @@ def save_failure(
         stopped=stopped,
         cluster=cluster or task.get("cluster"),
     )
-    if task.get("cached"):
-        save_cached(task)
-    else:
-        alias = router.db_for_write(Task)
-        send_saved(alias, save_rows(alias, [task]))
-    if final and task.get("chain"):
-        logger.warning(
-            "chain stopped",
-            task_id=task.get("id"),
-            links_not_run=len(task["chain"]),
-            next_func=func_path(task["chain"][0][0]) if task["chain"][0] else "",
-        )
+    alias = router.db_for_write(Task)
+    rows = [] if task.get("cached") else save_rows(alias, [task])
+
+    def announce() -> None:
+        if task.get("cached"):
+            save_cached(task)
+        send_saved(alias, rows)
+        if final and task.get("chain"):
+            logger.warning(
+                "chain stopped",
+                task_id=task.get("id"),
+                links_not_run=len(task["chain"]),
+                next_func=func_path(task["chain"][0][0]) if task["chain"][0] else "",
+            )
+
+    transaction.on_commit(announce, using=alias)
 
 
 # Group members of cached tasks are collected in one cache entry per group, which

@@ -200,37 +200,18 @@ def claim(*, alias: str, queue: str, node: int, by: str, limit: int) -> list[Cla
     ]
 
 
+# The claim's statement, kept with its plan by the server (migration 0017).
+_CLAIM_POSTGRESQL = "SELECT * FROM jobs_claim(%(queue)s, %(now)s, %(node)s, %(by)s, %(limit)s)"
+
+
 def _claim_postgresql(
     alias: str, *, queue: str, node: int, by: str, limit: int, now: datetime
 ) -> list[tuple[Any, ...]]:
-    sql = f"""
-        WITH me AS (
-            SELECT id FROM {_NODE_TABLE}
-            WHERE id = %(node)s AND dead_at IS NULL AND stopped_at IS NULL
-            FOR SHARE
-        ), picked AS (
-            SELECT id FROM {_TABLE}
-            WHERE queue = %(queue)s
-              AND state IN ('queued', 'retrying')
-              AND limit_key IS NULL AND rate_key IS NULL
-              AND run_at <= %(now)s
-              AND EXISTS (SELECT 1 FROM me)
-            ORDER BY priority DESC, run_at, id
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE {_TABLE} AS j
-        SET state = 'running', claimed_at = %(now)s, claimed_by = %(by)s,
-            owner = %(node)s, started_at = NULL
-        FROM picked
-        WHERE j.id = picked.id {_NO_FLUSH}
-        RETURNING j.id, j.payload, j.timeout, j.max_attempts, j.attempt, j.priority, j.run_at
-    """
     params: dict[str, str | int | datetime] = {
         "queue": queue, "now": now, "limit": limit, "by": by, "node": node,
     }  # fmt: skip
     with bound.cursor(alias) as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_CLAIM_POSTGRESQL, params)
         return list(cursor.fetchall())
 
 
@@ -579,15 +560,6 @@ _FREED = (
     f"WHERE r.state = 'running' AND r.limit_key = {_TABLE}.limit_key) >= {_TABLE}.limit_max "
     "THEN queue END AS freed"
 )
-# The same on PostgreSQL, counted once per key of the deleted rows (``done``), not once
-# per row: the rows that end a batch are mostly of one key.
-_FREED_KEYS = (
-    "SELECT NULL::bigint, NULL::int, k.queue FROM ("
-    "SELECT limit_key, queue, min(limit_max) AS most FROM done "
-    "WHERE limit_key IS NOT NULL GROUP BY limit_key, queue) AS k "
-    f"WHERE (SELECT count(*) FROM {_TABLE} AS r WHERE r.state = 'running' "
-    "AND r.limit_key = k.limit_key) >= k.most"
-)
 
 
 def _delete_sql(acks: list[AckId], owner: int | None, by: str | None) -> tuple[str, list[str]]:
@@ -601,17 +573,6 @@ def _delete_sql(acks: list[AckId], owner: int | None, by: str | None) -> tuple[s
     ), ([by] if by is not None else [])
 
 
-def _deleted_postgresql(delete: str, also: str = "") -> str:
-    """``delete`` (with ``also``, more statements on its rows ``done``) in one statement
-    that returns the deleted rows ``(id, attempt, NULL)`` and, once per key that was at
-    its limit, ``(NULL, NULL, queue)``."""
-    return (
-        f"WITH done AS ({delete}{_NO_FLUSH}"
-        "RETURNING id, attempt, limit_key, limit_max, queue)"
-        f"{also} SELECT id, attempt, NULL FROM done UNION ALL {_FREED_KEYS}"
-    )
-
-
 # The deleted rows (row id, attempt), and the queues of the keys whose slots they freed.
 _Deleted = tuple[set[AckId], set[str]]
 
@@ -621,32 +582,43 @@ def _split(rows: Iterable[Sequence[Any]]) -> _Deleted:
     return deleted, {str(r[2]) for r in rows if r[2] is not None}
 
 
-def _delete_finished(alias: str, acks: list[AckId], owner: int | None, by: str | None) -> _Deleted:
+def _delete_finished_sqlite(
+    alias: str, acks: list[AckId], owner: int | None, by: str | None
+) -> _Deleted:
     if not acks:
         return set(), set()
-    db = connections[alias]
     delete, params = _delete_sql(acks, owner, by)
     # SQLite has no NOTIFY (its workers poll): a freed slot wakes no one there.
-    postgresql = db.vendor == "postgresql"
-    sql = _deleted_postgresql(delete) if postgresql else f"{delete}RETURNING id, attempt, NULL"
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"{delete}RETURNING id, attempt, NULL", params)
         return _split(cursor.fetchall())
 
 
-def _delete_and_save_postgresql(
+# The finish's statement, kept with its plan by the server (migration 0017): the rows
+# and their attempts, then the result columns (results.RESULT_COLUMNS) and the ack each
+# result row belongs to.
+_FINISH_POSTGRESQL = (
+    "SELECT * FROM jobs_finish(%b::bigint, %b::text, %b::bigint[], %b::int[], "
+    + ", ".join(f"%b::{kind}[]" for kind in results.RESULT_COLUMNS.values())
+    + ", %b::bigint[], %b::int[])"
+)
+
+
+def _finish_postgresql(
     alias: str,
     acks: list[AckId],
     kept: dict[AckId, dict[str, Any]],
     owner: int | None,
     by: str | None,
 ) -> _Deleted:
-    """One statement: delete the owned rows, insert the results of exactly those."""
-    ordered = list(kept)
-    delete, params = _delete_sql(acks, owner, by)
-    insert, values = results.insert_joined([kept[ack] for ack in ordered], ordered, joined="done")
+    """One call: delete the owned rows, insert the results of exactly those."""
+    params = [
+        owner, by, [a[0] for a in acks], [a[1] for a in acks],
+        *results.column_arrays(list(kept.values())),
+        [a[0] for a in kept], [a[1] for a in kept],
+    ]  # fmt: skip
     with bound.cursor(alias) as cursor:
-        cursor.execute(_deleted_postgresql(delete, f", saved AS ({insert})"), [*params, *values])
+        cursor.execute(_FINISH_POSTGRESQL, params)
         return _split(cursor.fetchall())
 
 
@@ -685,13 +657,11 @@ def finish(
     )
     with contextlib.nullcontext() if alone else transaction.atomic(using=alias):
         kept = {ack: tasks[ack] for ack in acks if ack in tasks and results.saved(tasks[ack])}
-        if kept and db.vendor == "postgresql":
-            deleted, full = _delete_and_save_postgresql(alias, acks, kept, owner, by)
-        else:
-            deleted, full = _delete_finished(alias, acks, owner, by)
-        if kept and db.vendor == "postgresql":
+        if db.vendor == "postgresql":
+            deleted, full = _finish_postgresql(alias, acks, kept, owner, by)
             rows = [results.result_row(task) for ack, task in kept.items() if ack in deleted]
         else:
+            deleted, full = _delete_finished_sqlite(alias, acks, owner, by)
             rows = results.save_rows(alias, [t for ack, t in kept.items() if ack in deleted])
         if freed is not None:
             freed |= full
@@ -849,16 +819,16 @@ def fail(
             host=worker.host[:255],
             pid=worker.pid,
         )
-    if payload is not None:
-        results.save_failure(
-            payload,
-            final=retry_at is None,
-            result=f"{error_message} : {traceback}" if traceback else error_message,
-            attempt=attempt,
-            started=started_at,
-            stopped=now,
-            cluster=worker.cluster,
-        )
+        if payload is not None:
+            results.save_failure(
+                payload,
+                final=retry_at is None,
+                result=f"{error_message} : {traceback}" if traceback else error_message,
+                attempt=attempt,
+                started=started_at,
+                stopped=now,
+                cluster=worker.cluster,
+            )
     return updated == 1
 
 
@@ -1207,7 +1177,8 @@ def _end(
     ended: str = "",
 ) -> None:
     """End locked ``rows`` (``_END_FIELDS`` read) cancelled or expired: the row kept like
-    a dead one, its batch counted, its ``Failure`` result written once committed."""
+    a dead one, its batch counted, its ``Failure`` result written with them (its hook
+    runs once committed)."""
     if not rows:
         return
     if state == Job.State.CANCELLED:
@@ -1228,16 +1199,15 @@ def _end(
     ends = Counter((row.batch, state) for row in rows if row.batch is not None)
     if ends:
         _count_ended(alias, dict(ends))
-    reported = [(row.payload, row.attempt) for row in rows]
-    message = fields["last_error_message"]
-    transaction.on_commit(lambda: _report_ended(reported, message, now), using=alias)
-
-
-def _report_ended(reported: list[tuple[str, int]], message: str, now: datetime) -> None:
-    """django-q2's view of a task that ended without success: a final ``Failure``."""
-    for payload, attempt in reported:
+    # django-q2's view of a task that ended without success: a final ``Failure``.
+    for row in rows:
         results.save_failure(
-            payload, final=True, result=message, attempt=attempt, started=None, stopped=now
+            row.payload,
+            final=True,
+            result=str(fields["last_error_message"]),
+            attempt=row.attempt,
+            started=None,
+            stopped=now,
         )
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.db.models.signals import post_save
 from django.utils import timezone
 from django_q.models import Task
 from django_q.signals import pre_enqueue
 from django_q.signing import SignedPackage
-from django_q.tasks import async_task
+from django_q.tasks import async_task, fetch
 
 from jobs.engine import context, failing, nodes, results, transitions
 from jobs.engine.broker import DatabaseBroker
@@ -187,6 +187,40 @@ def test_a_task_lost_at_its_last_attempt_gets_one_failure_result(broker, saved) 
     )
     assert failure.result == "its worker process was killed by SIGKILL; the attempt did not finish"
     assert [t.id for t in saved] == [task_id]
+
+
+def test_a_failed_attempt_s_result_is_written_with_its_retry_which_then_replaces_it(
+    broker, saved
+) -> None:
+    task_id = async_task(tasks.noop, "flaky", broker=broker, hook="tests.support.api_jobs.hook")
+    [(ack, _payload)] = jobtable.claim(queue=QUEUE)
+    node = jobtable.node(QUEUE)
+    written_in_transaction = []
+
+    def watch(execute, sql, params, many, context):
+        if Task._meta.db_table in sql:
+            written_in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        transitions.fail(
+            task_id=task_id,
+            attempt=ack[1],
+            error_type="RuntimeError",
+            error_message="flaky",
+            retry_at=timezone.now(),  # ready again at once, for any worker
+            owner=node,
+        )
+
+    # Written before the task was ready again: no retry can finish before it.
+    assert written_in_transaction == [True]
+    assert [t.success for t in saved] == [False]  # its hook ran, after the commit
+    [(retry, payload)] = jobtable.claim(queue=QUEUE)
+    package = SignedPackage.loads(payload)
+    package.update(success=True, result="ok", stopped=timezone.now(), attempt=retry[1])
+    transitions.finish("default", [retry], {retry: package}, owner=node, by=jobtable.BY)
+    result = fetch(task_id)
+    assert (result.success, result.result, result.attempt_count) == (True, "ok", 2)
 
 
 def test_a_result_that_cannot_be_written_does_not_hold_back_the_batch(broker) -> None:
